@@ -1,7 +1,52 @@
+//go:build lead
+
 package main
 
-import "github.com/spf13/cobra"
+import (
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"github.com/hearth-home/hearth/internal/server"
+)
 
 func newServeCmd(e *env) *cobra.Command {
-	return &cobra.Command{Use: "serve", Short: "(not yet built)"}
+	var o server.Options
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the CA, the mTLS gateway, logins and the admin socket",
+		Long: `serve runs hearth in front of the agent:
+  - the mTLS gateway on --listen (TLS 1.3): devices by certificate, remote
+    users by token; every request authorized and audited, then proxied;
+  - the smallstep-compatible CA API on --ca-listen (step CLI, ACME);
+  - the admin socket in the data dir, for the admin commands.
+Flags override hearth.yaml. SIGTERM or Ctrl-C shuts down cleanly.`,
+		Example: `  hearth serve
+  hearth serve --dir /var/lib/hearth --listen :8443 --upstream http://127.0.0.1:18789
+  hearth serve --log-level info`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			dir, err := dataDir(cmd)
+			if err != nil {
+				return err
+			}
+			o.Dir = dir
+			o.Logger = newLogger(cmd, e)
+			o.Ready = func(a server.Addrs) {
+				fmt.Fprintf(e.stderr, "hearth: serving gateway on %s, CA on %s, admin socket %s\n", a.Gateway, a.CA, a.Socket)
+			}
+			s, err := server.Open(o)
+			if err != nil {
+				return err
+			}
+			defer s.Close()
+			return s.Serve(cmd.Context())
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.Listen, "listen", "", "gateway address (default from hearth.yaml, :8443)")
+	f.StringVar(&o.CAListen, "ca-listen", "", "CA API address (default from hearth.yaml, :9443)")
+	f.StringVar(&o.Upstream, "upstream", "", "the agent's URL (default from hearth.yaml, http://127.0.0.1:18789)")
+	f.StringVar(&o.PublicURL, "public-url", "", "the gateway URL devices use, in enrollment links (default https://localhost:PORT)")
+	return cmd
 }

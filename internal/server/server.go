@@ -1,0 +1,368 @@
+//go:build lead
+
+// Package server composes hearth's parts into the running service: it opens
+// the data dir (hearth.yaml, the store, the audit log, the CA), builds the
+// authorizer, the login services and the gateway, and serves the three
+// listeners (gateway, CA API, admin socket) until its context ends.
+//
+// # Trust boundary
+//
+// The server wires; it decides nothing itself. Every request on the gateway
+// and the admin socket reaches hearth's handlers through mtls (which
+// authenticates) and, where it needs a capability, through authz.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/hearth-home/hearth/audit"
+	"github.com/hearth-home/hearth/auth"
+	"github.com/hearth-home/hearth/auth/oidc"
+	"github.com/hearth-home/hearth/authz"
+	"github.com/hearth-home/hearth/ca"
+	"github.com/hearth-home/hearth/internal/admin"
+	"github.com/hearth-home/hearth/internal/config"
+	"github.com/hearth-home/hearth/internal/httpx"
+	"github.com/hearth-home/hearth/mtls"
+)
+
+// StoreName is the embedded store's file name in the data dir.
+const StoreName = "hearth.db"
+
+// Options are the command-line overrides of hearth.yaml; empty means the
+// file's value.
+type Options struct {
+	Dir      string
+	Listen   string
+	CAListen string
+	Upstream string
+	// PublicURL is the gateway URL devices use; default https://<first host>:<port>.
+	PublicURL string
+	Logger    zerolog.Logger
+	Now       func() time.Time
+	// Ready, if set, receives the bound addresses once every listener is up.
+	Ready func(Addrs)
+}
+
+// Addrs are the addresses the server is listening on.
+type Addrs struct {
+	Gateway string
+	CA      string
+	Socket  string
+}
+
+// Server is a running hearth.
+type Server struct {
+	opts    Options
+	cfg     *config.Config
+	log     zerolog.Logger
+	db      *bolt.DB
+	audit   *audit.Log
+	policy  *authz.Policy
+	ca      *ca.CA
+	auth    *auth.Service
+	oidc    *oidc.Handler
+	gateway *mtls.Gateway
+	trusted []netip.Prefix
+}
+
+// Open opens the data dir and builds every part, without listening yet.
+func Open(opts Options) (*Server, error) {
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	dir := opts.Dir
+	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+		return nil, fmt.Errorf("server: no data dir at %s: run `hearth init --dir %s` first", dir, dir)
+	}
+	cfg, err := config.Load(filepath.Join(dir, config.FileName))
+	if err != nil {
+		return nil, err
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if opts.Listen != "" {
+		cfg.Gateway.Listen = opts.Listen
+	}
+	if opts.CAListen != "" {
+		cfg.CA.Listen = opts.CAListen
+	}
+	if opts.Upstream != "" {
+		cfg.Gateway.Upstream = opts.Upstream
+	}
+	if cfg.Gateway.Listen == "" {
+		cfg.Gateway.Listen = ":8443"
+	}
+	if cfg.CA.Listen == "" {
+		cfg.CA.Listen = ":9443"
+	}
+	if cfg.Gateway.Upstream == "" {
+		cfg.Gateway.Upstream = "http://127.0.0.1:18789"
+	}
+	s := &Server{opts: opts, cfg: cfg, log: opts.Logger}
+	ok := false
+	defer func() {
+		if !ok {
+			s.Close()
+		}
+	}()
+
+	if s.policy, err = authz.New(cfg.Authz); err != nil {
+		return nil, err
+	}
+	for _, n := range cfg.Gateway.TrustedNetworks {
+		p, err := netip.ParsePrefix(n)
+		if err != nil {
+			return nil, fmt.Errorf("server: gateway.trusted_networks: %q is not a CIDR such as 192.168.1.0/24", n)
+		}
+		s.trusted = append(s.trusted, p.Masked())
+	}
+	if len(s.trusted) == 0 {
+		s.trusted = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
+	}
+	upstream, err := url.Parse(cfg.Gateway.Upstream)
+	if err != nil || (upstream.Scheme != "http" && upstream.Scheme != "https") || upstream.Host == "" {
+		return nil, fmt.Errorf("server: upstream %q is not an http(s) URL such as http://127.0.0.1:18789", cfg.Gateway.Upstream)
+	}
+
+	s.db, err = bolt.Open(filepath.Join(dir, StoreName), 0o600, &bolt.Options{Timeout: 2 * time.Second})
+	if err != nil {
+		return nil, fmt.Errorf("server: opening the store %s: %w (is another hearth serving this dir?)", filepath.Join(dir, StoreName), err)
+	}
+	if s.audit, err = audit.Open(dir, cfg.Audit, audit.Options{Logger: s.log, Now: opts.Now}); err != nil {
+		return nil, err
+	}
+	publicURL := opts.PublicURL
+	if publicURL == "" {
+		publicURL = "https://localhost" + portOf(cfg.Gateway.Listen)
+	}
+	s.ca, err = ca.Open(dir, cfg.CA, ca.Options{
+		DB: s.db, Policy: s.policy, Audit: s.audit, Logger: s.log, Now: opts.Now, PublicURL: publicURL,
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.auth, err = auth.Open(s.db, cfg.Auth, auth.Options{
+		Policy: s.policy, Audit: s.audit, Logger: s.log, Now: opts.Now, ZoneOf: s.zoneOf,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if len(cfg.OIDC) > 0 {
+		s.oidc, err = newOIDC(s, cfg.OIDC, publicURL)
+		if err != nil {
+			return nil, err
+		}
+	}
+	routes := cfg.Gateway.Routes
+	s.gateway, err = mtls.NewGateway(mtls.GatewayOptions{
+		Policy:          s.policy,
+		Devices:         s.ca,
+		Tokens:          s.auth,
+		Audit:           s.audit,
+		Routes:          routes,
+		Upstream:        upstream,
+		TrustedNetworks: s.trusted,
+		Hearth:          s.hearthMux(),
+		Logger:          s.log,
+		Now:             opts.Now,
+	})
+	if err != nil {
+		return nil, err
+	}
+	ok = true
+	return s, nil
+}
+
+func portOf(addr string) string {
+	_, p, err := net.SplitHostPort(addr)
+	if err != nil || p == "443" {
+		return ""
+	}
+	return ":" + p
+}
+
+func (s *Server) zoneOf(remoteAddr string) authz.Zone {
+	ap, err := netip.ParseAddrPort(remoteAddr)
+	var a netip.Addr
+	if err == nil {
+		a = ap.Addr()
+	} else if a, err = netip.ParseAddr(remoteAddr); err != nil {
+		return authz.ZoneRemote
+	}
+	a = a.Unmap()
+	for _, p := range s.trusted {
+		if p.Contains(a) {
+			return authz.ZoneLAN
+		}
+	}
+	return authz.ZoneRemote
+}
+
+// hearthMux routes hearth's own /.hearth/ paths. It serves both the gateway
+// (principal set by mtls, maybe nil) and the admin socket (principal local).
+func (s *Server) hearthMux() http.Handler {
+	mux := http.NewServeMux()
+	caPublic := s.ca.PublicHandler()
+	mux.Handle("/.hearth/v1/enroll", caPublic)
+	mux.Handle("/.hearth/v1/renew", caPublic)
+	mux.Handle("/.hearth/v1/roots.pem", caPublic)
+	mux.Handle("/.hearth/v1/auth/", s.auth.Handler())
+	if s.oidc != nil {
+		mux.Handle("/.hearth/v1/auth/oidc/", s.oidc)
+	}
+	mux.Handle("/.hearth/v1/audit/", requirePrincipal(s.audit.Handler()))
+	admin := s.gateway.Require(authz.CapHearthAdmin, adminMux(s))
+	mux.Handle("/.hearth/v1/admin/", admin)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		httpx.Error(w, http.StatusNotFound, "not_found", "no such hearth endpoint: "+r.URL.Path)
+	})
+	return mux
+}
+
+func adminMux(s *Server) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/.hearth/v1/admin/devices", s.ca.AdminHandler())
+	mux.Handle("/.hearth/v1/admin/devices/", s.ca.AdminHandler())
+	mux.Handle("/.hearth/v1/admin/users", s.auth.AdminHandler())
+	mux.Handle("/.hearth/v1/admin/users/", s.auth.AdminHandler())
+	mux.HandleFunc("GET /.hearth/v1/admin/principals/{id}", s.principalInfo)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		httpx.Error(w, http.StatusNotFound, "not_found", "no such admin endpoint: "+r.URL.Path)
+	})
+	return mux
+}
+
+// principalInfo answers `hearth authz explain` with a principal's granted
+// capabilities.
+func (s *Server) principalInfo(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	kind, name, _ := strings.Cut(id, ":")
+	var caps []authz.Capability
+	var err error
+	switch kind {
+	case "device":
+		caps, err = s.ca.DeviceCapabilities(r.Context(), name)
+	case "user":
+		caps, err = s.auth.UserCapabilities(r.Context(), name)
+	default:
+		httpx.Error(w, http.StatusBadRequest, "bad_request", "a principal is user:NAME or device:NAME")
+		return
+	}
+	if err != nil {
+		httpx.Error(w, http.StatusNotFound, "not_found", err.Error())
+		return
+	}
+	httpx.JSON(w, http.StatusOK, map[string]any{"id": id, "capabilities": caps})
+}
+
+func requirePrincipal(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if mtls.PrincipalFrom(r.Context()) == nil {
+			httpx.Error(w, http.StatusUnauthorized, "unauthenticated", "present a device certificate or a bearer token")
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// Serve listens on the gateway, CA and admin socket addresses and serves
+// until ctx ends, then shuts down gracefully.
+func (s *Server) Serve(ctx context.Context) error {
+	gwLn, err := net.Listen("tcp", s.cfg.Gateway.Listen)
+	if err != nil {
+		return fmt.Errorf("server: gateway listen %s: %w", s.cfg.Gateway.Listen, err)
+	}
+	caLn, err := net.Listen("tcp", s.cfg.CA.Listen)
+	if err != nil {
+		gwLn.Close()
+		return fmt.Errorf("server: CA listen %s: %w", s.cfg.CA.Listen, err)
+	}
+	sockLn, err := admin.Listen(s.opts.Dir)
+	if err != nil {
+		gwLn.Close()
+		caLn.Close()
+		return err
+	}
+	defer os.Remove(admin.SocketPath(s.opts.Dir))
+
+	gwSrv := s.gateway.Server(mtls.ServerTLSConfig(s.ca.ServerCertificate(), s.ca.Roots()))
+	caSrv := &http.Server{
+		Handler:           s.ca.APIHandler(),
+		TLSConfig:         s.ca.APITLSConfig(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          nil,
+	}
+	sockSrv := &http.Server{
+		Handler:           mtls.LocalPrincipal(s.policy, s.hearthMux()),
+		ReadHeaderTimeout: 10 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+	}
+
+	errc := make(chan error, 3)
+	var wg sync.WaitGroup
+	serve := func(name string, f func() error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := f(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("server: %s: %w", name, err)
+			}
+		}()
+	}
+	serve("gateway", func() error { return gwSrv.ServeTLS(gwLn, "", "") })
+	serve("ca", func() error { return caSrv.ServeTLS(caLn, "", "") })
+	serve("admin socket", func() error { return sockSrv.Serve(sockLn) })
+	addrs := Addrs{Gateway: gwLn.Addr().String(), CA: caLn.Addr().String(), Socket: admin.SocketPath(s.opts.Dir)}
+	s.log.Info().Str("gateway", addrs.Gateway).Str("ca", addrs.CA).Str("socket", addrs.Socket).Msg("serving")
+	if s.opts.Ready != nil {
+		s.opts.Ready(addrs)
+	}
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-errc:
+	}
+	shutCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, srv := range []*http.Server{gwSrv, caSrv, sockSrv} {
+		_ = srv.Shutdown(shutCtx)
+	}
+	wg.Wait()
+	s.log.Info().Msg("stopped")
+	return runErr
+}
+
+// Close releases the store, the log and the CA.
+func (s *Server) Close() error {
+	var errs []error
+	if s.ca != nil {
+		errs = append(errs, s.ca.Close())
+	}
+	if s.audit != nil {
+		errs = append(errs, s.audit.Close())
+	}
+	if s.db != nil {
+		errs = append(errs, s.db.Close())
+	}
+	return errors.Join(errs...)
+}
