@@ -18,6 +18,46 @@
 // principal was not granted, or a trust requirement that is not met all
 // deny. Configuration that cannot be parsed is rejected by [New]; a policy
 // that was never built (the zero Policy) denies everything.
+//
+// # Capabilities and bundles
+//
+// Capabilities are "area:action" strings. Bundles expand to capabilities:
+// system:read is status and conversations:read, system:write is
+// settings:modify and plugins:install, and system:admin is every capability
+// the policy knows, hearth:admin included. hearth.yaml may declare more
+// capabilities and bundles (authz.capabilities, authz.bundles).
+//
+// # Trust requirements
+//
+// Being granted a capability is necessary, not sufficient: each capability
+// may also require how the principal authenticated (local, device, token),
+// from where (lan, remote), how recently (max_age), and a second factor.
+// The defaults ([DefaultRequirements]) follow the authenticator assurance
+// levels of NIST SP 800-63B:
+//
+//   - a device certificate (a key held by an enrolled device) and the local
+//     admin socket (the owner's uid on the host) count as AAL2 equivalents:
+//     possession of a key plus control of the device;
+//   - a token from a password-only login is AAL1 (one factor, something you
+//     know);
+//   - a token from a login with a second factor (password + TOTP, or an
+//     OIDC provider that asserted MFA) is AAL2 (SP 800-63B §4.2: two
+//     distinct factors).
+//
+// So plugins:install and settings:modify, which change what the agent can
+// do, refuse a password-only (AAL1) token from a remote network ("plugins:install
+// requires a device or local session, this is a token from remote"), while
+// the same token with a second factor (AAL2) is allowed: it meets the
+// assurance level SP 800-63B asks for access to personal data and privileged
+// actions, and refusing it would leave an owner away from home no way to
+// manage the agent. On the lan a password-only token is allowed for these,
+// because being on the household network is itself a (weak) barrier the
+// owner controls. hearth:admin (devices, users, audit) is stricter: every
+// token needs a second factor, lan or remote, and an authentication at most
+// 15 minutes old (OWASP ASVS 5.0 V7.5: re-authenticate before sensitive
+// operations). Device and local sessions are verified afresh on every
+// request (the device record is looked up per request), so max_age applies
+// to tokens only.
 package authz
 
 import (
@@ -106,13 +146,16 @@ func (p *Principal) Has(c Capability) bool {
 }
 
 // Requirement is the trust a capability demands beyond being granted.
-// The zero Requirement demands nothing more.
+// The zero Requirement demands nothing more. Checks run in the order
+// Methods, Zones, second factor, MaxAge; the first that fails is the reason.
 type Requirement struct {
 	// Methods lists the authentication methods allowed; empty means any.
 	Methods []Method
 	// Zones lists the zones allowed; empty means any.
 	Zones []Zone
-	// MaxAge bounds the age of the authentication; zero means no bound.
+	// MaxAge bounds the age of a token's authentication; zero means no
+	// bound. Device and local sessions are verified afresh on every request
+	// and are not bounded by it.
 	MaxAge time.Duration
 	// MFA demands a second factor when the method is token.
 	MFA bool
@@ -174,11 +217,36 @@ func (d Decision) Reason() string {
 	case OutcomeZone:
 		return fmt.Sprintf("%s requires a request from %s, this is a %s from %s", d.Capability, joinZones(d.req.Zones), d.p.Method, d.p.Zone)
 	case OutcomeTooOld:
-		return fmt.Sprintf("%s requires an authentication at most %s old, this one is %s old", d.Capability, d.req.MaxAge, d.age.Truncate(time.Second))
+		if d.p.AuthTime.IsZero() {
+			return fmt.Sprintf("%s requires an authentication at most %s old, this one has no authentication time; log in again", d.Capability, d.req.MaxAge)
+		}
+		if d.age < 0 {
+			return fmt.Sprintf("%s requires an authentication at most %s old, this one is dated %s in the future", d.Capability, d.req.MaxAge, (-d.age).Truncate(time.Second))
+		}
+		return fmt.Sprintf("%s requires an authentication at most %s old, this one is %s old; log in again", d.Capability, d.req.MaxAge, d.age.Truncate(time.Second))
 	case OutcomeNeedsMFA:
-		return fmt.Sprintf("%s requires a second factor, this is a %s from %s without one", d.Capability, d.p.Method, d.p.Zone)
+		if !d.req.MFA && d.req.RemoteTokenMFA {
+			return fmt.Sprintf("%s requires a device or local session, this is a token from %s (a token would need a second factor)", d.Capability, d.p.Zone)
+		}
+		return fmt.Sprintf("%s requires a device or local session or a token with a second factor, this is a %s from %s without one", d.Capability, d.p.Method, d.p.Zone)
 	}
 	return "no authorization policy is loaded"
+}
+
+// Principal returns the principal the decision was made for (nil when
+// there was none).
+func (d Decision) Principal() *Principal { return d.p }
+
+// Requirement returns the trust requirement that was applied (the zero
+// Requirement when the decision did not get that far or there is none).
+func (d Decision) Requirement() Requirement { return d.req }
+
+// Verdict is "allow" or "deny".
+func (d Decision) Verdict() string {
+	if d.Allow {
+		return "allow"
+	}
+	return "deny"
 }
 
 // String prints "allow: reason" or "deny: reason".
@@ -214,6 +282,35 @@ func describeMethods(ms []Method) string {
 		s[i] = string(m)
 	}
 	return "a " + strings.Join(s, " or ") + " session"
+}
+
+// String describes the requirement, e.g. "methods device or local; a
+// second factor for tokens from remote", or "none".
+func (r Requirement) String() string {
+	var parts []string
+	if len(r.Methods) > 0 {
+		s := make([]string, len(r.Methods))
+		for i, m := range r.Methods {
+			s[i] = string(m)
+		}
+		parts = append(parts, "methods "+strings.Join(s, " or "))
+	}
+	if len(r.Zones) > 0 {
+		parts = append(parts, "zones "+joinZones(r.Zones))
+	}
+	switch {
+	case r.MFA:
+		parts = append(parts, "a second factor for tokens")
+	case r.RemoteTokenMFA:
+		parts = append(parts, "a second factor for tokens from remote")
+	}
+	if r.MaxAge > 0 {
+		parts = append(parts, "tokens at most "+r.MaxAge.String()+" old")
+	}
+	if len(parts) == 0 {
+		return "none"
+	}
+	return strings.Join(parts, "; ")
 }
 
 // Policy holds bundles, known capabilities and trust requirements. Build it
@@ -256,11 +353,14 @@ func DefaultBundles() map[string][]string {
 	}
 }
 
-// DefaultRequirements: installing plugins changes what the agent can do, so
-// it needs a device or local session, or a token with a second factor
-// (NIST SP 800-63B-4 AAL2 for privileged actions); hearth:admin is the same and
-// a token must be fresh (15 minutes, OWASP ASVS 5.0 V7.5 re-authentication
-// before sensitive operations).
+// DefaultRequirements returns the built-in trust requirements (see the
+// package documentation for why). Installing plugins and changing settings
+// change what the agent can do, so from remote they need a device or local
+// session, or a token with a second factor (NIST SP 800-63B AAL2);
+// hearth:admin needs a second factor on every token and a fresh
+// authentication (15 minutes, OWASP ASVS 5.0 V7.5 re-authentication before
+// sensitive operations). An entry in hearth.yaml replaces the default of
+// its capability as a whole.
 func DefaultRequirements() map[string]RequirementConfig {
 	return map[string]RequirementConfig{
 		string(CapPluginsInstall): {RemoteTokenMFA: true},
