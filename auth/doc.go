@@ -1,0 +1,85 @@
+// Package auth turns credentials into principals and tokens: users and their
+// argon2id password hashes, TOTP second factors, recovery and reset codes,
+// short-lived bearer tokens with rotating refresh tokens, and the throttling
+// and lockout that keep password guessing slow.
+//
+// # Trust boundary
+//
+// Everything a client sends to [Service.Handler] is untrusted: bodies are
+// bounded, names and codes are checked for shape before use, and every
+// credential check answers the same way whether the user exists or not.
+// [Service.AdminHandler] trusts its caller to have been authorized
+// (hearth:admin through the gateway, or the local admin socket); it never
+// lets an admin choose or learn a user's password (OWASP ASVS 5.0 V6.4.6).
+// The database file is trusted (it is 0600 in the data dir); it holds
+// argon2id hashes, SHA-256 hashes of tokens and reset codes, and the TOTP
+// seeds that verification needs.
+//
+// # Passwords
+//
+// NIST SP 800-63B-4 §3.1.1.2 and OWASP ASVS 5.0 V6.2: at least 15
+// characters when the password is the only factor, 8 once TOTP is
+// enrolled, up to 1024 bytes (never truncated), no composition rules,
+// Unicode NFKC-normalised, refused when it is on the embedded list of
+// common passwords (Openwall's public-domain password.lst, see
+// gen_blocklist.go) or built from the user name. Hashes are argon2id in PHC
+// format with a 16-byte per-user salt, RFC 9106's second recommended
+// parameters by default (t=3, m=64 MiB, p=4), compared in constant time,
+// and recomputed with the current parameters on the next successful login.
+//
+// # Throttling and lockout policy
+//
+// This is the policy OWASP ASVS 5.0 V6.1.1 asks to document:
+//
+//   - Per account: after 5 consecutive failed attempts the account is
+//     locked for 1 minute; each further failure (once the lockout has
+//     passed) doubles it — 2, 4, 8 … minutes, capped at 1 hour. After 100
+//     consecutive failures (NIST SP 800-63B-4 §3.2.2) password login is
+//     disabled until the user recovers the account with a recovery or reset
+//     code or an admin runs `hearth user unlock`. A success resets the
+//     count. Attempts refused during a lockout do not count.
+//   - Per client address (IPv4 address, IPv6 /64): a token bucket of 10
+//     attempts refilled at one every 6 seconds, shared by all accounts,
+//     against password spraying. A successful login gives its attempt back.
+//   - A throttled attempt is answered 429 with Retry-After, even when the
+//     password is right.
+//   - No enumeration. The failure count is kept per user name as typed,
+//     whether or not such a user exists, so an unknown name locks exactly
+//     like a real one: an unknown user, a wrong password, a disabled user and
+//     a missing or wrong TOTP code all get the same 401 and body after one
+//     argon2id evaluation (unknown users are checked against a dummy hash),
+//     and a locked name — real or not — gets the same 429 without any.
+//   - Recovery and reset codes have their own failure count with the same
+//     schedule, so an attacker who keeps a password locked does not also
+//     block recovery; device certificates and the local admin socket never
+//     depend on either.
+//   - argon2id runs at most max_concurrent_hashes at a time (default: CPUs,
+//     at most 4) behind a queue of 4× that; beyond it a login is answered
+//     503 at once, so memory stays below slots × 64 MiB plus a constant.
+//
+// State for real users is written back to the store every 30 seconds and
+// survives a restart; state for unknown names lives in memory, bounded to
+// 10,000 names.
+//
+// # Tokens
+//
+// Access tokens (hth_at_…) and refresh tokens (hth_rt_…) carry 256 bits
+// from crypto/rand and are stored only as SHA-256. An access token lives 1
+// hour at most and ends after 30 minutes unused; it carries at most its
+// user's capabilities (a narrower scope may be asked for). A refresh token
+// (7 days) is single use: each use returns a new pair in the same family,
+// and presenting a used one revokes the family (RFC 9700 §4.14.2). Logout
+// revokes the token's family; a password change ends the user's other
+// sessions; recovery, reset and disabling end all of them. Verification
+// ([Service.AuthenticateToken]) reads only an in-memory index kept in step
+// with the store, so a revocation takes effect at once.
+//
+// # Audit
+//
+// Every login and failure, lockout, unlock, recovery, password change,
+// token issue and revocation, and user change is recorded through
+// audit.Recorder before the answer; state changes commit only after their
+// entry is durable, and a failing log answers 503 with nothing changed.
+// No password, token or code reaches the log: tokens and codes are named by
+// the first 12 hex digits of their SHA-256.
+package auth

@@ -1,0 +1,339 @@
+package auth
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+	"go.etcd.io/bbolt"
+
+	"github.com/hearth-home/hearth/audit"
+	"github.com/hearth-home/hearth/authz"
+	"github.com/hearth-home/hearth/mtls"
+)
+
+// Sentinel errors callers branch on.
+var (
+	// ErrUnavailable means the audit log or the store could not be
+	// written; nothing was changed (HTTP 503).
+	ErrUnavailable = errors.New("auth: audit log or store unavailable")
+	// ErrUserExists is returned when adding a user whose name is taken.
+	ErrUserExists = errors.New("auth: user already exists")
+	// ErrNoUser is returned by admin operations on a name with no user.
+	ErrNoUser = errors.New("auth: no such user")
+	// ErrBadName is returned for a user name that is not 1–64 of a–z, 0–9, '.', '_', '-'.
+	ErrBadName = errors.New("auth: user names are 1 to 64 of a-z, 0-9, '.', '_' and '-', starting with a letter or digit")
+	// ErrInvalidCredentials is the one answer to a wrong or unknown
+	// username, password, one-time code, recovery or reset code.
+	ErrInvalidCredentials = errors.New("auth: invalid credentials")
+	// ErrBadCode is returned when a TOTP confirmation code is wrong.
+	ErrBadCode = errors.New("auth: the one-time code is wrong or was already used")
+)
+
+// ThrottledError says how long to wait before trying again (HTTP 429).
+type ThrottledError struct{ RetryAfter time.Duration }
+
+func (e *ThrottledError) Error() string {
+	return fmt.Sprintf("auth: too many attempts; try again in %s", e.RetryAfter.Round(time.Second))
+}
+
+// Options are the collaborators of a Service. The zero value works: no
+// policy means the default authz policy, no recorder records nothing, and
+// the clock, randomness and logger default to the real ones.
+type Options struct {
+	// Policy expands granted capability names; nil means authz.New(authz.Config{}).
+	Policy *authz.Policy
+	// Audit records every login, lockout, recovery, token and user change
+	// before it takes effect; nil means audit.Discard.
+	Audit audit.Recorder
+	// Logger receives operational messages (never a secret).
+	Logger zerolog.Logger
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// Rand is the source of salts, tokens and codes; nil means crypto/rand.
+	Rand io.Reader
+	// ZoneOf maps a client address to its zone, for audit entries; nil
+	// leaves the zone out.
+	ZoneOf func(remoteAddr string) authz.Zone
+}
+
+// Service holds users, sessions and codes in the shared bbolt database and
+// answers password logins and bearer tokens. It is safe for concurrent use.
+type Service struct {
+	db     *bbolt.DB
+	set    settings
+	policy *authz.Policy
+	audit  audit.Recorder
+	log    zerolog.Logger
+	now    func() time.Time
+	rand   io.Reader
+	zoneOf func(string) authz.Zone
+
+	hasher *hasher
+	dummy  string // PHC of a random password, verified for unknown users
+	thr    *throttle
+
+	mu     sync.RWMutex
+	tokens map[[32]byte]*liveToken
+
+	stop     chan struct{}
+	done     chan struct{}
+	closeErr error
+	once     sync.Once
+}
+
+var _ mtls.TokenAuthenticator = (*Service)(nil)
+
+// flushInterval is how often idle-timeout timestamps and throttling state
+// are written back to the store (batched, so that verifying a token never
+// waits on a disk write).
+const flushInterval = 30 * time.Second
+
+// Open creates the auth buckets if needed, loads live tokens and throttling
+// state, and starts the background writer of batched updates (stopped by
+// Close).
+func Open(db *bbolt.DB, cfg Config, opts Options) (*Service, error) {
+	set, err := cfg.resolve()
+	if err != nil {
+		return nil, err
+	}
+	s := &Service{
+		db: db, set: set, policy: opts.Policy, audit: opts.Audit, log: opts.Logger,
+		now: opts.Now, rand: opts.Rand, zoneOf: opts.ZoneOf,
+		thr:    newThrottle(set.clientBurst, set.clientRefill),
+		tokens: map[[32]byte]*liveToken{},
+		stop:   make(chan struct{}), done: make(chan struct{}),
+	}
+	if s.policy == nil {
+		if s.policy, err = authz.New(authz.Config{}); err != nil {
+			return nil, err
+		}
+	}
+	if s.audit == nil {
+		s.audit = audit.Discard{}
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if s.rand == nil {
+		s.rand = rand.Reader
+	}
+	s.hasher = newHasher(set.argon2, set.maxHashes, set.hashQueue, s.rand)
+	dummyPw, err := s.randomString(24)
+	if err != nil {
+		return nil, err
+	}
+	if s.dummy, err = s.hasher.hash(dummyPw); err != nil {
+		return nil, err
+	}
+	s.hasher.evals.Store(0)
+	if err := createBuckets(db); err != nil {
+		return nil, err
+	}
+	if err := s.load(); err != nil {
+		return nil, err
+	}
+	go s.loop()
+	return s, nil
+}
+
+// load reads live tokens into the in-memory index and users' throttling
+// state into the throttle.
+func (s *Service) load() error {
+	now := s.now()
+	return s.db.View(func(tx *bbolt.Tx) error {
+		err := tx.Bucket(bucketUsers).ForEach(func(k, v []byte) error {
+			var u userRecord
+			if err := json.Unmarshal(v, &u); err != nil {
+				return fmt.Errorf("auth: user %q: corrupt record: %w", k, err)
+			}
+			s.thr.markUser(u.Name, u.Throttle)
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		return tx.Bucket(bucketTokens).ForEach(func(k, v []byte) error {
+			var r tokenRecord
+			if len(k) != 32 || json.Unmarshal(v, &r) != nil {
+				return nil // skipped; purged by the next flush
+			}
+			if !now.Before(r.Expires) {
+				return nil
+			}
+			lt := newLiveToken(&r)
+			s.tokens[[32]byte(k)] = lt
+			return nil
+		})
+	})
+}
+
+func (s *Service) loop() {
+	defer close(s.done)
+	t := time.NewTicker(flushInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+			if err := s.flush(); err != nil {
+				s.log.Warn().Err(err).Msg("auth: writing batched updates")
+			}
+		}
+	}
+}
+
+// Close stops the background writer and writes pending updates. It does
+// not close the database, which the caller owns.
+func (s *Service) Close() error {
+	s.once.Do(func() {
+		close(s.stop)
+		<-s.done
+		s.closeErr = s.flush()
+	})
+	return s.closeErr
+}
+
+// flush writes idle timestamps and users' throttling state, and deletes
+// expired tokens from the index and the store.
+func (s *Service) flush() error {
+	now := s.now()
+	type upd struct {
+		key  [32]byte
+		used time.Time
+	}
+	var used []upd
+	var expired [][32]byte
+	s.mu.Lock()
+	for k, lt := range s.tokens {
+		if !lt.alive(now.UnixNano(), s.set.tokenIdle) {
+			expired = append(expired, k)
+			delete(s.tokens, k)
+			continue
+		}
+		if u := lt.lastUsed.Load(); u != lt.flushed {
+			lt.flushed = u
+			used = append(used, upd{k, time.Unix(0, u).UTC()})
+		}
+	}
+	s.mu.Unlock()
+	thr := s.thr.dirtyUsers()
+	return s.db.Update(func(tx *bbolt.Tx) error {
+		tb := tx.Bucket(bucketTokens)
+		for _, k := range expired {
+			if err := tb.Delete(k[:]); err != nil {
+				return err
+			}
+		}
+		for _, u := range used {
+			v := tb.Get(u.key[:])
+			if v == nil {
+				continue
+			}
+			var r tokenRecord
+			if json.Unmarshal(v, &r) != nil {
+				continue
+			}
+			r.LastUsed = u.used
+			if err := putJSON(tx, bucketTokens, u.key[:], r); err != nil {
+				return err
+			}
+		}
+		rb := tx.Bucket(bucketRefresh)
+		var dead [][]byte
+		_ = rb.ForEach(func(k, v []byte) error {
+			var r refreshRecord
+			if json.Unmarshal(v, &r) != nil || !now.Before(r.Expires) {
+				dead = append(dead, slices.Clone(k))
+			}
+			return nil
+		})
+		for _, k := range dead {
+			if err := rb.Delete(k); err != nil {
+				return err
+			}
+		}
+		for name, st := range thr {
+			u, err := getUser(tx, name)
+			if err != nil || u == nil {
+				continue
+			}
+			u.Throttle = st
+			if err := putUser(tx, u); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// commit runs fn in a write transaction and records the events it returns
+// in the audit log before the transaction commits: if the log cannot be
+// written, the transaction rolls back and nothing changes (fail closed).
+func (s *Service) commit(ctx context.Context, fn func(tx *bbolt.Tx) ([]audit.Event, error)) error {
+	err := s.db.Update(func(tx *bbolt.Tx) error {
+		evs, err := fn(tx)
+		if err != nil {
+			return err
+		}
+		for _, e := range evs {
+			if err := s.audit.Record(ctx, e); err != nil {
+				return fmt.Errorf("%w: %v", ErrUnavailable, err)
+			}
+		}
+		return nil
+	})
+	return err
+}
+
+// record writes one audit event outside a transaction.
+func (s *Service) record(ctx context.Context, e audit.Event) error {
+	if err := s.audit.Record(ctx, e); err != nil {
+		return fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	return nil
+}
+
+// actor names who acts, for audit entries: the authenticated principal of
+// ctx, or "local" when hearth runs an admin step without a server (init).
+func actor(ctx context.Context) string {
+	if p := mtls.PrincipalFrom(ctx); p != nil && p.ID != "" {
+		return p.ID
+	}
+	return "local"
+}
+
+func (s *Service) event(ctx context.Context, name, outcome, resource, reason, client string, meta map[string]string) audit.Event {
+	if client != "" && s.zoneOf != nil {
+		if meta == nil {
+			meta = map[string]string{}
+		}
+		meta["zone"] = string(s.zoneOf(client))
+	}
+	return audit.Event{Time: s.now().UTC(), Name: name, Outcome: outcome, Principal: actor(ctx), Resource: resource, Reason: reason, Client: client, Meta: meta}
+}
+
+// validName reports whether name is an acceptable user name.
+func validName(name string) bool {
+	if name == "" || len(name) > 64 {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= '0' && c <= '9':
+		case (c == '.' || c == '_' || c == '-') && i > 0:
+		default:
+			return false
+		}
+	}
+	return true
+}

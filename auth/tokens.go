@@ -1,0 +1,448 @@
+package auth
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/base32"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"go.etcd.io/bbolt"
+
+	"github.com/hearth-home/hearth/audit"
+	"github.com/hearth-home/hearth/authz"
+	"github.com/hearth-home/hearth/mtls"
+)
+
+// Token prefixes make a leaked token recognisable to secret scanners and
+// people alike. The rest is 32 bytes (256 bits) from crypto/rand, base64url.
+const (
+	AccessTokenPrefix  = "hth_at_"
+	RefreshTokenPrefix = "hth_rt_"
+	tokenBytes         = 32
+	tokenTextLen       = 43 // base64url of 32 bytes, unpadded
+)
+
+// Session is what a successful login, refresh or OIDC callback yields.
+type Session struct {
+	User             string             `json:"user"`
+	Token            string             `json:"token"`
+	RefreshToken     string             `json:"refresh_token"`
+	ExpiresAt        time.Time          `json:"expires_at"`
+	RefreshExpiresAt time.Time          `json:"refresh_expires_at"`
+	Capabilities     []authz.Capability `json:"capabilities"`
+	MFA              bool               `json:"mfa"`
+}
+
+// liveToken is an access token in the in-memory index. Everything but
+// lastUsed is immutable after creation.
+type liveToken struct {
+	user     string
+	id       string // "user:<name>"
+	family   string
+	caps     []authz.Capability
+	authTime time.Time
+	expires  int64 // unix nanoseconds
+	mfa      bool
+	lastUsed atomic.Int64
+	flushed  int64 // lastUsed as last written; guarded by Service.mu
+}
+
+func newLiveToken(r *tokenRecord) *liveToken {
+	lt := &liveToken{user: r.User, id: "user:" + r.User, family: r.Family, caps: r.Caps, authTime: r.AuthTime, expires: r.Expires.UnixNano(), mfa: r.MFA}
+	lt.lastUsed.Store(r.LastUsed.UnixNano())
+	lt.flushed = r.LastUsed.UnixNano()
+	return lt
+}
+
+func (lt *liveToken) alive(now int64, idle time.Duration) bool {
+	return now < lt.expires && now-lt.lastUsed.Load() < int64(idle)
+}
+
+// tokenHash is the storage key of a token: SHA-256 of its text. Tokens
+// carry 256 bits from crypto/rand, so a fast hash is enough (NIST SP
+// 800-63B-4 §3.1.2.1 asks a slow hash only below 112 bits).
+func tokenHash(tok string) [32]byte { return sha256.Sum256([]byte(tok)) }
+
+// tokenID names a token in audit entries without revealing it: the first
+// 12 hex digits of its SHA-256.
+func tokenID(h [32]byte) string { return hex.EncodeToString(h[:6]) }
+
+func (s *Service) randomBytes(n int) ([]byte, error) {
+	b := make([]byte, n)
+	if _, err := io.ReadFull(s.rand, b); err != nil {
+		return nil, fmt.Errorf("auth: reading randomness: %w", err)
+	}
+	return b, nil
+}
+
+var b32 = base32.StdEncoding.WithPadding(base32.NoPadding)
+
+// randomString returns n random bytes as unpadded lowercase base32.
+func (s *Service) randomString(n int) (string, error) {
+	b, err := s.randomBytes(n)
+	if err != nil {
+		return "", err
+	}
+	return strings.ToLower(b32.EncodeToString(b)), nil
+}
+
+func (s *Service) newToken(prefix string) (string, [32]byte, error) {
+	b, err := s.randomBytes(tokenBytes)
+	if err != nil {
+		return "", [32]byte{}, err
+	}
+	tok := prefix + base64.RawURLEncoding.EncodeToString(b)
+	return tok, tokenHash(tok), nil
+}
+
+// wellFormed checks a presented token's shape before any lookup.
+func wellFormed(tok, prefix string) bool {
+	if len(tok) != len(prefix)+tokenTextLen || !strings.HasPrefix(tok, prefix) {
+		return false
+	}
+	for i := len(prefix); i < len(tok); i++ {
+		c := tok[i]
+		if !(c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// AuthenticateToken implements mtls.TokenAuthenticator from the in-memory
+// index alone: a hash, a map lookup under a read lock and two clock
+// comparisons. The idle timestamp is updated in memory and written back in
+// batches. It returns mtls.ErrInvalidToken for an unknown, expired, idle or
+// revoked token.
+func (s *Service) AuthenticateToken(ctx context.Context, token string) (*authz.Principal, error) {
+	if !wellFormed(token, AccessTokenPrefix) {
+		return nil, mtls.ErrInvalidToken
+	}
+	h := tokenHash(token)
+	s.mu.RLock()
+	lt := s.tokens[h]
+	s.mu.RUnlock()
+	if lt == nil {
+		return nil, mtls.ErrInvalidToken
+	}
+	now := s.now().UnixNano()
+	if !lt.alive(now, s.set.tokenIdle) {
+		return nil, mtls.ErrInvalidToken
+	}
+	// Sliding idle timeout (ASVS 5.0 V7.3.1). Storing only when the value
+	// moved by a second keeps the cache line quiet under load.
+	if now-lt.lastUsed.Load() > int64(time.Second) {
+		lt.lastUsed.Store(now)
+	}
+	return &authz.Principal{ID: lt.id, Kind: authz.KindUser, Caps: lt.caps, Method: authz.MethodToken, AuthTime: lt.authTime, MFA: lt.mfa}, nil
+}
+
+// grant is what a new token pair carries.
+type grant struct {
+	user     string
+	family   string // empty: start a new family
+	caps     []authz.Capability
+	authTime time.Time
+	mfa      bool
+	method   string // password, oidc, recovery, reset
+	client   string
+}
+
+// issueTx creates an access and refresh token pair in tx and returns the
+// session, the index entry to publish after commit and the audit event.
+func (s *Service) issueTx(ctx context.Context, tx *bbolt.Tx, g grant) (*Session, [32]byte, *liveToken, audit.Event, error) {
+	var zero [32]byte
+	now := s.now().UTC()
+	if g.family == "" {
+		f, err := s.randomBytes(12)
+		if err != nil {
+			return nil, zero, nil, audit.Event{}, err
+		}
+		g.family = hex.EncodeToString(f)
+	}
+	at, ah, err := s.newToken(AccessTokenPrefix)
+	if err != nil {
+		return nil, zero, nil, audit.Event{}, err
+	}
+	rt, rh, err := s.newToken(RefreshTokenPrefix)
+	if err != nil {
+		return nil, zero, nil, audit.Event{}, err
+	}
+	tr := tokenRecord{User: g.user, Family: g.family, Caps: g.caps, AuthTime: g.authTime, Expires: now.Add(s.set.tokenLifetime), LastUsed: now, MFA: g.mfa, Method: g.method}
+	rr := refreshRecord{User: g.user, Family: g.family, Caps: g.caps, AuthTime: g.authTime, Expires: now.Add(s.set.refreshLifetime), MFA: g.mfa, Method: g.method}
+	if err := putJSON(tx, bucketTokens, ah[:], tr); err != nil {
+		return nil, zero, nil, audit.Event{}, err
+	}
+	if err := putJSON(tx, bucketRefresh, rh[:], rr); err != nil {
+		return nil, zero, nil, audit.Event{}, err
+	}
+	sess := &Session{User: g.user, Token: at, RefreshToken: rt, ExpiresAt: tr.Expires, RefreshExpiresAt: rr.Expires, Capabilities: g.caps, MFA: g.mfa}
+	ev := s.event(ctx, audit.EventTokenIssue, audit.OutcomeSuccess, "user:"+g.user, "", g.client, map[string]string{
+		"token_id": tokenID(ah), "refresh_id": tokenID(rh), "family": g.family, "method": g.method,
+		"mfa": fmt.Sprint(g.mfa), "caps": capsString(g.caps), "expires": tr.Expires.Format(time.RFC3339),
+	})
+	return sess, ah, newLiveToken(&tr), ev, nil
+}
+
+func (s *Service) publish(h [32]byte, lt *liveToken) {
+	s.mu.Lock()
+	s.tokens[h] = lt
+	s.mu.Unlock()
+}
+
+func capsString(cs []authz.Capability) string {
+	ss := make([]string, len(cs))
+	for i, c := range cs {
+		ss[i] = string(c)
+	}
+	return strings.Join(ss, ",")
+}
+
+// userCaps expands a user's granted names with the current policy.
+func (s *Service) userCaps(u *userRecord) ([]authz.Capability, error) {
+	return s.policy.Expand(u.Caps)
+}
+
+// narrow intersects the user's capabilities with a requested scope (names
+// or bundles); an empty scope keeps them all. A token never carries more
+// than its user has (ASVS 5.0 V8.2).
+func (s *Service) narrow(have []authz.Capability, scope []string) ([]authz.Capability, error) {
+	if len(scope) == 0 {
+		return have, nil
+	}
+	want, err := s.policy.Expand(scope)
+	if err != nil {
+		return nil, err
+	}
+	var out []authz.Capability
+	for _, c := range want {
+		if slices.Contains(have, c) {
+			out = append(out, c)
+		}
+	}
+	return out, nil
+}
+
+// IssueSession issues a token pair for username after an authentication
+// that happened elsewhere (method "password" or "oidc"), so that OIDC
+// sessions are exactly like password ones. mfa says whether a second
+// factor was used; client is the client address for the audit entry.
+func (s *Service) IssueSession(ctx context.Context, username, method string, mfa bool, client string) (*Session, error) {
+	var sess *Session
+	var h [32]byte
+	var lt *liveToken
+	err := s.commit(ctx, func(tx *bbolt.Tx) ([]audit.Event, error) {
+		u, err := getUser(tx, username)
+		if err != nil {
+			return nil, err
+		}
+		if u == nil || u.Disabled {
+			return nil, ErrInvalidCredentials
+		}
+		caps, err := s.userCaps(u)
+		if err != nil {
+			return nil, err
+		}
+		var ev audit.Event
+		sess, h, lt, ev, err = s.issueTx(ctx, tx, grant{user: username, caps: caps, authTime: s.now().UTC(), mfa: mfa, method: method, client: client})
+		return []audit.Event{ev}, err
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.publish(h, lt)
+	return sess, nil
+}
+
+// Refresh exchanges a refresh token for a new pair in the same family. A
+// refresh token is single use: presenting one that was already used
+// revokes its whole family (OAuth 2.0 Security BCP, RFC 9700 §4.14.2) and
+// fails. The new access token keeps the family's original AuthTime, so a
+// refresh never makes a session look freshly authenticated.
+func (s *Service) Refresh(ctx context.Context, refresh, client string) (*Session, error) {
+	if !wellFormed(refresh, RefreshTokenPrefix) {
+		return nil, ErrInvalidCredentials
+	}
+	rh := tokenHash(refresh)
+	var sess *Session
+	var h [32]byte
+	var lt *liveToken
+	var reused *refreshRecord
+	err := s.commit(ctx, func(tx *bbolt.Tx) ([]audit.Event, error) {
+		v := tx.Bucket(bucketRefresh).Get(rh[:])
+		if v == nil {
+			return nil, ErrInvalidCredentials
+		}
+		var r refreshRecord
+		if err := json.Unmarshal(v, &r); err != nil {
+			return nil, ErrInvalidCredentials
+		}
+		if !s.now().Before(r.Expires) {
+			return nil, ErrInvalidCredentials
+		}
+		if r.Used {
+			reused = &r
+			return nil, ErrInvalidCredentials
+		}
+		u, err := getUser(tx, r.User)
+		if err != nil {
+			return nil, err
+		}
+		if u == nil || u.Disabled {
+			return nil, ErrInvalidCredentials
+		}
+		r.Used = true
+		if err := putJSON(tx, bucketRefresh, rh[:], r); err != nil {
+			return nil, err
+		}
+		var ev audit.Event
+		sess, h, lt, ev, err = s.issueTx(ctx, tx, grant{user: r.User, family: r.Family, caps: r.Caps, authTime: r.AuthTime, mfa: r.MFA, method: r.Method, client: client})
+		ev.Meta["refreshed_from"] = tokenID(rh)
+		return []audit.Event{ev}, err
+	})
+	if reused != nil {
+		// Reuse means the token was copied: end the family (both copies).
+		_ = s.revoke(ctx, revokeFamily(reused.Family), "refresh token reused", "user:"+reused.User, client, map[string]string{"refresh_id": tokenID(rh)})
+		return nil, ErrInvalidCredentials
+	}
+	if err != nil {
+		return nil, err
+	}
+	s.publish(h, lt)
+	return sess, nil
+}
+
+// revokeSel picks the tokens a revocation ends.
+type revokeSel struct {
+	user         string
+	family       string
+	exceptFamily string
+}
+
+func revokeFamily(f string) revokeSel { return revokeSel{family: f} }
+func revokeUser(u string) revokeSel   { return revokeSel{user: u} }
+
+func (sel revokeSel) match(user, family string) bool {
+	if sel.exceptFamily != "" && family == sel.exceptFamily {
+		return false
+	}
+	if sel.family != "" {
+		return family == sel.family
+	}
+	return user == sel.user
+}
+
+// revokeTx deletes the selected tokens from the store; it returns their
+// hashes for the index.
+func revokeTx(tx *bbolt.Tx, sel revokeSel) ([][32]byte, int, error) {
+	var access [][32]byte
+	var refresh [][]byte
+	_ = tx.Bucket(bucketTokens).ForEach(func(k, v []byte) error {
+		var r tokenRecord
+		if json.Unmarshal(v, &r) == nil && sel.match(r.User, r.Family) && len(k) == 32 {
+			access = append(access, [32]byte(k))
+		}
+		return nil
+	})
+	_ = tx.Bucket(bucketRefresh).ForEach(func(k, v []byte) error {
+		var r refreshRecord
+		if json.Unmarshal(v, &r) == nil && sel.match(r.User, r.Family) {
+			refresh = append(refresh, slices.Clone(k))
+		}
+		return nil
+	})
+	for _, k := range access {
+		if err := tx.Bucket(bucketTokens).Delete(k[:]); err != nil {
+			return nil, 0, err
+		}
+	}
+	for _, k := range refresh {
+		if err := tx.Bucket(bucketRefresh).Delete(k); err != nil {
+			return nil, 0, err
+		}
+	}
+	return access, len(access) + len(refresh), nil
+}
+
+// unpublish removes the selected tokens from the in-memory index, so that
+// they stop authenticating at once.
+func (s *Service) unpublish(sel revokeSel, hashes [][32]byte) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, h := range hashes {
+		delete(s.tokens, h)
+	}
+	for h, lt := range s.tokens { // also any not yet in the store's view
+		if sel.match(lt.user, lt.family) {
+			delete(s.tokens, h)
+		}
+	}
+}
+
+// revoke ends the selected tokens, recording a token.revoke event first.
+func (s *Service) revoke(ctx context.Context, sel revokeSel, reason, resource, client string, meta map[string]string) error {
+	var hashes [][32]byte
+	err := s.commit(ctx, func(tx *bbolt.Tx) ([]audit.Event, error) {
+		var n int
+		var err error
+		hashes, n, err = revokeTx(tx, sel)
+		if err != nil {
+			return nil, err
+		}
+		if meta == nil {
+			meta = map[string]string{}
+		}
+		meta["count"] = fmt.Sprint(n)
+		if sel.family != "" {
+			meta["family"] = sel.family
+		}
+		return []audit.Event{s.event(ctx, audit.EventTokenRevoke, audit.OutcomeSuccess, resource, reason, client, meta)}, nil
+	})
+	if err != nil {
+		return err
+	}
+	s.unpublish(sel, hashes)
+	return nil
+}
+
+// Logout revokes the presented access token and its whole family (the
+// refresh token too) at once.
+func (s *Service) Logout(ctx context.Context, token, client string) error {
+	if !wellFormed(token, AccessTokenPrefix) {
+		return ErrInvalidCredentials
+	}
+	h := tokenHash(token)
+	s.mu.RLock()
+	lt := s.tokens[h]
+	s.mu.RUnlock()
+	if lt == nil || !lt.alive(s.now().UnixNano(), s.set.tokenIdle) {
+		return ErrInvalidCredentials
+	}
+	ctx = mtls.WithPrincipal(ctx, &authz.Principal{ID: lt.id})
+	if err := s.record(ctx, s.event(ctx, audit.EventAuthLogout, audit.OutcomeSuccess, lt.id, "", client, map[string]string{"token_id": tokenID(h), "family": lt.family})); err != nil {
+		return err
+	}
+	return s.revoke(ctx, revokeFamily(lt.family), "logout", lt.id, client, map[string]string{"token_id": tokenID(h)})
+}
+
+// tokenFamily returns the family and user of a live access token.
+func (s *Service) tokenFamily(token string) (user, family string, ok bool) {
+	if !wellFormed(token, AccessTokenPrefix) {
+		return "", "", false
+	}
+	s.mu.RLock()
+	lt := s.tokens[tokenHash(token)]
+	s.mu.RUnlock()
+	if lt == nil || !lt.alive(s.now().UnixNano(), s.set.tokenIdle) {
+		return "", "", false
+	}
+	return lt.user, lt.family, true
+}
