@@ -1,7 +1,30 @@
 package audit
 
-// Config is the audit part of hearth.yaml.
+import "fmt"
+
+// DefaultSegmentSize is the size past which a segment file is rotated when
+// Config.SegmentSize is zero.
+const DefaultSegmentSize = 64 << 20
+
+// Config is the audit part of hearth.yaml. Its zero value is the default.
 type Config struct {
 	// SegmentSize rotates a segment file past this many bytes. Default 64 MiB.
+	// A batch is never split across segments, so a segment may exceed it by
+	// one batch.
 	SegmentSize int64 `yaml:"segment_size,omitempty"`
+}
+
+// Validate checks the configuration without opening anything.
+func (c Config) Validate() error {
+	if c.SegmentSize < 0 {
+		return fmt.Errorf("audit: segment_size %d is negative", c.SegmentSize)
+	}
+	return nil
+}
+
+func (c Config) segmentSize() int64 {
+	if c.SegmentSize <= 0 {
+		return DefaultSegmentSize
+	}
+	return c.SegmentSize
 }

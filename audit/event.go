@@ -64,3 +64,19 @@ type Discard struct{}
 
 // Record implements Recorder.
 func (Discard) Record(context.Context, Event) error { return nil }
+
+// SecretIdentifier is implemented by recorders that can name a secret
+// without revealing it (*Log does, with an HMAC under a key of its own).
+type SecretIdentifier interface {
+	SecretID(secret []byte) string
+}
+
+// SecretID returns r's identifier of secret, to put in Event.Meta under a
+// key such as token_id, or "" if r cannot name secrets (Discard). Log
+// refuses a secret-looking meta key whose value is not such an identifier.
+func SecretID(r Recorder, secret []byte) string {
+	if s, ok := r.(SecretIdentifier); ok {
+		return s.SecretID(secret)
+	}
+	return ""
+}

@@ -1,0 +1,115 @@
+package audit
+
+import (
+	"fmt"
+	"io"
+
+	"golang.org/x/mod/sumdb/tlog"
+)
+
+// hashFile reads stored hashes from the hashes file: hash i is at offset
+// 32*i. It is a tlog.HashReader.
+type hashFile struct{ r io.ReaderAt }
+
+func (h hashFile) ReadHashes(indexes []int64) ([]tlog.Hash, error) {
+	out := make([]tlog.Hash, len(indexes))
+	for i, x := range indexes {
+		if _, err := h.r.ReadAt(out[i][:], x*tlog.HashSize); err != nil {
+			return nil, fmt.Errorf("audit: reading stored hash %d: %w", x, err)
+		}
+	}
+	return out, nil
+}
+
+// hashStore is the writer's view of the stored hashes: those durable in
+// the file, then those of the batch being built (pending), which become
+// durable together with the batch.
+type hashStore struct {
+	file    hashFile
+	base    int64 // stored hashes in the file
+	records int64 // records covered by base (committed)
+	pending []tlog.Hash
+	pendRec int64 // records covered by base+pending
+}
+
+func (h *hashStore) ReadHashes(indexes []int64) ([]tlog.Hash, error) {
+	out := make([]tlog.Hash, len(indexes))
+	for i, x := range indexes {
+		if x >= h.base {
+			j := x - h.base
+			if j >= int64(len(h.pending)) {
+				return nil, fmt.Errorf("audit: stored hash %d not yet computed", x)
+			}
+			out[i] = h.pending[j]
+			continue
+		}
+		if _, err := h.file.r.ReadAt(out[i][:], x*tlog.HashSize); err != nil {
+			return nil, fmt.Errorf("audit: reading stored hash %d: %w", x, err)
+		}
+	}
+	return out, nil
+}
+
+// add computes the stored hashes of the next record, whose leaf is data.
+func (h *hashStore) add(data []byte) error {
+	hs, err := tlog.StoredHashes(h.pendRec, data, h)
+	if err != nil {
+		return err
+	}
+	h.pending = append(h.pending, hs...)
+	h.pendRec++
+	return nil
+}
+
+// appendPending appends the pending hashes as they are stored in the file.
+func (h *hashStore) appendPending(dst []byte) []byte {
+	for _, x := range h.pending {
+		dst = append(dst, x[:]...)
+	}
+	return dst
+}
+
+func (h *hashStore) commit() {
+	h.base += int64(len(h.pending))
+	h.records = h.pendRec
+	h.pending = h.pending[:0]
+}
+
+func (h *hashStore) rollback() {
+	h.pending = h.pending[:0]
+	h.pendRec = h.records
+}
+
+// frontier holds only the hashes of the perfect subtrees that make up a
+// tree of n records (at most one per level): all that tlog needs to add a
+// record (StoredHashes) or to compute the tree hash (TreeHash). Verify
+// streams through the log with it in constant memory.
+type frontier struct {
+	n     int64
+	level [64]tlog.Hash
+}
+
+func (f *frontier) ReadHashes(indexes []int64) ([]tlog.Hash, error) {
+	out := make([]tlog.Hash, len(indexes))
+	for i, x := range indexes {
+		l, k := tlog.SplitStoredHashIndex(x)
+		if f.n>>l&1 == 0 || k != f.n>>l-1 {
+			return nil, fmt.Errorf("audit: stored hash %d is not on the frontier of %d records", x, f.n)
+		}
+		out[i] = f.level[l]
+	}
+	return out, nil
+}
+
+// add appends a record with leaf hash h and returns its stored hashes.
+func (f *frontier) add(h tlog.Hash) ([]tlog.Hash, error) {
+	hs, err := tlog.StoredHashesForRecordHash(f.n, h, f)
+	if err != nil {
+		return nil, err
+	}
+	f.level[len(hs)-1] = hs[len(hs)-1]
+	f.n++
+	return hs, nil
+}
+
+func (f *frontier) root() (tlog.Hash, error) { return tlog.TreeHash(f.n, f) }

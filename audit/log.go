@@ -1,0 +1,463 @@
+package audit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+	"golang.org/x/mod/sumdb/tlog"
+)
+
+// Options are a Log's run-time dependencies. The zero value is the default.
+type Options struct {
+	// Logger gets operational messages (recovery, write failures). The
+	// zero value discards them.
+	Logger zerolog.Logger
+	// Now is the clock for entries recorded without a time. Default
+	// time.Now.
+	Now func() time.Time
+	// OpenFile opens the files the log writes (segments, hashes,
+	// checkpoints). Default os.OpenFile. Tests wrap it to inject faults.
+	OpenFile func(name string, flag int, perm os.FileMode) (File, error)
+	// MaxBatch bounds how many entries one group commit writes. Default
+	// and maximum MaxBatchLimit.
+	MaxBatch int
+}
+
+// MaxBatchLimit is the largest batch a Log writes. After a crash, at most
+// this many complete entries can lie beyond the last checkpoint; Open
+// refuses a log with more, since a crash cannot explain them.
+const MaxBatchLimit = 1024
+
+// Errors a Log returns.
+var (
+	ErrClosed = errors.New("audit: log is closed")
+	ErrLocked = errors.New("audit: the log is open in another process")
+)
+
+// Log is the append-only audit log of a data dir. It is safe for
+// concurrent use. See the package documentation for its files and its
+// guarantees.
+type Log struct {
+	adir     string
+	segSize  int64
+	log      zerolog.Logger
+	now      func() time.Time
+	openFile func(name string, flag int, perm os.FileMode) (File, error)
+	maxBatch int
+	keys     *keys
+	origin   string
+	lock     *os.File
+
+	sendMu sync.RWMutex
+	closed bool
+	reqs   chan *request
+	done   chan struct{}
+
+	// Owned by the writer goroutine (and by Open before it starts).
+	seg      File
+	segStart int64
+	segBytes int64
+	hashes   File
+	hs       hashStore
+	cps      File
+	cpBytes  int64
+	wsize    int64
+	broken   bool // a write failed: truncate the tails before the next one
+	lineBuf  []byte
+	hashBuf  []byte
+	cpBuf    []byte
+
+	mu      sync.RWMutex // guards what readers see
+	size    int64
+	cp      Checkpoint
+	cpMsg   []byte
+	lastErr error
+}
+
+type request struct {
+	event []byte // marshalEvent output
+	index int64
+	done  chan error
+}
+
+var _ Recorder = (*Log)(nil)
+
+// Open opens the log in <dir>/audit (created by Init), recovers it after a
+// crash, and records an audit.start entry. Only one process may have a log
+// open (ErrLocked).
+//
+// Recovery finds the last complete signed checkpoint and makes the files
+// agree with it: a torn checkpoint record is cut off; entries written after
+// it were never acknowledged (a Record returns only after the checkpoint
+// covering its entry is durable), so they are discarded, not re-signed —
+// re-signing would put into the signed history entries whose requests were
+// refused; the stored hashes are cut back or rebuilt from the entries. A
+// state that a crash cannot produce (a checkpoint covering entries that do
+// not exist, more than MaxBatchLimit uncovered entries, entries that do not
+// match the last checkpoint) is refused: run `hearth audit verify`.
+func Open(dir string, cfg Config, opts Options) (*Log, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	adir := filepath.Join(dir, DirName)
+	if _, err := os.Stat(filepath.Join(adir, SigningKeyFile)); err != nil {
+		return nil, fmt.Errorf("audit: no log in %s (run hearth init): %w", adir, err)
+	}
+	l := &Log{
+		adir:     adir,
+		segSize:  cfg.segmentSize(),
+		log:      opts.Logger,
+		now:      opts.Now,
+		openFile: opts.OpenFile,
+		maxBatch: opts.MaxBatch,
+		reqs:     make(chan *request, MaxBatchLimit),
+		done:     make(chan struct{}),
+	}
+	if l.now == nil {
+		l.now = time.Now
+	}
+	if l.openFile == nil {
+		l.openFile = osOpenFile
+	}
+	if l.maxBatch <= 0 || l.maxBatch > MaxBatchLimit {
+		l.maxBatch = MaxBatchLimit
+	}
+	k, err := loadKeys(adir)
+	if err != nil {
+		return nil, err
+	}
+	l.keys, l.origin = k, k.signer.Name()
+	if l.lock, err = lockLog(filepath.Join(adir, LockFile)); err != nil {
+		return nil, err
+	}
+	st, err := recoverLog(adir, k, l.log)
+	if err != nil {
+		l.lock.Close()
+		return nil, err
+	}
+	if err := l.openFiles(st); err != nil {
+		l.closeFiles()
+		l.lock.Close()
+		return nil, err
+	}
+	go l.run()
+	meta := map[string]string{"entries": fmt.Sprint(st.size)}
+	if st.discarded > 0 {
+		meta["discarded"] = fmt.Sprint(st.discarded)
+	}
+	if st.repaired != "" {
+		meta["repaired"] = st.repaired
+	}
+	if err := l.Record(context.Background(), Event{Name: EventAuditStart, Outcome: OutcomeSuccess, Principal: "hearth", Meta: meta}); err != nil {
+		l.Close()
+		return nil, err
+	}
+	return l, nil
+}
+
+func (l *Log) openFiles(st *recovered) error {
+	var err error
+	if l.seg, err = l.openFile(filepath.Join(l.adir, SegmentsDir, segmentName(st.segStart)), os.O_RDWR|os.O_CREATE, 0o600); err != nil {
+		return fmt.Errorf("audit: %w", err)
+	}
+	if l.hashes, err = l.openFile(filepath.Join(l.adir, HashesFile), os.O_RDWR|os.O_CREATE, 0o600); err != nil {
+		return fmt.Errorf("audit: %w", err)
+	}
+	if l.cps, err = l.openFile(filepath.Join(l.adir, CheckpointsFile), os.O_RDWR|os.O_CREATE, 0o600); err != nil {
+		return fmt.Errorf("audit: %w", err)
+	}
+	l.segStart, l.segBytes = st.segStart, st.segBytes
+	l.hs = hashStore{file: hashFile{l.hashes}, base: tlog.StoredHashCount(st.size), records: st.size, pendRec: st.size}
+	l.cpBytes = st.cpBytes
+	l.wsize = st.size
+	l.size, l.cp, l.cpMsg = st.size, st.cp, st.cpMsg
+	return nil
+}
+
+func (l *Log) closeFiles() error {
+	var errs []error
+	for _, f := range []File{l.seg, l.hashes, l.cps} {
+		if f != nil {
+			errs = append(errs, f.Close())
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Close waits for the entries already submitted to be written, then closes
+// the log. Record after Close returns ErrClosed.
+func (l *Log) Close() error {
+	l.sendMu.Lock()
+	if l.closed {
+		l.sendMu.Unlock()
+		return nil
+	}
+	l.closed = true
+	close(l.reqs)
+	l.sendMu.Unlock()
+	<-l.done
+	err := l.closeFiles()
+	if cerr := l.lock.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("audit: closing: %w", err)
+	}
+	return nil
+}
+
+// Record implements Recorder: it appends e and returns once the entry is
+// durable and covered by a durable signed checkpoint. An error means the
+// entry is not in the log (ErrInvalidEvent for an event refused as is; any
+// other error is a write failure, and the caller must refuse its request:
+// HTTP 503).
+func (l *Log) Record(ctx context.Context, e Event) error {
+	_, err := l.Append(ctx, e)
+	return err
+}
+
+// Append is Record that also returns the entry's index.
+func (l *Log) Append(ctx context.Context, e Event) (int64, error) {
+	if err := ValidateEvent(e); err != nil {
+		return -1, err
+	}
+	if e.Time.IsZero() {
+		e.Time = l.now()
+	}
+	e.Time = e.Time.UTC()
+	ev, err := marshalEvent(e)
+	if err != nil {
+		return -1, err
+	}
+	if len(ev)+40 > MaxEntrySize {
+		return -1, fmt.Errorf("%w: %s: entry longer than %d bytes", ErrInvalidEvent, e.Name, MaxEntrySize)
+	}
+	r := &request{event: ev, done: make(chan error, 1)}
+	l.sendMu.RLock()
+	if l.closed {
+		l.sendMu.RUnlock()
+		return -1, ErrClosed
+	}
+	select {
+	case l.reqs <- r:
+	case <-ctx.Done():
+		l.sendMu.RUnlock()
+		return -1, fmt.Errorf("audit: %w", ctx.Err())
+	}
+	l.sendMu.RUnlock()
+	// Once submitted, wait for the outcome whatever ctx says: an error
+	// must mean that the entry is not in the log.
+	if err := <-r.done; err != nil {
+		return -1, err
+	}
+	return r.index, nil
+}
+
+// run is the writer: it takes what is queued, up to maxBatch entries,
+// commits it as one batch, and answers every request of the batch.
+func (l *Log) run() {
+	defer close(l.done)
+	batch := make([]*request, 0, l.maxBatch)
+	for {
+		r, ok := <-l.reqs
+		if !ok {
+			return
+		}
+		batch = append(batch[:0], r)
+	fill:
+		for len(batch) < l.maxBatch {
+			select {
+			case r, ok := <-l.reqs:
+				if !ok {
+					break fill
+				}
+				batch = append(batch, r)
+			default:
+				break fill
+			}
+		}
+		err := l.commit(batch)
+		if err != nil {
+			l.log.Error().Err(err).Int("entries", len(batch)).Msg("audit: batch not written; its requests are refused")
+		}
+		l.mu.Lock()
+		if err == nil && l.lastErr != nil {
+			l.log.Warn().Msg("audit: writing works again")
+		}
+		l.lastErr = err
+		l.mu.Unlock()
+		for _, r := range batch {
+			r.done <- err
+		}
+	}
+}
+
+// commit writes batch: the entries, their stored hashes, then one signed
+// checkpoint covering them, each fsynced; the in-memory state advances
+// only when all of it is durable.
+func (l *Log) commit(batch []*request) error {
+	if l.broken {
+		if err := l.truncateTails(); err != nil {
+			return err
+		}
+		l.broken = false
+	}
+	if err := l.rotate(); err != nil {
+		return err
+	}
+	l.lineBuf = l.lineBuf[:0]
+	for i, r := range batch {
+		r.index = l.wsize + int64(i)
+		start := len(l.lineBuf)
+		l.lineBuf = appendEntryLine(l.lineBuf, r.index, r.event)
+		if err := l.hs.add(l.lineBuf[start:]); err != nil {
+			l.hs.rollback()
+			return err
+		}
+		l.lineBuf = append(l.lineBuf, '\n')
+	}
+	size := l.wsize + int64(len(batch))
+	root, err := tlog.TreeHash(size, &l.hs)
+	if err != nil {
+		l.hs.rollback()
+		return err
+	}
+	cp := Checkpoint{Origin: l.origin, Size: size, Hash: root}
+	msg, err := signCheckpoint(cp, l.keys.signer)
+	if err != nil {
+		l.hs.rollback()
+		return err
+	}
+	l.cpBuf = append(append(l.cpBuf[:0], msg...), '\n')
+	l.hashBuf = l.hs.appendPending(l.hashBuf[:0])
+	if err := l.write(); err != nil {
+		l.hs.rollback()
+		l.broken = true
+		return err
+	}
+	l.hs.commit()
+	l.segBytes += int64(len(l.lineBuf))
+	l.cpBytes += int64(len(l.cpBuf))
+	l.wsize = size
+	l.mu.Lock()
+	l.size, l.cp, l.cpMsg = size, cp, msg
+	l.mu.Unlock()
+	return nil
+}
+
+// write makes the batch durable in order: entries and stored hashes
+// (fsynced concurrently), then the checkpoint. A checkpoint on disk thus
+// always covers entries on disk, which is what lets Open tell a crash from
+// damage.
+func (l *Log) write() error {
+	if _, err := l.seg.WriteAt(l.lineBuf, l.segBytes); err != nil {
+		return fmt.Errorf("audit: writing entries: %w", err)
+	}
+	if _, err := l.hashes.WriteAt(l.hashBuf, l.hs.base*tlog.HashSize); err != nil {
+		return fmt.Errorf("audit: writing stored hashes: %w", err)
+	}
+	var wg sync.WaitGroup
+	var herr error
+	wg.Go(func() { herr = l.hashes.Sync() })
+	serr := l.seg.Sync()
+	wg.Wait()
+	if serr != nil {
+		return fmt.Errorf("audit: syncing entries: %w", serr)
+	}
+	if herr != nil {
+		return fmt.Errorf("audit: syncing stored hashes: %w", herr)
+	}
+	if _, err := l.cps.WriteAt(l.cpBuf, l.cpBytes); err != nil {
+		return fmt.Errorf("audit: writing checkpoint: %w", err)
+	}
+	if err := l.cps.Sync(); err != nil {
+		return fmt.Errorf("audit: syncing checkpoint: %w", err)
+	}
+	return nil
+}
+
+// truncateTails cuts what a failed batch may have left past the durable
+// state, so the next batch starts from exactly where the last one ended.
+func (l *Log) truncateTails() error {
+	if err := l.seg.Truncate(l.segBytes); err != nil {
+		return fmt.Errorf("audit: truncating a failed write: %w", err)
+	}
+	if err := l.hashes.Truncate(l.hs.base * tlog.HashSize); err != nil {
+		return fmt.Errorf("audit: truncating a failed write: %w", err)
+	}
+	if err := l.cps.Truncate(l.cpBytes); err != nil {
+		return fmt.Errorf("audit: truncating a failed write: %w", err)
+	}
+	return nil
+}
+
+// rotate starts a new segment, named by the next index, once the current
+// one has reached the configured size.
+func (l *Log) rotate() error {
+	if l.segBytes < l.segSize || l.segStart == l.wsize {
+		return nil
+	}
+	name := filepath.Join(l.adir, SegmentsDir, segmentName(l.wsize))
+	f, err := l.openFile(name, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("audit: starting a segment: %w", err)
+	}
+	// A previous attempt may have left the file; nothing in it is durable.
+	if err := f.Truncate(0); err != nil {
+		f.Close()
+		return fmt.Errorf("audit: starting a segment: %w", err)
+	}
+	if err := syncDir(filepath.Join(l.adir, SegmentsDir)); err != nil {
+		f.Close()
+		return err
+	}
+	old := l.seg
+	l.seg, l.segStart, l.segBytes = f, l.wsize, 0
+	if err := old.Close(); err != nil {
+		l.log.Warn().Err(err).Msg("audit: closing a full segment")
+	}
+	return nil
+}
+
+// Size returns the number of entries covered by the latest checkpoint.
+func (l *Log) Size() int64 {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	return l.size
+}
+
+// Checkpoint returns the latest checkpoint and its signed note.
+func (l *Log) Checkpoint() (Checkpoint, []byte) {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	return l.cp, l.cpMsg
+}
+
+// Err returns the error of the last batch, or nil if it was written: a
+// health check can report a log that cannot be written.
+func (l *Log) Err() error {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	return l.lastErr
+}
+
+// Origin returns the log's name, the first line after the header of its
+// checkpoints and the name of its signing key.
+func (l *Log) Origin() string { return l.origin }
+
+// VerifierKey returns the verifier key of the log's checkpoints, in the
+// note format; give it to whoever checks checkpoints independently.
+func (l *Log) VerifierKey() string { return l.keys.vkey }
+
+// SecretID returns an identifier of secret (a token, a session) that can be
+// logged in its place: "hmac:" and the first 128 bits of HMAC-SHA256 under
+// the log's own HMAC key, in hex. Equal secrets give equal identifiers; the
+// identifier reveals nothing about a secret without the key, even a
+// low-entropy one (RFC 2104; OWASP ASVS v4.0.3 7.1.1).
+func (l *Log) SecretID(secret []byte) string { return secretID(l.keys.hmacKey, secret) }

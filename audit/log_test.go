@@ -1,0 +1,51 @@
+package audit
+
+import (
+	"context"
+	"sync"
+	"testing"
+)
+
+func TestRecordVerifyReopen(t *testing.T) {
+	dir := newTestDir(t)
+	l := openTest(t, dir, Config{SegmentSize: 2048}, Options{})
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Go(func() {
+			for i := range 25 {
+				mustRecord(t, l, testEvent(g*100+i))
+			}
+		})
+	}
+	wg.Wait()
+	if got, want := l.Size(), int64(201); got != want {
+		t.Fatalf("Size() = %d, want %d", got, want)
+	}
+	es, err := l.Tail(5, nil)
+	if err != nil || len(es) != 5 || es[4].Index != 200 {
+		t.Fatalf("Tail(5) = %d entries (last %+v), %v", len(es), es, err)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	res := mustVerify(t, dir, VerifyOptions{})
+	if res.Entries != 201 {
+		t.Errorf("Verify: Entries = %d, want 201", res.Entries)
+	}
+	segs, _ := listSegments(auditPath(dir))
+	if len(segs) < 5 {
+		t.Errorf("%d segments with SegmentSize 2048, want rotation", len(segs))
+	}
+	l = openTest(t, dir, Config{SegmentSize: 2048}, Options{})
+	mustRecord(t, l, testEvent(1))
+	if got := l.Size(); got != 203 {
+		t.Errorf("after reopen Size() = %d, want 203 (audit.start + 1)", got)
+	}
+	es, err = l.Read(0, 1)
+	if err != nil || len(es) != 1 || es[0].Name != EventAuditStart {
+		t.Errorf("Read(0,1) = %+v, %v; want audit.start", es, err)
+	}
+	l.Close()
+	mustVerify(t, dir, VerifyOptions{})
+	_ = context.Background
+}
