@@ -9,6 +9,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
+	"os"
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
@@ -24,6 +26,12 @@ import (
 
 	"github.com/hearth-home/hearth/audit"
 )
+
+// TestMain silences zitadel's provider, which logs through slog.Default.
+func TestMain(m *testing.M) {
+	slog.SetDefault(slog.New(slog.NewTextHandler(io.Discard, nil)))
+	os.Exit(m.Run())
+}
 
 // ---- test doubles for what auth and audit provide in the server ----
 
@@ -64,6 +72,12 @@ func (m *memIdentities) LinkIdentity(_ context.Context, username, issuer, subjec
 	}
 	m.links[identityKey{issuer, subject}] = username
 	return nil
+}
+
+func (m *memIdentities) setFailed(v bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.failed = v
 }
 
 func (m *memIdentities) UserForEmail(_ context.Context, email string) (string, bool, error) {
@@ -156,6 +170,18 @@ func (m *memThrottle) Allow(client, username string) (time.Duration, bool) {
 	}
 	return 0, true
 }
+func (m *memThrottle) setDeny(v bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.deny = v
+}
+
+func (m *memThrottle) failureCount() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.failures)
+}
+
 func (m *memThrottle) Failure(client, username string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()

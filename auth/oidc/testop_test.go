@@ -344,13 +344,15 @@ func (s *opStorage) approveDevice(userCode, username, password string) error {
 	return nil
 }
 
-// waitUserCode returns the user code of the first pending device request.
+// waitUserCode returns the user code of a pending device request.
 func (s *opStorage) waitUserCode(ctx context.Context) (string, error) {
 	for {
 		s.mu.Lock()
-		for uc := range s.userCodes {
-			s.mu.Unlock()
-			return uc, nil
+		for uc, dc := range s.userCodes {
+			if !s.devices[dc].state.Done {
+				s.mu.Unlock()
+				return uc, nil
+			}
 		}
 		s.mu.Unlock()
 		select {
