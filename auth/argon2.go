@@ -105,6 +105,9 @@ type hasher struct {
 	// evals counts argon2id evaluations; tests use it to show that the
 	// unknown-user and wrong-password paths do the same work.
 	evals atomic.Int64
+	// running and peak count concurrent evaluations; peak is what bounds
+	// memory (peak × m), and the load test checks it.
+	running, peak atomic.Int64
 	// maxWait bounds how long a request waits in the queue.
 	maxWait time.Duration
 }
@@ -140,6 +143,10 @@ func (h *hasher) acquire(ctx context.Context) (release func(), err error) {
 
 func (h *hasher) key(pw []byte, salt []byte, p Argon2Params, n int) []byte {
 	h.evals.Add(1)
+	cur := h.running.Add(1)
+	defer h.running.Add(-1)
+	for p := h.peak.Load(); cur > p && !h.peak.CompareAndSwap(p, cur); p = h.peak.Load() {
+	}
 	return argon2.IDKey(pw, salt, p.Time, p.MemoryKiB, p.Threads, uint32(n))
 }
 
