@@ -231,6 +231,12 @@ type harnessOpt func(*Provider)
 // whose client redirects to it.
 func newHarness(t *testing.T, opts ...harnessOpt) *harness {
 	t.Helper()
+	return newHarnessOpts(t, nil, opts...)
+}
+
+// newHarnessOpts is newHarness with editOpts applied to the Options.
+func newHarnessOpts(t *testing.T, editOpts func(*Options), opts ...harnessOpt) *harness {
+	t.Helper()
 	hs := &harness{ids: newIdentities(), sessions: &memSessions{}, audit: &memAudit{}, throttle: &memThrottle{}, clock: &clock{}, logs: &bytes.Buffer{}}
 	var handler atomic.Pointer[http.Handler]
 	hs.hearth = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -245,7 +251,7 @@ func newHarness(t *testing.T, opts ...harnessOpt) *harness {
 	for _, o := range opts {
 		o(&p)
 	}
-	h, err := New([]Provider{p}, Options{
+	o := Options{
 		Sessions: hs.sessions, Identities: hs.ids, Emails: hs.ids, Throttle: hs.throttle, Audit: hs.audit,
 		Logger: zerolog.New(hs.logs), Now: hs.clock.Now, HTTPClient: &http.Client{Transport: hs.tr, Timeout: 10 * time.Second},
 		PublicURL: hs.hearth.URL, DiscoveryRetry: time.Minute,
@@ -255,7 +261,11 @@ func newHarness(t *testing.T, opts ...harnessOpt) *harness {
 			}
 			return "", false
 		},
-	})
+	}
+	if editOpts != nil {
+		editOpts(&o)
+	}
+	h, err := New([]Provider{p}, o)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
