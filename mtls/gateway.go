@@ -1,0 +1,764 @@
+package mtls
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/netip"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/hearth-home/hearth/audit"
+	"github.com/hearth-home/hearth/authz"
+	"github.com/hearth-home/hearth/internal/httpx"
+)
+
+// The identity headers the gateway sets on every proxied request. A client
+// never gets to send them: every header whose name starts with X-Hearth-
+// (ignoring case, and with "_" read as "-", as CGI-style servers do) is
+// removed first.
+const (
+	HeaderPrincipal    = "X-Hearth-Principal"    // "device:kitchen-pi", "user:alice"
+	HeaderMethod       = "X-Hearth-Method"       // "device", "token"
+	HeaderCapabilities = "X-Hearth-Capabilities" // "conversations:read,status"
+)
+
+// Defaults of GatewayOptions.
+const (
+	DefaultMaxHeaderBytes    = 64 << 10
+	DefaultMaxBodyBytes      = 1 << 20
+	DefaultReadHeaderTimeout = 10 * time.Second
+	DefaultIdleTimeout       = 120 * time.Second
+	DefaultUpstreamTimeout   = 60 * time.Second
+	DefaultRecheckInterval   = time.Second
+)
+
+// GatewayOptions configure [NewGateway]. Zero values mean the defaults noted
+// on each field.
+type GatewayOptions struct {
+	// Policy decides every request. Required.
+	Policy *authz.Policy
+	// Devices maps client certificates to devices on every request. Nil
+	// means no certificate authenticates anyone.
+	Devices DeviceDirectory
+	// Tokens authenticates bearer tokens. Nil means no token does.
+	Tokens TokenAuthenticator
+	// Audit records every decision before the request proceeds. Required
+	// (use audit.Discard{} only in tests).
+	Audit audit.Recorder
+	// Routes map agent paths to capabilities (see [Config.RouteList]).
+	Routes []Route
+	// Upstream is the agent. Default DefaultUpstream.
+	Upstream *url.URL
+	// TrustedNetworks are the lan zone. Default loopback only.
+	TrustedNetworks []netip.Prefix
+	// Hearth serves every path under /.hearth/ except the three the
+	// gateway answers itself (healthz, whoami, authz/check). It finds the
+	// principal, possibly nil, with PrincipalFrom. Nil answers 404.
+	Hearth http.Handler
+	// Logger gets operational messages (never tokens). Zero: discard.
+	Logger zerolog.Logger
+	// Now is the clock. Default time.Now.
+	Now func() time.Time
+	// MaxHeaderBytes bounds request headers (431 beyond). Default 64 KiB.
+	MaxHeaderBytes int
+	// MaxBodyBytes bounds request bodies to the agent (413 beyond).
+	// Default 1 MiB.
+	MaxBodyBytes int64
+	// ReadHeaderTimeout bounds how long a client may take to send its
+	// headers (slowloris). Default 10s.
+	ReadHeaderTimeout time.Duration
+	// IdleTimeout closes idle keep-alive connections. Default 120s.
+	IdleTimeout time.Duration
+	// UpstreamTimeout bounds the wait for the agent's response headers
+	// (504 beyond); bodies may stream for longer. Default 60s.
+	UpstreamTimeout time.Duration
+	// RecheckInterval is how often the credentials behind an open
+	// websocket are checked again, so that a revoked device's websocket is
+	// closed within about this long. Default 1s.
+	RecheckInterval time.Duration
+	// Transport reaches the agent. Default: a pooled http.Transport.
+	Transport http.RoundTripper
+}
+
+// Gateway authenticates, authorizes, audits and proxies requests. It is an
+// http.Handler; use [Gateway.Server] for a server with the right limits.
+type Gateway struct {
+	policy   *authz.Policy
+	devices  DeviceDirectory
+	tokens   TokenAuthenticator
+	audit    audit.Recorder
+	routes   *routeTable
+	upstream *url.URL
+	basePath string
+	trusted  []netip.Prefix
+	hearth   http.Handler
+	log      zerolog.Logger
+	now      func() time.Time
+
+	maxHeader         int
+	maxBody           int64
+	readHeaderTimeout time.Duration
+	idleTimeout       time.Duration
+	recheck           time.Duration
+
+	proxy *httputil.ReverseProxy
+}
+
+// NewGateway checks opts and builds a gateway.
+func NewGateway(opts GatewayOptions) (*Gateway, error) {
+	if opts.Policy == nil {
+		return nil, errors.New("mtls: GatewayOptions.Policy is required")
+	}
+	if opts.Audit == nil {
+		return nil, errors.New("mtls: GatewayOptions.Audit is required")
+	}
+	rt, err := compileRoutes(opts.Routes, opts.Policy)
+	if err != nil {
+		return nil, err
+	}
+	g := &Gateway{
+		policy:            opts.Policy,
+		devices:           opts.Devices,
+		tokens:            opts.Tokens,
+		audit:             opts.Audit,
+		routes:            rt,
+		upstream:          opts.Upstream,
+		trusted:           opts.TrustedNetworks,
+		hearth:            opts.Hearth,
+		log:               opts.Logger,
+		now:               opts.Now,
+		maxHeader:         opts.MaxHeaderBytes,
+		maxBody:           opts.MaxBodyBytes,
+		readHeaderTimeout: opts.ReadHeaderTimeout,
+		idleTimeout:       opts.IdleTimeout,
+		recheck:           opts.RecheckInterval,
+	}
+	if g.upstream == nil {
+		g.upstream, _ = Config{}.UpstreamURL()
+	}
+	if g.upstream.Scheme != "http" && g.upstream.Scheme != "https" || g.upstream.Host == "" {
+		return nil, fmt.Errorf("mtls: upstream %q is not an http(s) URL", g.upstream)
+	}
+	g.basePath = strings.TrimSuffix(g.upstream.Path, "/")
+	if g.trusted == nil {
+		g.trusted = DefaultTrustedNetworks()
+	}
+	if g.now == nil {
+		g.now = time.Now
+	}
+	if g.maxHeader <= 0 {
+		g.maxHeader = DefaultMaxHeaderBytes
+	}
+	if g.maxBody <= 0 {
+		g.maxBody = DefaultMaxBodyBytes
+	}
+	if g.readHeaderTimeout <= 0 {
+		g.readHeaderTimeout = DefaultReadHeaderTimeout
+	}
+	if g.idleTimeout <= 0 {
+		g.idleTimeout = DefaultIdleTimeout
+	}
+	if g.recheck <= 0 {
+		g.recheck = DefaultRecheckInterval
+	}
+	upTimeout := opts.UpstreamTimeout
+	if upTimeout <= 0 {
+		upTimeout = DefaultUpstreamTimeout
+	}
+	tr := opts.Transport
+	if tr == nil {
+		tr = &http.Transport{
+			Proxy: nil, // never an environment proxy between hearth and the agent
+			DialContext: (&net.Dialer{
+				Timeout:   5 * time.Second,
+				KeepAlive: 30 * time.Second,
+			}).DialContext,
+			MaxIdleConns:          1024,
+			MaxIdleConnsPerHost:   512,
+			IdleConnTimeout:       90 * time.Second,
+			ResponseHeaderTimeout: upTimeout,
+			ExpectContinueTimeout: time.Second,
+			DisableCompression:    true, // pass the client's Accept-Encoding through untouched
+		}
+	}
+	g.proxy = &httputil.ReverseProxy{
+		Rewrite:      g.rewrite,
+		Transport:    tr,
+		BufferPool:   bufferPool{},
+		ErrorHandler: g.proxyError,
+		ErrorLog:     log.New(logWriter{g.log}, "", 0),
+		// FlushInterval 0: ReverseProxy flushes at once (-1) for
+		// text/event-stream and for responses of unknown length, so SSE
+		// and other streams reach the client as they come, while
+		// fixed-length bodies are written in large chunks.
+	}
+	return g, nil
+}
+
+// Handler returns the gateway as an http.Handler.
+func (g *Gateway) Handler() http.Handler { return g }
+
+// Server returns an http.Server for the gateway listener with tlsConfig
+// (use [ServerTLSConfig]), HTTP/1.1 and HTTP/2, header and idle timeouts and
+// the header size limit. Serve it with srv.ServeTLS(ln, "", "") or
+// srv.ListenAndServeTLS("", ""). There is deliberately no ReadTimeout or
+// WriteTimeout: request bodies, websockets and server-sent events may last
+// long; ReadHeaderTimeout stops slow-header clients (slowloris) and
+// IdleTimeout reaps idle connections.
+func (g *Gateway) Server(tlsConfig *tls.Config) *http.Server {
+	var protos http.Protocols
+	protos.SetHTTP1(true)
+	protos.SetHTTP2(true)
+	return &http.Server{
+		Handler:           g,
+		TLSConfig:         tlsConfig,
+		ReadHeaderTimeout: g.readHeaderTimeout,
+		IdleTimeout:       g.idleTimeout,
+		MaxHeaderBytes:    g.maxHeader,
+		Protocols:         &protos,
+		HTTP2: &http.HTTP2Config{
+			MaxConcurrentStreams: 250,
+			PingTimeout:          15 * time.Second,
+			SendPingTimeout:      g.idleTimeout / 2,
+		},
+		ErrorLog: log.New(logWriter{g.log}, "", 0),
+	}
+}
+
+// logWriter sends net/http's own messages (TLS handshake errors, mostly
+// scanners) to the zerolog logger at debug level.
+type logWriter struct{ l zerolog.Logger }
+
+func (w logWriter) Write(p []byte) (int, error) {
+	w.l.Debug().Str("component", "http").Msg(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
+
+// credential is what a request presented, kept so that an open websocket
+// can be checked again.
+type credential struct {
+	cert  *x509.Certificate
+	token string
+}
+
+// authFailure says why a request has no principal.
+type authFailure uint8
+
+const (
+	authOK            authFailure = iota
+	authNone                      // no credential presented
+	authBadDevice                 // a certificate whose device is unknown, revoked or expired
+	authBadToken                  // a bearer token that did not authenticate
+	authUnavailable               // the directory could not answer
+	authTokenMalformed            // several Authorization headers, or an empty token
+)
+
+func (f authFailure) reason() string {
+	switch f {
+	case authNone:
+		return "no client certificate and no bearer token"
+	case authBadDevice:
+		return "the client certificate's device is unknown, revoked or expired"
+	case authBadToken:
+		return "the bearer token is invalid, expired or revoked"
+	case authTokenMalformed:
+		return "the Authorization header is malformed"
+	case authUnavailable:
+		return "the device or token store cannot be read"
+	}
+	return ""
+}
+
+// presented extracts the credential of r: a verified client certificate
+// first (a device is its certificate), else a bearer token (RFC 6750 §2.1;
+// never from the URL or the body).
+func presented(r *http.Request) (credential, authFailure) {
+	if r.TLS != nil && len(r.TLS.VerifiedChains) > 0 && len(r.TLS.PeerCertificates) > 0 {
+		return credential{cert: r.TLS.PeerCertificates[0]}, authOK
+	}
+	v := r.Header["Authorization"]
+	if len(v) == 0 {
+		return credential{}, authNone
+	}
+	if len(v) > 1 {
+		return credential{}, authTokenMalformed
+	}
+	tok, ok := bearer(v[0])
+	if !ok && strings.EqualFold(strings.TrimSpace(v[0]), "bearer") {
+		return credential{}, authTokenMalformed
+	}
+	if !ok {
+		return credential{}, authNone
+	}
+	if tok == "" {
+		return credential{}, authTokenMalformed
+	}
+	return credential{token: tok}, authOK
+}
+
+// bearer returns the token of an "Authorization: Bearer x" value (the
+// scheme is case-insensitive, RFC 9110 §11.1).
+func bearer(v string) (string, bool) {
+	const p = "bearer "
+	if len(v) < len(p) || !strings.EqualFold(v[:len(p)], p) {
+		return "", false
+	}
+	return strings.TrimSpace(v[len(p):]), true
+}
+
+// authenticate turns a credential into a principal. It runs on every
+// request (and periodically for open websockets): revocation takes effect
+// on the next request, on any connection.
+func (g *Gateway) authenticate(ctx context.Context, c credential, zone authz.Zone, now time.Time) (*authz.Principal, authFailure) {
+	switch {
+	case c.cert != nil:
+		if now.Before(c.cert.NotBefore) || now.After(c.cert.NotAfter) || g.devices == nil {
+			return nil, authBadDevice
+		}
+		name, caps, err := g.devices.LookupDevice(ctx, c.cert)
+		if errors.Is(err, ErrUnknownDevice) {
+			return nil, authBadDevice
+		}
+		if err != nil {
+			g.log.Error().Err(err).Msg("mtls: device lookup failed")
+			return nil, authUnavailable
+		}
+		if name == "" {
+			return nil, authBadDevice
+		}
+		return &authz.Principal{
+			ID:       "device:" + name,
+			Kind:     authz.KindDevice,
+			Caps:     caps,
+			Method:   authz.MethodDevice,
+			Zone:     zone,
+			AuthTime: now,
+		}, authOK
+	case c.token != "":
+		if g.tokens == nil {
+			return nil, authBadToken
+		}
+		p, err := g.tokens.AuthenticateToken(ctx, c.token)
+		if errors.Is(err, ErrInvalidToken) || err == nil && p == nil {
+			return nil, authBadToken
+		}
+		if err != nil {
+			g.log.Error().Err(err).Msg("mtls: token check failed")
+			return nil, authUnavailable
+		}
+		// A copy: the authenticator may cache its principals.
+		cp := *p
+		cp.Method = authz.MethodToken
+		cp.Zone = zone
+		return &cp, authOK
+	}
+	return nil, authNone
+}
+
+// zone is lan when the real peer address (never X-Forwarded-For) is in a
+// trusted network.
+func (g *Gateway) zone(remote string) authz.Zone {
+	ap, err := netip.ParseAddrPort(remote)
+	if err != nil {
+		return authz.ZoneRemote
+	}
+	a := ap.Addr().Unmap().WithZone("")
+	for _, p := range g.trusted {
+		if p.Contains(a) {
+			return authz.ZoneLAN
+		}
+	}
+	return authz.ZoneRemote
+}
+
+// isHearthHeader reports whether a header name is in the X-Hearth-
+// namespace, ignoring case and reading "_" as "-".
+func isHearthHeader(k string) bool {
+	const p = "x-hearth-"
+	if len(k) < len(p) {
+		return false
+	}
+	for i := 0; i < len(p); i++ {
+		c := k[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c == '_' {
+			c = '-'
+		}
+		if c != p[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func stripHearthHeaders(h http.Header) {
+	for k := range h {
+		if isHearthHeader(k) {
+			delete(h, k)
+		}
+	}
+}
+
+// tokenInQuery reports whether the query has an access_token or token
+// parameter. RFC 6750 §2.3 allows a token in the URI only as a last resort
+// and §5.3 advises against it: URLs end up in browser history, proxy and
+// agent logs and Referer headers. hearth never reads a token from the URL,
+// and refuses such a request (400) so that a client that tries learns at
+// once instead of leaking its token on every request.
+func tokenInQuery(q string) bool {
+	for q != "" {
+		var kv string
+		kv, q, _ = strings.Cut(q, "&")
+		k, _, _ := strings.Cut(kv, "=")
+		if strings.IndexByte(k, '%') >= 0 || strings.IndexByte(k, '+') >= 0 {
+			if u, err := url.QueryUnescape(k); err == nil {
+				k = u
+			}
+		}
+		if strings.EqualFold(k, "access_token") || strings.EqualFold(k, "token") {
+			return true
+		}
+	}
+	return false
+}
+
+// requestPath is the path of r as the client sent it (escaped, without the
+// query): the request target for HTTP/1.1, :path for HTTP/2.
+func requestPath(r *http.Request) string {
+	u := r.RequestURI
+	if u == "" {
+		return r.URL.EscapedPath()
+	}
+	if i := strings.IndexByte(u, '?'); i >= 0 {
+		u = u[:i]
+	}
+	return u
+}
+
+const hearthPrefix = "/.hearth/"
+
+func isHearthPath(p string) bool {
+	return strings.HasPrefix(p, hearthPrefix) || p == "/.hearth"
+}
+
+// ServeHTTP authenticates, authorizes, audits and proxies one request.
+func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	norm, err := NormalizePath(requestPath(r))
+	if err != nil {
+		g.log.Debug().Str("client", r.RemoteAddr).Err(err).Msg("mtls: bad path")
+		httpx.Error(w, http.StatusBadRequest, "bad_path", err.Error())
+		return
+	}
+	if tokenInQuery(r.URL.RawQuery) {
+		httpx.Error(w, http.StatusBadRequest, "token_in_url", "a token is accepted only in the Authorization header (Bearer), never in the URL")
+		return
+	}
+	stripHearthHeaders(r.Header)
+	now := g.now()
+	zone := g.zone(r.RemoteAddr)
+	cred, fail := presented(r)
+	var pr *authz.Principal
+	if fail == authOK {
+		pr, fail = g.authenticate(r.Context(), cred, zone, now)
+	}
+	if isHearthPath(norm) {
+		g.serveHearth(w, r, norm, pr, fail)
+		return
+	}
+	g.serveAgent(w, r, norm, cred, pr, fail, now, zone)
+}
+
+// setPath makes u's path the normalised, escaped path norm: RawPath is
+// norm itself, so the request line carries exactly what was authorized
+// (url.URL.EscapedPath uses RawPath when it encodes Path).
+func setPath(u *url.URL, norm string) {
+	u.RawPath = norm
+	if strings.IndexByte(norm, '%') < 0 {
+		u.Path = norm
+		return
+	}
+	p, err := url.PathUnescape(norm)
+	if err != nil {
+		// NormalizePath accepted norm, so this cannot happen; refuse to
+		// guess.
+		p = "/"
+		u.RawPath = ""
+	}
+	u.Path = p
+}
+
+func (g *Gateway) serveHearth(w http.ResponseWriter, r *http.Request, norm string, pr *authz.Principal, fail authFailure) {
+	if fail == authUnavailable {
+		httpx.Unavailable(w)
+		return
+	}
+	setPath(r.URL, norm)
+	switch norm {
+	case "/.hearth/healthz":
+		g.healthz(w, r)
+		return
+	case "/.hearth/v1/whoami":
+		g.whoami(w, r, pr)
+		return
+	case "/.hearth/v1/authz/check":
+		g.check(w, r, pr)
+		return
+	}
+	if g.hearth == nil {
+		httpx.Error(w, http.StatusNotFound, "not_found", "no such hearth endpoint")
+		return
+	}
+	g.hearth.ServeHTTP(w, r.WithContext(WithPrincipal(r.Context(), pr)))
+}
+
+// agentDenial is a refusal on the proxy path.
+type agentDenial struct {
+	status int
+	code   string
+}
+
+func (g *Gateway) serveAgent(w http.ResponseWriter, r *http.Request, norm string, cred credential, pr *authz.Principal, fail authFailure, now time.Time, zone authz.Zone) {
+	if r.ContentLength > g.maxBody {
+		httpx.Error(w, http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("request body is larger than %d bytes", g.maxBody))
+		return
+	}
+	if fail == authUnavailable {
+		httpx.Unavailable(w)
+		return
+	}
+	m := g.routes.match(norm, r.Method)
+	var c authz.Capability
+	if m.entry != nil {
+		c = m.entry.cap
+	}
+	var (
+		deny   agentDenial
+		reason string
+		d      authz.Decision
+	)
+	switch {
+	case pr == nil:
+		deny = agentDenial{http.StatusUnauthorized, "unauthenticated"}
+		reason = "not authenticated: " + fail.reason()
+	case m.node == nil:
+		deny = agentDenial{http.StatusForbidden, "forbidden"}
+		reason = "no route maps " + r.Method + " " + norm + " to a capability (default deny)"
+	case m.entry == nil:
+		deny = agentDenial{http.StatusForbidden, "forbidden"}
+		reason = "route " + m.node.pattern + " does not allow " + r.Method + " (allows " + m.node.methods() + ")"
+	default:
+		d = g.policy.Decide(pr, c, now)
+		if !d.Allow {
+			deny = agentDenial{http.StatusForbidden, "forbidden"}
+		}
+	}
+	if reason == "" {
+		reason = d.Reason()
+	}
+	ev := audit.Event{
+		Time:     now.UTC(),
+		Name:     audit.EventAuthzDecision,
+		Outcome:  audit.OutcomeAllow,
+		Resource: norm,
+		Reason:   reason,
+		Client:   r.RemoteAddr,
+		Meta:     map[string]string{"method": r.Method, "capability": string(c), "zone": string(zone)},
+	}
+	if deny.status != 0 {
+		ev.Outcome = audit.OutcomeDeny
+	}
+	if pr != nil {
+		ev.Principal = pr.ID
+		ev.Meta["via"] = string(pr.Method)
+	}
+	if err := g.audit.Record(r.Context(), ev); err != nil {
+		// Fail closed: nothing reaches the agent unless its decision is
+		// in the log.
+		g.log.Error().Err(err).Msg("mtls: audit record failed; refusing")
+		httpx.Unavailable(w)
+		return
+	}
+	if deny.status != 0 {
+		if deny.status == http.StatusUnauthorized {
+			if fail == authBadToken {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="hearth", error="invalid_token"`)
+			} else {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="hearth"`)
+			}
+		}
+		if deny.status == http.StatusUnauthorized {
+			c = "" // an anonymous client learns nothing about the route table
+		}
+		writeDenial(w, deny.status, deny.code, reason, c)
+		return
+	}
+
+	// Allowed: tell the agent who this is, and forward exactly the
+	// normalised path that was authorized.
+	h := r.Header
+	if cred.token != "" {
+		delete(h, "Authorization") // hearth's token is not the agent's business
+	}
+	h[HeaderPrincipal] = []string{pr.ID}
+	h[HeaderMethod] = []string{string(pr.Method)}
+	h[HeaderCapabilities] = []string{joinCaps(pr.Caps)}
+	setPath(r.URL, norm)
+	if r.Body != nil && r.Body != http.NoBody {
+		r.Body = http.MaxBytesReader(w, r.Body, g.maxBody)
+	}
+	if r.Header.Get("Upgrade") != "" {
+		ctx, cancel := context.WithCancel(r.Context())
+		defer cancel()
+		r = r.WithContext(ctx)
+		go g.watch(ctx, cancel, cred, zone, c, r.RemoteAddr, norm)
+	}
+	g.proxy.ServeHTTP(w, r)
+}
+
+// watch checks the credential behind an open upgraded connection (a
+// websocket) every RecheckInterval and cancels it, which closes both ends,
+// when the device is revoked, the token expires or the capability is
+// withdrawn.
+func (g *Gateway) watch(ctx context.Context, cancel context.CancelFunc, cred credential, zone authz.Zone, c authz.Capability, client, path string) {
+	t := time.NewTicker(g.recheck)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		now := g.now()
+		pr, fail := g.authenticate(ctx, cred, zone, now)
+		if fail == authUnavailable {
+			continue // a store hiccup is not a revocation; the next tick decides
+		}
+		var reason, id string
+		if pr == nil {
+			reason = "connection closed: " + fail.reason()
+		} else if d := g.policy.Decide(pr, c, now); !d.Allow {
+			reason, id = "connection closed: "+d.Reason(), pr.ID
+		} else {
+			continue
+		}
+		g.log.Info().Str("client", client).Str("path", path).Msg("mtls: closing an upgraded connection whose credentials no longer hold")
+		// Best effort: the connection closes whether or not this is logged.
+		_ = g.audit.Record(context.WithoutCancel(ctx), audit.Event{
+			Time: now.UTC(), Name: audit.EventAuthzDecision, Outcome: audit.OutcomeDeny,
+			Principal: id, Resource: path, Reason: reason, Client: client,
+			Meta: map[string]string{"capability": string(c), "zone": string(zone), "upgrade": "closed"},
+		})
+		cancel()
+		return
+	}
+}
+
+// rewrite runs after ReverseProxy removed hop-by-hop headers (including
+// those a client named in Connection:) and X-Forwarded-*, so the identity
+// headers set here cannot be dropped by a "Connection: X-Hearth-Principal"
+// trick.
+func (g *Gateway) rewrite(pr *httputil.ProxyRequest) {
+	out := pr.Out
+	out.URL.Scheme = g.upstream.Scheme
+	out.URL.Host = g.upstream.Host
+	if g.basePath != "" {
+		setPath(out.URL, g.basePath+pr.In.URL.RawPath)
+	}
+	out.Host = ""
+	for _, k := range [...]string{HeaderPrincipal, HeaderMethod, HeaderCapabilities} {
+		if v, ok := pr.In.Header[k]; ok {
+			out.Header[k] = v
+		}
+	}
+	if host, _, err := net.SplitHostPort(pr.In.RemoteAddr); err == nil {
+		out.Header["X-Forwarded-For"] = []string{host}
+	}
+	out.Header["X-Forwarded-Proto"] = forwardedProto(pr.In)
+	if pr.In.Host != "" {
+		out.Header["X-Forwarded-Host"] = []string{pr.In.Host}
+	}
+}
+
+var (
+	protoHTTPS = []string{"https"}
+	protoHTTP  = []string{"http"}
+)
+
+func forwardedProto(r *http.Request) []string {
+	if r.TLS != nil {
+		return protoHTTPS
+	}
+	return protoHTTP
+}
+
+func joinCaps(cs []authz.Capability) string {
+	switch len(cs) {
+	case 0:
+		return ""
+	case 1:
+		return string(cs[0])
+	}
+	n := len(cs) - 1
+	for _, c := range cs {
+		n += len(c)
+	}
+	var b strings.Builder
+	b.Grow(n)
+	for i, c := range cs {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(string(c))
+	}
+	return b.String()
+}
+
+// proxyError answers a failed upstream exchange: 413 for a body over the
+// limit, 504 for a timeout, 502 otherwise, as JSON.
+func (g *Gateway) proxyError(w http.ResponseWriter, r *http.Request, err error) {
+	var mbe *http.MaxBytesError
+	var ne net.Error
+	switch {
+	case errors.As(err, &mbe):
+		httpx.Error(w, http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("request body is larger than %d bytes", g.maxBody))
+	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
+		// The client went away (or a watched websocket was closed).
+		w.WriteHeader(http.StatusBadGateway)
+	case errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout():
+		g.log.Warn().Err(err).Msg("mtls: upstream timed out")
+		httpx.Error(w, http.StatusGatewayTimeout, "upstream_timeout", "the agent did not answer in time")
+	default:
+		g.log.Warn().Err(err).Msg("mtls: upstream failed")
+		httpx.Error(w, http.StatusBadGateway, "upstream_unavailable", "the agent cannot be reached")
+	}
+}
+
+// writeDenial writes {"error", "code", "capability"}.
+func writeDenial(w http.ResponseWriter, status int, code, msg string, c authz.Capability) {
+	httpx.JSON(w, status, struct {
+		Error      string `json:"error"`
+		Code       string `json:"code"`
+		Capability string `json:"capability,omitempty"`
+	}{msg, code, string(c)})
+}
+
+// bufferPool reuses ReverseProxy's copy buffers.
+type bufferPool struct{}
+
+var copyBuffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+func (bufferPool) Get() []byte  { return *(copyBuffers.Get().(*[]byte)) }
+func (bufferPool) Put(b []byte) { copyBuffers.Put(&b) }
