@@ -256,12 +256,12 @@ type credential struct {
 type authFailure uint8
 
 const (
-	authOK            authFailure = iota
-	authNone                      // no credential presented
-	authBadDevice                 // a certificate whose device is unknown, revoked or expired
-	authBadToken                  // a bearer token that did not authenticate
-	authUnavailable               // the directory could not answer
-	authTokenMalformed            // several Authorization headers, or an empty token
+	authOK             authFailure = iota
+	authNone                       // no credential presented
+	authBadDevice                  // a certificate whose device is unknown, revoked or expired
+	authBadToken                   // a bearer token that did not authenticate
+	authUnavailable                // the directory could not answer
+	authTokenMalformed             // several Authorization headers, or an empty token
 )
 
 func (f authFailure) reason() string {
