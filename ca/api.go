@@ -1,0 +1,198 @@
+package ca
+
+import (
+	"bytes"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/go-chi/chi/v5/middleware"
+	acmeAPI "github.com/smallstep/certificates/acme/api"
+	stepapi "github.com/smallstep/certificates/api"
+
+	"github.com/hearth-home/hearth/audit"
+	"github.com/hearth-home/hearth/internal/httpx"
+)
+
+// APIHandler is smallstep's own CA API, for the CA listener: /health,
+// /roots, /roots.pem, /root/{sha}, /sign, /renew, /rekey, /revoke, … under
+// / and /1.0, and ACME under /acme and /2.0/acme, built from smallstep's
+// routers on hearth's authority the way smallstep's ca.New composes them.
+// So `step ca bootstrap`, `step ca certificate --token` and `step ca renew`
+// work unchanged. hearth adds two things in front: a one-time token must
+// be its device's current token (so a replaced token fails even if unused),
+// and every sign, renew and revoke is recorded in the audit log before the
+// answer leaves (a failure to record turns into 503 and the new certificate
+// is revoked). hearth's own /.hearth/v1/enroll and roots.pem are served
+// here too.
+func (c *CA) APIHandler() http.Handler {
+	c.apiOnce.Do(func() {
+		mux := chi.NewRouter()
+		mux.Use(middleware.GetHead)
+		mux.Use(func(next http.Handler) http.Handler {
+			return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				next.ServeHTTP(w, r.WithContext(c.baseContext(r.Context())))
+			})
+		})
+		mux.Use(c.auditStepAPI)
+		stepapi.Route(mux)
+		mux.Route("/1.0", func(r chi.Router) { stepapi.Route(r) })
+		mux.Route("/acme", func(r chi.Router) { acmeAPI.Route(r) })
+		mux.Route("/2.0/acme", func(r chi.Router) { acmeAPI.Route(r) })
+		pub := c.PublicHandler()
+		mux.Handle(EnrollPath, pub)
+		mux.Handle(RootsPath, pub)
+		c.apiHandler = mux
+	})
+	return c.apiHandler
+}
+
+// stepEvent names the audit event of a smallstep API call, "" for calls
+// that change nothing.
+func stepEvent(r *http.Request) string {
+	if r.Method != http.MethodPost {
+		return ""
+	}
+	switch strings.TrimPrefix(r.URL.Path, "/1.0") {
+	case "/sign":
+		return audit.EventCertIssue
+	case "/renew", "/rekey", "/re-sign":
+		return audit.EventCertRenew
+	case "/revoke":
+		return audit.EventCertRevoke
+	}
+	return ""
+}
+
+// bufferedWriter holds a smallstep answer until its audit entry is
+// written.
+type bufferedWriter struct {
+	h      http.Header
+	status int
+	body   bytes.Buffer
+}
+
+func (b *bufferedWriter) Header() http.Header { return b.h }
+func (b *bufferedWriter) WriteHeader(s int) {
+	if b.status == 0 {
+		b.status = s
+	}
+}
+func (b *bufferedWriter) Write(p []byte) (int, error) {
+	if b.status == 0 {
+		b.status = http.StatusOK
+	}
+	return b.body.Write(p)
+}
+
+func (c *CA) auditStepAPI(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		name := stepEvent(r)
+		if name == "" {
+			next.ServeHTTP(w, r)
+			return
+		}
+		ev := audit.Event{Name: name, Client: r.RemoteAddr, Resource: r.URL.Path}
+		if r.ContentLength > httpx.MaxJSONBody {
+			c.refuse(w, r, ev, &httpError{status: http.StatusRequestEntityTooLarge, code: "too_large", msg: "request body is too large"})
+			return
+		}
+		body, err := io.ReadAll(io.LimitReader(r.Body, httpx.MaxJSONBody+1))
+		if err != nil || len(body) > httpx.MaxJSONBody {
+			c.refuse(w, r, ev, &httpError{status: http.StatusRequestEntityTooLarge, code: "too_large", msg: "request body is too large"})
+			return
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		if name == audit.EventCertIssue {
+			// A hearth token must be its device's current one; tokens of
+			// other provisioners (none today) are left to smallstep.
+			var sr struct {
+				OTT string `json:"ott"`
+			}
+			if json.Unmarshal(body, &sr) == nil && sr.OTT != "" {
+				dev, _, err := c.checkToken(sr.OTT)
+				if err != nil {
+					var te *tokenError
+					if errors.As(err, &te) {
+						c.refuse(w, r, ev, &httpError{status: http.StatusUnauthorized, code: "bad_token", msg: strings.TrimPrefix(te.Error(), "ca: ")})
+						return
+					}
+					httpx.Unavailable(w)
+					return
+				}
+				ev.Principal, ev.Resource = "device:"+dev, "device:"+dev
+			}
+		}
+		bw := &bufferedWriter{h: http.Header{}}
+		next.ServeHTTP(bw, r)
+		if bw.status == 0 {
+			bw.status = http.StatusOK
+		}
+		var leaf *x509.Certificate
+		if bw.status < 300 {
+			ev.Outcome = audit.OutcomeSuccess
+			if name != audit.EventCertRevoke {
+				leaf = leafOfSignResponse(bw.body.Bytes())
+				if leaf != nil {
+					if dev, err := c.deviceNameOf(leaf); err == nil && dev != "" {
+						ev.Principal, ev.Resource = "device:"+dev, "device:"+dev
+					}
+					ev.Meta = map[string]string{
+						"serial":    leaf.SerialNumber.String(),
+						"not_after": leaf.NotAfter.UTC().Format(time.RFC3339),
+					}
+				}
+			}
+		} else {
+			ev.Outcome = audit.OutcomeFailure
+			var e struct {
+				Message string `json:"message"`
+			}
+			if json.Unmarshal(bw.body.Bytes(), &e) == nil {
+				ev.Reason = e.Message
+			}
+		}
+		if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 && ev.Principal == "" {
+			if dev, err := c.deviceNameOf(r.TLS.PeerCertificates[0]); err == nil && dev != "" {
+				ev.Principal = "device:" + dev
+			}
+		}
+		if err := c.audit.Record(r.Context(), ev); err != nil {
+			c.log.Error().Err(err).Str("event", name).Msg("ca: audit entry failed; refusing")
+			if leaf != nil {
+				c.dropIssued(leaf)
+			}
+			httpx.Unavailable(w)
+			return
+		}
+		for k, v := range bw.h {
+			w.Header()[k] = v
+		}
+		w.WriteHeader(bw.status)
+		w.Write(bw.body.Bytes())
+	})
+}
+
+func leafOfSignResponse(b []byte) *x509.Certificate {
+	var sr struct {
+		Crt string `json:"crt"`
+	}
+	if json.Unmarshal(b, &sr) != nil {
+		return nil
+	}
+	blk, _ := pem.Decode([]byte(sr.Crt))
+	if blk == nil {
+		return nil
+	}
+	crt, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		return nil
+	}
+	return crt
+}

@@ -1,0 +1,422 @@
+package ca
+
+import (
+	"context"
+	"crypto"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+	"go.etcd.io/bbolt"
+	"go.step.sm/crypto/jose"
+
+	"github.com/smallstep/certificates/acme"
+	acmeNoSQL "github.com/smallstep/certificates/acme/db/nosql"
+	"github.com/smallstep/certificates/authority"
+	authconfig "github.com/smallstep/certificates/authority/config"
+	"github.com/smallstep/certificates/authority/provisioner"
+	smalldb "github.com/smallstep/certificates/db"
+
+	"github.com/hearth-home/hearth/audit"
+	"github.com/hearth-home/hearth/authz"
+	"github.com/hearth-home/hearth/mtls"
+)
+
+// Options are the parts of hearth the CA uses. Zero fields get defaults.
+type Options struct {
+	// DB is hearth.db; the CA keeps its device records in buckets named
+	// "ca.*". Required.
+	DB *bbolt.DB
+	// Policy expands the capabilities granted to a device; an unknown
+	// capability is refused. Required.
+	Policy *authz.Policy
+	// Audit receives every issue, renewal, revocation and refusal.
+	// Default: audit.Discard (only for tests of other packages).
+	Audit audit.Recorder
+	// Logger is the structured logger. Default: zerolog.Nop().
+	Logger zerolog.Logger
+	// Now is the clock. Default time.Now.
+	Now func() time.Time
+	// PublicURL is the gateway's URL as devices reach it, e.g.
+	// "https://hearth.home.arpa:8443"; enrollment tokens carry it.
+	// Default "https://<first host>:8443".
+	PublicURL string
+}
+
+// CA is an open certificate authority. It is safe for concurrent use.
+type CA struct {
+	dir    string
+	set    settings
+	db     *bbolt.DB
+	policy *authz.Policy
+	audit  audit.Recorder
+	log    zerolog.Logger
+	now    func() time.Time
+
+	publicURL string
+	caURL     string
+	hosts     []string
+
+	root, inter   *x509.Certificate
+	interKey      crypto.Signer
+	roots         *x509.CertPool
+	intermediates *x509.CertPool
+	rootPEM       []byte
+	serverCert    *tls.Certificate
+	fingerprint   string
+
+	jwk    *jose.JSONWebKey // the provisioner's private key
+	signer jose.Signer
+
+	auth   *authority.Authority
+	sdb    *certDB
+	acmeDB acme.DB
+
+	devices *deviceStore
+
+	apiOnce    sync.Once
+	apiHandler http.Handler
+}
+
+var _ mtls.DeviceDirectory = (*CA)(nil)
+
+// Open opens the CA that [Init] created under <dir>/ca and starts the
+// embedded smallstep authority (not its listeners: the server mounts
+// [CA.APIHandler] and [CA.PublicHandler]).
+func Open(dir string, cfg Config, opts Options) (*CA, error) {
+	set, err := cfg.settings()
+	if err != nil {
+		return nil, err
+	}
+	if opts.DB == nil {
+		return nil, errors.New("ca: Options.DB (hearth.db) is required")
+	}
+	if opts.Policy == nil {
+		return nil, errors.New("ca: Options.Policy is required")
+	}
+	c := &CA{
+		dir:    filepath.Join(dir, dirName),
+		set:    set,
+		db:     opts.DB,
+		policy: opts.Policy,
+		audit:  opts.Audit,
+		log:    opts.Logger,
+		now:    opts.Now,
+	}
+	if c.audit == nil {
+		c.audit = audit.Discard{}
+	}
+	if c.now == nil {
+		c.now = time.Now
+	}
+	if err := c.loadPKI(); err != nil {
+		return nil, err
+	}
+	c.publicURL = strings.TrimRight(opts.PublicURL, "/")
+	if c.publicURL == "" {
+		c.publicURL = "https://" + hostPort(c.hosts[0], "8443")
+	}
+	_, caPort, _ := net.SplitHostPort(set.listen)
+	c.caURL = "https://" + hostPort(c.hosts[0], caPort)
+
+	if c.devices, err = newDeviceStore(c.db, c.now); err != nil {
+		return nil, err
+	}
+	if err := c.startAuthority(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func hostPort(host, port string) string {
+	if port == "" || port == "443" {
+		if strings.Contains(host, ":") {
+			return "[" + host + "]"
+		}
+		return host
+	}
+	return net.JoinHostPort(host, port)
+}
+
+// loadPKI reads the certificates and keys Init wrote.
+func (c *CA) loadPKI() error {
+	read := func(name string) ([]byte, error) {
+		b, err := os.ReadFile(filepath.Join(c.dir, name))
+		if err != nil {
+			return nil, fmt.Errorf("ca: %w (run `hearth init` first)", err)
+		}
+		return b, nil
+	}
+	certs := func(name string) ([]*x509.Certificate, error) {
+		b, err := read(name)
+		if err != nil {
+			return nil, err
+		}
+		var out []*x509.Certificate
+		for {
+			var blk *pem.Block
+			blk, b = pem.Decode(b)
+			if blk == nil {
+				break
+			}
+			if blk.Type != "CERTIFICATE" {
+				continue
+			}
+			crt, err := x509.ParseCertificate(blk.Bytes)
+			if err != nil {
+				return nil, fmt.Errorf("ca: %s: %w", name, err)
+			}
+			out = append(out, crt)
+		}
+		if len(out) == 0 {
+			return nil, fmt.Errorf("ca: %s holds no certificate", name)
+		}
+		return out, nil
+	}
+	key := func(name string) (crypto.Signer, error) {
+		path := filepath.Join(c.dir, name)
+		fi, err := os.Stat(path)
+		if err != nil {
+			return nil, fmt.Errorf("ca: %w", err)
+		}
+		if fi.Mode().Perm()&0o077 != 0 {
+			return nil, fmt.Errorf("ca: %s is readable by others (mode %v); chmod 600 it", path, fi.Mode().Perm())
+		}
+		b, err := read(name)
+		if err != nil {
+			return nil, err
+		}
+		blk, _ := pem.Decode(b)
+		if blk == nil {
+			return nil, fmt.Errorf("ca: %s is not PEM", name)
+		}
+		k, err := x509.ParsePKCS8PrivateKey(blk.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("ca: %s: %w", name, err)
+		}
+		s, ok := k.(crypto.Signer)
+		if !ok {
+			return nil, fmt.Errorf("ca: %s is not a signing key", name)
+		}
+		return s, nil
+	}
+
+	rc, err := certs(rootCertFile)
+	if err != nil {
+		return err
+	}
+	ic, err := certs(interCertFile)
+	if err != nil {
+		return err
+	}
+	c.root, c.inter = rc[0], ic[0]
+	if c.interKey, err = key(interKeyFile); err != nil {
+		return err
+	}
+	gw, err := certs(gatewayCertFile)
+	if err != nil {
+		return err
+	}
+	gwKey, err := key(gatewayKeyFile)
+	if err != nil {
+		return err
+	}
+	c.serverCert = &tls.Certificate{PrivateKey: gwKey, Leaf: gw[0]}
+	for _, crt := range gw {
+		c.serverCert.Certificate = append(c.serverCert.Certificate, crt.Raw)
+	}
+	c.hosts = append(c.hosts, gw[0].DNSNames...)
+	for _, ip := range gw[0].IPAddresses {
+		c.hosts = append(c.hosts, ip.String())
+	}
+	if len(c.hosts) == 0 {
+		return errors.New("ca: the gateway certificate names no host")
+	}
+	c.roots = x509.NewCertPool()
+	c.roots.AddCert(c.root)
+	c.intermediates = x509.NewCertPool()
+	c.intermediates.AddCert(c.inter)
+	if _, err := c.inter.Verify(x509.VerifyOptions{Roots: c.roots, CurrentTime: c.inter.NotBefore.Add(time.Hour)}); err != nil {
+		return fmt.Errorf("ca: the intermediate does not chain to the root: %w", err)
+	}
+	c.rootPEM = pemCerts(c.root)
+	c.fingerprint = Fingerprint(c.root)
+
+	b, err := read(provisionerFile)
+	if err != nil {
+		return err
+	}
+	if fi, err := os.Stat(filepath.Join(c.dir, provisionerFile)); err != nil || fi.Mode().Perm()&0o077 != 0 {
+		return fmt.Errorf("ca: %s must exist with mode 0600", filepath.Join(c.dir, provisionerFile))
+	}
+	var jwk jose.JSONWebKey
+	if err := json.Unmarshal(b, &jwk); err != nil || jwk.IsPublic() || jwk.KeyID == "" {
+		return fmt.Errorf("ca: %s is not a private JWK", provisionerFile)
+	}
+	c.jwk = &jwk
+	c.signer, err = jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: jwk.Key},
+		new(jose.SignerOptions).WithType("JWT").WithHeader("kid", jwk.KeyID))
+	if err != nil {
+		return fmt.Errorf("ca: provisioner signer: %w", err)
+	}
+	return nil
+}
+
+// deviceTemplate shapes every certificate the JWK provisioner signs: the
+// subject is the device name from the token, the only SANs are the token's
+// (the device's SPIFFE ID), the key may only sign, and the certificate
+// only authenticates a TLS client (RFC 5280 §4.2.1.3, §4.2.1.12; SPIFFE
+// X509-SVID §4.3/§4.4: leaf SVIDs are not CAs, digitalSignature is set).
+const deviceTemplate = `{
+	"subject": {"commonName": {{ toJson .Subject.CommonName }}},
+	"sans": {{ toJson .SANs }},
+	"keyUsage": ["digitalSignature"],
+	"extKeyUsage": ["clientAuth"],
+	"basicConstraints": {"isCA": false, "maxPathLen": 0}
+}`
+
+func (c *CA) startAuthority() error {
+	sdb, err := smalldb.New(&smalldb.Config{Type: "bbolt", DataSource: filepath.Join(c.dir, smallstepDBFile)})
+	if err != nil {
+		return fmt.Errorf("ca: opening the CA database: %w", err)
+	}
+	inner, ok := sdb.(*smalldb.DB)
+	if !ok {
+		sdb.Shutdown()
+		return fmt.Errorf("ca: unexpected CA database type %T", sdb)
+	}
+	c.sdb = &certDB{DB: inner, c: c}
+
+	pub := c.jwk.Public()
+	dur := func(d time.Duration) *provisioner.Duration { return &provisioner.Duration{Duration: d} }
+	f, t := false, true
+	jwkProv := &provisioner.JWK{
+		Type: "JWK",
+		Name: provisionerName,
+		Key:  &pub,
+		Claims: &provisioner.Claims{
+			MinTLSDur:               dur(MinDeviceLifetime),
+			MaxTLSDur:               dur(c.set.maxLifetime),
+			DefaultTLSDur:           dur(c.set.lifetime),
+			DisableRenewal:          &f,
+			AllowRenewalAfterExpiry: &f,
+		},
+		Options: &provisioner.Options{X509: &provisioner.X509Options{Template: deviceTemplate}},
+	}
+	acmeProv := &provisioner.ACME{
+		Type: "ACME",
+		Name: acmeProvisioner,
+		Claims: &provisioner.Claims{
+			MinTLSDur:     dur(MinDeviceLifetime),
+			MaxTLSDur:     dur(c.set.maxLifetime),
+			DefaultTLSDur: dur(c.set.lifetime),
+		},
+	}
+	_ = t
+	cfg := &authconfig.Config{
+		Address:  c.set.listen,
+		DNSNames: c.hosts,
+		DB:       &smalldb.Config{Type: "bbolt", DataSource: filepath.Join(c.dir, smallstepDBFile)},
+		AuthorityConfig: &authconfig.AuthConfig{
+			Provisioners: provisioner.List{jwkProv, acmeProv},
+			// hearth keeps used tokens in the CA database across restarts,
+			// so a token minted before a restart stays valid until it
+			// expires (smallstep's stop-gap iat check is not needed).
+			DisableIssuedAtCheck: true,
+			Backdate:             dur(time.Minute),
+		},
+	}
+	a, err := authority.NewEmbedded(
+		authority.WithConfig(cfg),
+		authority.WithX509RootCerts(c.root),
+		authority.WithX509Signer(c.inter, c.interKey),
+		authority.WithDatabase(c.sdb),
+		authority.WithX509Enforcers(deviceEnforcer{c}),
+		authority.WithQuietInit(),
+	)
+	if err != nil {
+		inner.Shutdown()
+		return fmt.Errorf("ca: starting the authority: %w", err)
+	}
+	c.auth = a
+	if c.acmeDB, err = acmeNoSQL.New(inner); err != nil {
+		inner.Shutdown()
+		return fmt.Errorf("ca: ACME database: %w", err)
+	}
+	return nil
+}
+
+// ServerCertificate returns the gateway's TLS certificate (leaf and
+// intermediate), for the gateway and the CA listener.
+func (c *CA) ServerCertificate() *tls.Certificate { return c.serverCert }
+
+// Roots returns a pool holding hearth's root only: client certificates are
+// verified against it, never against the system roots.
+func (c *CA) Roots() *x509.CertPool { return c.roots.Clone() }
+
+// Fingerprint returns the hex SHA-256 of the root certificate's DER.
+func (c *CA) Fingerprint() string { return c.fingerprint }
+
+// RootPEM returns the root certificate in PEM.
+func (c *CA) RootPEM() []byte { return append([]byte(nil), c.rootPEM...) }
+
+// APITLSConfig is the TLS configuration of the CA listener. It allows TLS
+// 1.2 (AEAD ECDHE suites only, as smallstep's own defaults do; RFC 9325
+// §4.1/§4.2) besides 1.3, because ACME clients on household servers and
+// older step CLIs still negotiate 1.2; the gateway itself is TLS 1.3 only.
+// A client certificate is requested but optional, verified against
+// hearth's CA only, because `step ca renew` authenticates with it.
+func (c *CA) APITLSConfig() *tls.Config {
+	clientCAs := x509.NewCertPool()
+	clientCAs.AddCert(c.root)
+	clientCAs.AddCert(c.inter) // clients that send only their leaf
+	return &tls.Config{
+		MinVersion:   tls.VersionTLS12,
+		Certificates: []tls.Certificate{*c.serverCert},
+		CipherSuites: []uint16{
+			tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+			tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+			tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+		},
+		ClientAuth: tls.VerifyClientCertIfGiven,
+		ClientCAs:  clientCAs,
+		NextProtos: []string{"h2", "http/1.1"},
+	}
+}
+
+// Close stops the authority and closes the CA database. hearth.db belongs
+// to the caller.
+func (c *CA) Close() error {
+	if c.auth != nil {
+		return c.auth.Shutdown()
+	}
+	return nil
+}
+
+// baseContext carries what smallstep's handlers look up in the request
+// context: the authority, its database and the ACME database and linker.
+func (c *CA) baseContext(ctx context.Context) context.Context {
+	ctx = authority.NewContext(ctx, c.auth)
+	ctx = smalldb.NewContext(ctx, c.sdb)
+	linker := acme.NewLinker(c.hosts[0]+portSuffix(c.set.listen), "acme")
+	return acme.NewContext(ctx, c.acmeDB, acme.NewClient(), linker, nil)
+}
+
+func portSuffix(listen string) string {
+	_, p, err := net.SplitHostPort(listen)
+	if err != nil || p == "" || p == "443" {
+		return ""
+	}
+	return ":" + p
+}

@@ -1,0 +1,221 @@
+package ca
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	josejwt "github.com/go-jose/go-jose/v3/jwt"
+	"go.step.sm/crypto/jose"
+
+	"github.com/hearth-home/hearth/audit"
+	"github.com/hearth-home/hearth/authz"
+)
+
+// EnrollToken is what [CA.AddDevice] returns: a one-time JWK-provisioner
+// token (RFC 7519) and what a device needs to use it.
+type EnrollToken struct {
+	Device    string    `json:"device"`
+	Token     string    `json:"token"`
+	URL       string    `json:"url"`    // the gateway's URL, for `hearth enroll --ca-url`
+	CAURL     string    `json:"ca_url"` // the CA listener, for `step ca bootstrap`
+	ExpiresAt time.Time `json:"expires_at"`
+	// Fingerprint is the hex SHA-256 of the root certificate to pin.
+	Fingerprint string `json:"fingerprint"`
+}
+
+// maxTokenLen bounds a token before it is parsed (a hearth token is about
+// 700 bytes).
+const maxTokenLen = 8 << 10
+
+// tokenClaims are the claims of an enrollment token: the standard ones and
+// smallstep's "sans".
+type tokenClaims struct {
+	jose.Claims
+	SANs []string `json:"sans"`
+}
+
+// AddDevice records a device with its capabilities and certificate
+// lifetime (0: the configured default), and mints its one-time enrollment
+// token, valid for ttl (0: the configured default). The token's subject is
+// the device name and its only SAN the device's SPIFFE ID, so it can
+// enroll that device and no other; it carries a random jti that the device
+// record holds, so a newer token for the same device replaces it.
+//
+// A device that enrolled and was not revoked is not replaced
+// (ErrDeviceExists); a device that never enrolled, or was revoked, is
+// (re)created.
+func (c *CA) AddDevice(ctx context.Context, name string, caps []string, ttl, lifetime time.Duration) (*EnrollToken, error) {
+	name = strings.TrimSpace(name)
+	if !ValidDeviceName(name) {
+		return nil, fmt.Errorf("%w: device name %q: use 1 to 63 lowercase letters, digits and inner dashes", ErrBadRequest, name)
+	}
+	expanded, err := c.policy.Expand(caps)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadRequest, err)
+	}
+	if len(expanded) == 0 {
+		return nil, fmt.Errorf("%w: grant at least one capability (--caps)", ErrBadRequest)
+	}
+	if ttl == 0 {
+		ttl = c.set.enrollTokenTTL
+	}
+	if ttl < time.Minute || ttl > MaxEnrollTokenTTL {
+		return nil, fmt.Errorf("%w: token TTL %s is not between 1m and %s", ErrBadRequest, ttl, MaxEnrollTokenTTL)
+	}
+	if lifetime == 0 {
+		lifetime = c.set.lifetime
+	}
+	if lifetime < MinDeviceLifetime || lifetime > c.set.maxLifetime {
+		return nil, fmt.Errorf("%w: lifetime %s is not between %s and the maximum %s", ErrBadRequest, lifetime, MinDeviceLifetime, c.set.maxLifetime)
+	}
+	now := c.now()
+	jti, err := randomID()
+	if err != nil {
+		return nil, err
+	}
+	tok, err := c.mintToken(name, jti, now, ttl)
+	if err != nil {
+		return nil, err
+	}
+	granted := make([]string, 0, len(caps))
+	for _, g := range caps {
+		if g = strings.TrimSpace(g); g != "" {
+			granted = append(granted, g)
+		}
+	}
+	// Check before auditing, then audit, then write (re-checking in the
+	// write): a refused add records nothing, an audit failure writes nothing.
+	check := func(r *deviceRecord) error {
+		if r != nil && !r.Revoked && !r.EnrolledAt.IsZero() {
+			return fmt.Errorf("%w: %s", ErrDeviceExists, name)
+		}
+		return nil
+	}
+	if r, err := c.devices.get(name); err != nil {
+		return nil, err
+	} else if err := check(r); err != nil {
+		return nil, err
+	}
+	if err := c.audit.Record(ctx, audit.Event{
+		Name: audit.EventDeviceAdd, Outcome: audit.OutcomeSuccess,
+		Principal: principalOf(ctx), Resource: "device:" + name, Client: clientOf(ctx),
+		Reason: "enrollment token issued",
+		Meta: map[string]string{
+			"capabilities": joinCaps(expanded), "lifetime": lifetime.String(),
+			"token_expires": now.Add(ttl).UTC().Format(time.RFC3339), "token_id": jti,
+		},
+	}); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrAuditUnavailable, err)
+	}
+	err = c.devices.update(name, func(r *deviceRecord) (*deviceRecord, error) {
+		if err := check(r); err != nil {
+			return nil, err
+		}
+		return &deviceRecord{
+			Name: name, Granted: granted, Caps: expanded, Lifetime: lifetime,
+			CreatedAt: now.UTC(), TokenID: jti, TokenExpires: now.Add(ttl).UTC(),
+		}, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &EnrollToken{
+		Device: name, Token: tok, URL: c.publicURL, CAURL: c.caURL,
+		ExpiresAt: now.Add(ttl).UTC(), Fingerprint: c.fingerprint,
+	}, nil
+}
+
+// ErrAuditUnavailable means the audit entry could not be written, so the
+// operation was not done (HTTP 503).
+var ErrAuditUnavailable = errors.New("ca: the audit log cannot be written")
+
+func joinCaps(cs []authz.Capability) string {
+	s := make([]string, len(cs))
+	for i, c := range cs {
+		s[i] = string(c)
+	}
+	return strings.Join(s, ",")
+}
+
+func randomID() (string, error) {
+	b := make([]byte, 16)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("ca: %w", err)
+	}
+	return hex.EncodeToString(b), nil
+}
+
+// mintToken signs an enrollment token with the provisioner key, the way
+// `step ca token` would: iss is the provisioner, aud the CA's sign URL,
+// sub the device name, sans its SPIFFE ID.
+func (c *CA) mintToken(name, jti string, now time.Time, ttl time.Duration) (string, error) {
+	cl := tokenClaims{
+		Claims: jose.Claims{
+			ID:        jti,
+			Issuer:    provisionerName,
+			Subject:   name,
+			Audience:  jose.Audience{c.caURL + "/1.0/sign"},
+			IssuedAt:  jose.NewNumericDate(now),
+			NotBefore: jose.NewNumericDate(now),
+			Expiry:    jose.NewNumericDate(now.Add(ttl)),
+		},
+		SANs: []string{c.DeviceID(name)},
+	}
+	tok, err := jose.Signed(c.signer).Claims(cl).CompactSerialize()
+	if err != nil {
+		return "", fmt.Errorf("ca: signing token: %w", err)
+	}
+	return tok, nil
+}
+
+// tokenError is a refused token, with a message for the client.
+type tokenError struct{ msg string }
+
+func (e *tokenError) Error() string { return "ca: " + e.msg }
+
+// checkToken verifies an enrollment token without consuming it: the
+// signature by this CA's provisioner key, the issuer, the audience, the
+// validity window (RFC 7519 §4.1.4/§4.1.5 with one minute of leeway), the
+// binding of subject and SAN to one device, and that it is the device's
+// current token. It returns the device name and the token's jti.
+func (c *CA) checkToken(tok string) (name, jti string, err error) {
+	if tok == "" || len(tok) > maxTokenLen {
+		return "", "", &tokenError{"the enrollment token is missing or too long"}
+	}
+	jwt, err := jose.ParseSigned(tok)
+	if err != nil {
+		return "", "", &tokenError{"the enrollment token is not a signed JWT"}
+	}
+	if len(jwt.Headers) != 1 || jwt.Headers[0].KeyID != c.jwk.KeyID {
+		return "", "", &tokenError{"the enrollment token was not issued by this hearth"}
+	}
+	var cl tokenClaims
+	if err := jwt.Claims(c.jwk.Public().Key, &cl); err != nil {
+		return "", "", &tokenError{"the enrollment token was not issued by this hearth"}
+	}
+	if err := cl.ValidateWithLeeway(jose.Expected{Issuer: provisionerName, Time: c.now()}, time.Minute); err != nil {
+		if errors.Is(err, josejwt.ErrExpired) {
+			return "", "", &tokenError{"the enrollment token has expired; ask for a new one (hearth device add)"}
+		}
+		return "", "", &tokenError{"the enrollment token is not valid: " + jose.TrimPrefix(err).Error()}
+	}
+	name = cl.Subject
+	if !ValidDeviceName(name) || len(cl.SANs) != 1 || cl.SANs[0] != c.DeviceID(name) || cl.ID == "" {
+		return "", "", &tokenError{"the enrollment token is not bound to one device"}
+	}
+	rec, err := c.devices.get(name)
+	if err != nil {
+		return "", "", err
+	}
+	if rec == nil || rec.Revoked || rec.TokenID == "" ||
+		subtle.ConstantTimeCompare([]byte(rec.TokenID), []byte(cl.ID)) != 1 {
+		return "", "", &tokenError{"the enrollment token was already used or replaced"}
+	}
+	return name, cl.ID, nil
+}
