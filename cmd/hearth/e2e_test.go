@@ -1,5 +1,3 @@
-//go:build lead
-
 package main
 
 import (
@@ -36,7 +34,7 @@ func TestMain(m *testing.M) {
 		os.Exit(2)
 	}
 	hearthBin = filepath.Join(tmp, "hearth")
-	args := []string{"build", "-tags", "lead", "-o", hearthBin, "."}
+	args := []string{"build", "-o", hearthBin, "."}
 	if raceEnabled {
 		args = append(args[:1], append([]string{"-race"}, args[1:]...)...)
 	}

@@ -1,5 +1,3 @@
-//go:build lead
-
 package server
 
 import (
@@ -119,7 +117,7 @@ func Init(ctx context.Context, dir string, o InitOptions) (*InitResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	caRes, err := ca.Init(tmp, ca.InitOptions{Name: o.Name, Hosts: o.Hosts, TrustDomain: o.TrustDomain})
+	caRes, err := ca.Init(tmp, ca.InitOptions{Name: o.Name, Hosts: o.Hosts, Now: o.Now})
 	if err != nil {
 		return nil, err
 	}
@@ -142,6 +140,7 @@ func Init(ctx context.Context, dir string, o InitOptions) (*InitResult, error) {
 		if err != nil {
 			return err
 		}
+		defer svc.Close()
 		res.Password, res.RecoveryCodes, err = svc.CreateOwner(ctx, o.Owner)
 		return err
 	}(); err != nil {
@@ -156,7 +155,7 @@ func Init(ctx context.Context, dir string, o InitOptions) (*InitResult, error) {
 		return nil, fmt.Errorf("%w: %s (%v)", ErrExists, dir, err)
 	}
 	done = true
-	if rel, err := filepath.Rel(tmp, caRes.RootPath); err == nil {
+	if rel, err := filepath.Rel(tmp, caRes.RootPEM); err == nil {
 		res.RootCert = filepath.Join(dir, rel)
 	}
 	return res, nil

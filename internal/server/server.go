@@ -1,5 +1,3 @@
-//go:build lead
-
 // Package server composes hearth's parts into the running service: it opens
 // the data dir (hearth.yaml, the store, the audit log, the CA), builds the
 // authorizer, the login services and the gateway, and serves the three
@@ -77,6 +75,7 @@ type Server struct {
 	auth    *auth.Service
 	oidc    *oidc.Handler
 	gateway *mtls.Gateway
+	mux     http.Handler // hearth's own paths, on the gateway and the socket
 	trusted []netip.Prefix
 }
 
@@ -178,13 +177,14 @@ func Open(opts Options) (*Server, error) {
 		Routes:          routes,
 		Upstream:        upstream,
 		TrustedNetworks: s.trusted,
-		Hearth:          s.hearthMux(),
+		Hearth:          http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }),
 		Logger:          s.log,
 		Now:             opts.Now,
 	})
 	if err != nil {
 		return nil, err
 	}
+	s.mux = s.hearthMux()
 	ok = true
 	return s, nil
 }
@@ -218,6 +218,10 @@ func (s *Server) zoneOf(remoteAddr string) authz.Zone {
 // (principal set by mtls, maybe nil) and the admin socket (principal local).
 func (s *Server) hearthMux() http.Handler {
 	mux := http.NewServeMux()
+	api := s.gateway.APIHandler() // the gateway answers these itself; the socket needs them too
+	mux.Handle("/.hearth/healthz", api)
+	mux.Handle("/.hearth/v1/whoami", api)
+	mux.Handle("/.hearth/v1/authz/check", api)
 	caPublic := s.ca.PublicHandler()
 	mux.Handle("/.hearth/v1/enroll", caPublic)
 	mux.Handle("/.hearth/v1/renew", caPublic)
@@ -259,7 +263,7 @@ func (s *Server) principalInfo(w http.ResponseWriter, r *http.Request) {
 	case "device":
 		caps, err = s.ca.DeviceCapabilities(r.Context(), name)
 	case "user":
-		caps, err = s.auth.UserCapabilities(r.Context(), name)
+		caps, err = s.userCapabilities(r.Context(), name)
 	default:
 		httpx.Error(w, http.StatusBadRequest, "bad_request", "a principal is user:NAME or device:NAME")
 		return
@@ -313,7 +317,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		ErrorLog:          nil,
 	}
 	sockSrv := &http.Server{
-		Handler:           mtls.LocalPrincipal(s.policy, s.hearthMux()),
+		Handler:           mtls.LocalPrincipal(s.policy, s.opts.Now, s.mux),
 		ReadHeaderTimeout: 10 * time.Second,
 		MaxHeaderBytes:    64 << 10,
 	}
@@ -355,6 +359,9 @@ func (s *Server) Serve(ctx context.Context) error {
 // Close releases the store, the log and the CA.
 func (s *Server) Close() error {
 	var errs []error
+	if s.auth != nil {
+		errs = append(errs, s.auth.Close())
+	}
 	if s.ca != nil {
 		errs = append(errs, s.ca.Close())
 	}
@@ -365,4 +372,17 @@ func (s *Server) Close() error {
 		errs = append(errs, s.db.Close())
 	}
 	return errors.Join(errs...)
+}
+
+func (s *Server) userCapabilities(ctx context.Context, name string) ([]authz.Capability, error) {
+	users, err := s.auth.ListUsers(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, u := range users {
+		if u.Name == name {
+			return u.Capabilities, nil
+		}
+	}
+	return nil, fmt.Errorf("no user %q", name)
 }

@@ -1,0 +1,78 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+
+	"github.com/hearth-home/hearth/auth"
+	"github.com/hearth-home/hearth/auth/oidc"
+	"github.com/hearth-home/hearth/authz"
+	"github.com/hearth-home/hearth/mtls"
+)
+
+// oidcAuth adapts *auth.Service to the small interfaces package oidc
+// consumes, so that an OIDC login ends in exactly the session a password
+// login does, and both share one throttle.
+type oidcAuth struct{ s *auth.Service }
+
+var _ oidc.Throttle = (*auth.Service)(nil)
+
+func (a oidcAuth) IssueSession(ctx context.Context, user, method string, mfa bool, client string) (oidc.Session, error) {
+	s, err := a.s.IssueSession(ctx, user, method, mfa, client)
+	if err != nil {
+		return oidc.Session{}, err
+	}
+	caps := make([]string, len(s.Capabilities))
+	for i, c := range s.Capabilities {
+		caps[i] = string(c)
+	}
+	return oidc.Session{Token: s.Token, RefreshToken: s.RefreshToken, ExpiresAt: s.ExpiresAt, Capabilities: caps}, nil
+}
+
+func (a oidcAuth) UserForIdentity(ctx context.Context, issuer, subject string) (string, bool, error) {
+	u, err := a.s.UserForIdentity(ctx, issuer, subject)
+	if errors.Is(err, auth.ErrNoUser) {
+		return "", false, nil
+	}
+	return u, err == nil, err
+}
+
+func (a oidcAuth) LinkIdentity(ctx context.Context, user, issuer, subject string) error {
+	err := a.s.LinkIdentity(ctx, user, issuer, subject)
+	switch {
+	case errors.Is(err, auth.ErrNoUser):
+		return fmt.Errorf("%w: %w", oidc.ErrUnknownUser, err)
+	case errors.Is(err, auth.ErrIdentityLinked):
+		return fmt.Errorf("%w: %w", oidc.ErrIdentityLinked, err)
+	}
+	return err
+}
+
+func newOIDC(s *Server, providers []oidc.Provider, publicURL string) (*oidc.Handler, error) {
+	ad := oidcAuth{s.auth}
+	return oidc.New(providers, oidc.Options{
+		Sessions:   ad,
+		Identities: ad,
+		Throttle:   s.auth,
+		Audit:      s.audit,
+		Logger:     s.log,
+		Now:        s.opts.Now,
+		PublicURL:  publicURL,
+		SignedInUser: func(r *http.Request) (string, bool) {
+			p := mtls.PrincipalFrom(r.Context())
+			if p == nil || p.Kind != authz.KindUser {
+				return "", false
+			}
+			return strings.TrimPrefix(p.ID, "user:"), true
+		},
+		PrincipalID: func(r *http.Request) string {
+			if p := mtls.PrincipalFrom(r.Context()); p != nil {
+				return p.ID
+			}
+			return ""
+		},
+	})
+}
