@@ -229,13 +229,13 @@ type harnessOpt func(*Provider)
 
 // newHarness starts hearth's handler on TLS and a real provider "test"
 // whose client redirects to it.
-func newHarness(t *testing.T, opts ...harnessOpt) *harness {
+func newHarness(t testing.TB, opts ...harnessOpt) *harness {
 	t.Helper()
 	return newHarnessOpts(t, nil, opts...)
 }
 
 // newHarnessOpts is newHarness with editOpts applied to the Options.
-func newHarnessOpts(t *testing.T, editOpts func(*Options), opts ...harnessOpt) *harness {
+func newHarnessOpts(t testing.TB, editOpts func(*Options), opts ...harnessOpt) *harness {
 	t.Helper()
 	hs := &harness{ids: newIdentities(), sessions: &memSessions{}, audit: &memAudit{}, throttle: &memThrottle{}, clock: &clock{}, logs: &bytes.Buffer{}}
 	var handler atomic.Pointer[http.Handler]
@@ -281,13 +281,13 @@ func newHarnessOpts(t *testing.T, editOpts func(*Options), opts ...harnessOpt) *
 // browser is a scripted browser: a cookie jar and a client that follows
 // redirects, except into hearth's callback when stopAtCallback is set.
 type browser struct {
-	t      *testing.T
+	t      testing.TB
 	hs     *harness
 	jar    *cookiejar.Jar
 	client *http.Client
 }
 
-func (hs *harness) browser(t *testing.T) *browser {
+func (hs *harness) browser(t testing.TB) *browser {
 	jar, _ := cookiejar.New(nil)
 	b := &browser{t: t, hs: hs, jar: jar}
 	b.client = &http.Client{Transport: hs.tr, Jar: jar, Timeout: 10 * time.Second,
