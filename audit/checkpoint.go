@@ -89,6 +89,14 @@ func OpenCheckpoint(msg []byte, verifiers note.Verifiers) (Checkpoint, error) {
 	if err != nil {
 		return Checkpoint{}, err
 	}
+	// note decodes signatures with lenient base64, which ignores the
+	// padding bits of the last character: insist on the one canonical
+	// encoding, so that every byte of a checkpoint record matters.
+	for _, s := range append(n.Sigs, n.UnverifiedSigs...) {
+		if _, err := base64.StdEncoding.Strict().DecodeString(s.Base64); err != nil {
+			return Checkpoint{}, fmt.Errorf("%w: signature is not canonical base64", ErrMalformedCheckpoint)
+		}
+	}
 	for _, s := range n.Sigs {
 		if s.Name == c.Origin {
 			return c, nil

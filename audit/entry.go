@@ -46,8 +46,10 @@ var knownOutcomes = map[string]bool{
 }
 
 // secretWords are the words that make a meta key look like it holds a
-// secret. A key is split on '_' and refused if any part is one of these,
-// unless its value is a SecretID ("hmac:" and 32 hex digits): the
+// secret. A key is split on '_' and refused if its last word (the one that
+// says what the value is: refresh_token holds a token, token_id and
+// password_set describe one) is one of these, unless its value is a
+// SecretID ("hmac:" and 32 hex digits) or "true"/"false": the
 // audit trail names secrets, it never holds them (OWASP ASVS v4.0.3 7.1.1
 // and 7.1.2: no credentials or session tokens in logs; NIST SP 800-63B
 // 5.1.1.2 for memorized secrets).
@@ -61,10 +63,12 @@ var secretWords = map[string]bool{
 // ValidateEvent reports why e cannot be recorded, or nil. Names have the
 // form area.action (lower case letters, digits and '_'); the outcome is
 // one of the Outcome constants; meta keys are lower case words joined by
-// '_'. As a guard against leaking secrets into the trail, a meta key that
-// contains a word such as password, token, secret, code or key is refused
-// unless its value is a SecretID (see Log.SecretID). The guard cannot see
-// secrets in free text (Reason, Resource): callers must not put them there.
+// '_'. As a guard against leaking secrets into the trail, a meta key whose
+// last word is password, token, secret, code, key or the like
+// (secretWords) is refused unless its value is a SecretID (see
+// Log.SecretID) or a boolean. It is a guard, not a guarantee: it cannot see
+// secrets under other keys or in free text (Reason, Resource), and callers
+// must not put them there.
 func ValidateEvent(e Event) error {
 	if !validName(e.Name) {
 		return fmt.Errorf("%w: event name %q is not of the form area.action", ErrInvalidEvent, e.Name)
@@ -98,7 +102,7 @@ func ValidateEvent(e Event) error {
 		if len(v) > maxFieldLen {
 			return fmt.Errorf("%w: %s: meta %s is longer than %d bytes", ErrInvalidEvent, e.Name, k, maxFieldLen)
 		}
-		if looksSecret(k) && !isSecretID(v) {
+		if looksSecret(k) && !isSecretID(v) && v != "true" && v != "false" {
 			return fmt.Errorf("%w: %s: meta key %q looks like it holds a secret; record Log.SecretID(secret) under it, never the secret", ErrInvalidEvent, e.Name, k)
 		}
 	}
@@ -130,12 +134,10 @@ func validWord(s string) bool {
 }
 
 func looksSecret(key string) bool {
-	for _, w := range strings.Split(key, "_") {
-		if secretWords[w] {
-			return true
-		}
-	}
-	return false
+	// The last word names what the value is: "refresh_token" holds a
+	// token, "token_id", "password_set" and "token_expires" describe one.
+	words := strings.Split(key, "_")
+	return secretWords[words[len(words)-1]]
 }
 
 // secretIDPrefix starts every SecretID.

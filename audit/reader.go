@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 
@@ -13,20 +12,35 @@ import (
 
 // lineReader reads newline-terminated lines of at most MaxEntrySize bytes;
 // a final line without newline (a torn write) reads as io.EOF.
-type lineReader struct{ r *bufio.Reader }
+type lineReader struct {
+	r    *bufio.Reader
+	long []byte
+}
 
-func newLineReader(r io.Reader) *lineReader {
-	return &lineReader{bufio.NewReaderSize(r, 1<<20)}
+func newLineReader(f *os.File) *lineReader {
+	// A buffer as large as the file, within [4 KiB, 1 MiB]: small files
+	// are read without a large allocation; longer lines are assembled.
+	size := int64(1 << 20)
+	if fi, err := f.Stat(); err == nil {
+		size = min(max(fi.Size()+1, 4<<10), size)
+	}
+	return &lineReader{r: bufio.NewReaderSize(f, int(size))}
 }
 
 func (l *lineReader) next() ([]byte, error) {
 	line, err := l.r.ReadSlice('\n')
-	switch {
-	case errors.Is(err, bufio.ErrBufferFull):
-		return nil, fmt.Errorf("entry longer than %d bytes", MaxEntrySize)
-	case err != nil:
+	if errors.Is(err, bufio.ErrBufferFull) {
+		l.long = append(l.long[:0], line...)
+		for errors.Is(err, bufio.ErrBufferFull) && len(l.long) <= MaxEntrySize {
+			line, err = l.r.ReadSlice('\n')
+			l.long = append(l.long, line...)
+		}
+		line = l.long
+	}
+	if err != nil && !errors.Is(err, bufio.ErrBufferFull) {
 		return nil, err
-	case len(line) > MaxEntrySize:
+	}
+	if len(line) > MaxEntrySize {
 		return nil, fmt.Errorf("entry longer than %d bytes", MaxEntrySize)
 	}
 	return line[:len(line)-1], nil
