@@ -35,7 +35,9 @@ func TestValidateEvent(t *testing.T) {
 		{"session_token not a secret id", with(func(e *Event) { e.Meta = map[string]string{"session_token": "abc"} }), false},
 		{"reset_code", with(func(e *Event) { e.Meta = map[string]string{"reset_code": "1234"} }), false},
 		{"api_key", with(func(e *Event) { e.Meta = map[string]string{"api_key": "x"} }), false},
-		{"describing a token", with(func(e *Event) { e.Meta = map[string]string{"token_id": "jti-1", "token_expires": "2026-11-25T12:00:00Z", "codes_left": "9"} }), true},
+		{"describing a token", with(func(e *Event) {
+			e.Meta = map[string]string{"token_id": "jti-1", "token_expires": "2026-11-25T12:00:00Z", "codes_left": "9"}
+		}), true},
 		{"boolean about a password", with(func(e *Event) { e.Meta = map[string]string{"password": "true"} }), true},
 		{"camel case meta key", with(func(e *Event) { e.Meta = map[string]string{"apiKey": "x"} }), false},
 		{"long reason", with(func(e *Event) { e.Reason = strings.Repeat("x", maxReasonLen+1) }), false},
