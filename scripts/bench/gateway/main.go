@@ -1,0 +1,674 @@
+// Command gateway benchmarks hearth's mTLS gateway side by side with a
+// minimal Go mTLS reverse proxy (crypto/tls + httputil.ReverseProxy, no
+// authz, no audit) and, when installed, nginx with ssl_verify_client on, all
+// in front of the same upstream, in one run.
+//
+// For each proxy it measures, with -clients concurrent clients (default 32):
+//   - keep-alive requests/s (HTTP/1.1, one TLS connection per client);
+//   - new-connection requests/s (a full TLS 1.3 handshake with a client
+//     certificate per request, no session resumption);
+//   - latency at a paced load (-rate requests/s in total, spread over the
+//     clients), minus the same measured straight at the upstream: the
+//     latency the proxy adds (p50, p99);
+//   - peak RSS of the proxy process (VmHWM; for nginx, master + workers).
+//
+// Every proxy runs as its own process (this binary re-executed with -role),
+// so that RSS is the proxy's own. The load generator is this process; on a
+// small machine it competes with the proxy for CPU, equally for every proxy.
+//
+// hearth's gateway runs with an in-memory audit recorder ("memrecorder":
+// JSON-encodes each event under a mutex, keeps none, no fsync), a static
+// device directory, and one route (GET /bench/* → status). The numbers are
+// therefore the gateway's own cost, not the audit log's fsync.
+//
+// Usage: go run ./scripts/bench/gateway [-duration 5s] [-clients 32] [-rate 1000] [-nginx auto|off]
+// or scripts/bench/gateway.sh with the same flags.
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hearth-home/hearth/audit"
+	"github.com/hearth-home/hearth/authz"
+	"github.com/hearth-home/hearth/mtls"
+)
+
+func main() {
+	role := flag.String("role", "driver", "driver, upstream, hearth or goproxy")
+	dir := flag.String("dir", "", "certificate dir (roles other than driver)")
+	upstream := flag.String("upstream", "", "upstream URL (proxy roles)")
+	duration := flag.Duration("duration", 5*time.Second, "length of each measurement")
+	clients := flag.Int("clients", 32, "concurrent clients")
+	rate := flag.Int("rate", 1000, "total requests/s of the paced latency measurement")
+	nginx := flag.String("nginx", "auto", "auto: use nginx when installed; off: skip it")
+	flag.Parse()
+	var err error
+	switch *role {
+	case "driver":
+		err = drive(*duration, *clients, *rate, *nginx)
+	case "upstream":
+		err = serveUpstream()
+	case "hearth":
+		err = serveHearth(*dir, *upstream)
+	case "goproxy":
+		err = serveGoProxy(*dir, *upstream)
+	default:
+		err = fmt.Errorf("unknown role %q", *role)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+// ---- certificates ----
+
+func writePEM(path, typ string, der []byte) error {
+	return os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600)
+}
+
+func mintCerts(dir string) error {
+	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	caTmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "bench CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		return err
+	}
+	caCert, _ := x509.ParseCertificate(caDER)
+	if err := writePEM(filepath.Join(dir, "ca.pem"), "CERTIFICATE", caDER); err != nil {
+		return err
+	}
+	issue := func(name string, serial int64, tmpl *x509.Certificate) error {
+		key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		tmpl.SerialNumber = big.NewInt(serial)
+		tmpl.NotBefore, tmpl.NotAfter = time.Now().Add(-time.Hour), time.Now().Add(24*time.Hour)
+		tmpl.KeyUsage = x509.KeyUsageDigitalSignature
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
+		if err != nil {
+			return err
+		}
+		kder, _ := x509.MarshalECPrivateKey(key)
+		if err := writePEM(filepath.Join(dir, name+".pem"), "CERTIFICATE", der); err != nil {
+			return err
+		}
+		return writePEM(filepath.Join(dir, name+"-key.pem"), "EC PRIVATE KEY", kder)
+	}
+	if err := issue("server", 2, &x509.Certificate{
+		Subject: pkix.Name{CommonName: "127.0.0.1"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}); err != nil {
+		return err
+	}
+	u, _ := url.Parse("spiffe://bench.home.arpa/device/bench-client")
+	return issue("client", 3, &x509.Certificate{
+		Subject: pkix.Name{CommonName: "bench-client"}, URIs: []*url.URL{u},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	})
+}
+
+func loadTLS(dir string) (tls.Certificate, *x509.CertPool, error) {
+	cert, err := tls.LoadX509KeyPair(filepath.Join(dir, "server.pem"), filepath.Join(dir, "server-key.pem"))
+	if err != nil {
+		return cert, nil, err
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "ca.pem"))
+	if err != nil {
+		return cert, nil, err
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(b)
+	return cert, pool, nil
+}
+
+// ---- child roles ----
+
+// announce prints the listening address for the driver.
+func announce(ln net.Listener) { fmt.Println(ln.Addr().String()) }
+
+func serveUpstream() error {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	announce(ln)
+	body := []byte(strings.Repeat("x", 128))
+	return (&http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "128")
+		w.Write(body)
+	}), ReadHeaderTimeout: 10 * time.Second}).Serve(ln)
+}
+
+func upstreamTransport() *http.Transport {
+	return &http.Transport{
+		DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConns:        1024,
+		MaxIdleConnsPerHost: 512,
+		IdleConnTimeout:     90 * time.Second,
+		DisableCompression:  true,
+	}
+}
+
+// memRecorder is the benchmark's audit.Recorder: it JSON-encodes each event
+// under a mutex (the serialisation cost of a real log) and keeps nothing.
+// It does no disk I/O and no fsync.
+type memRecorder struct {
+	mu  sync.Mutex
+	n   int64
+	buf []byte
+}
+
+func (m *memRecorder) Record(_ context.Context, e audit.Event) error {
+	b, err := json.Marshal(e)
+	if err != nil {
+		return err
+	}
+	m.mu.Lock()
+	m.n++
+	m.buf = append(m.buf[:0], b...)
+	m.mu.Unlock()
+	return nil
+}
+
+type staticDirectory struct{ caps []authz.Capability }
+
+func (d staticDirectory) LookupDevice(_ context.Context, c *x509.Certificate) (string, []authz.Capability, error) {
+	for _, u := range c.URIs {
+		if name, ok := strings.CutPrefix(u.Path, "/device/"); ok && name == "bench-client" {
+			return name, d.caps, nil
+		}
+	}
+	return "", nil, mtls.ErrUnknownDevice
+}
+
+func serveHearth(dir, upstream string) error {
+	cert, pool, err := loadTLS(dir)
+	if err != nil {
+		return err
+	}
+	up, err := url.Parse(upstream)
+	if err != nil {
+		return err
+	}
+	policy, err := authz.New(authz.Config{})
+	if err != nil {
+		return err
+	}
+	caps, _ := policy.Expand([]string{"system:read"})
+	g, err := mtls.NewGateway(mtls.GatewayOptions{
+		Policy:   policy,
+		Devices:  staticDirectory{caps},
+		Audit:    &memRecorder{},
+		Routes:   []mtls.Route{{Path: "/bench/*", Methods: []string{"GET"}, Capability: "status"}},
+		Upstream: up,
+	})
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	announce(ln)
+	return g.Server(mtls.ServerTLSConfig(&cert, pool)).ServeTLS(ln, "", "")
+}
+
+// serveGoProxy is the baseline: the least a Go mTLS reverse proxy does.
+func serveGoProxy(dir, upstream string) error {
+	cert, pool, err := loadTLS(dir)
+	if err != nil {
+		return err
+	}
+	up, err := url.Parse(upstream)
+	if err != nil {
+		return err
+	}
+	// The same upstream transport and a buffer pool, as any tuned Go
+	// proxy would have, so that the difference to hearth is hearth's own
+	// work: authentication, routing, authz and audit.
+	rp := &httputil.ReverseProxy{
+		Rewrite:    func(pr *httputil.ProxyRequest) { pr.SetURL(up); pr.SetXForwarded() },
+		Transport:  upstreamTransport(),
+		BufferPool: bufPool{},
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	announce(ln)
+	srv := &http.Server{
+		Handler: rp,
+		TLSConfig: &tls.Config{
+			MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{cert},
+			ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: pool,
+			NextProtos: []string{"h2", "http/1.1"},
+		},
+		ReadHeaderTimeout: 10 * time.Second,
+	}
+	return srv.ServeTLS(ln, "", "")
+}
+
+type bufPool struct{}
+
+var bufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+func (bufPool) Get() []byte  { return *(bufs.Get().(*[]byte)) }
+func (bufPool) Put(b []byte) { bufs.Put(&b) }
+
+// ---- driver ----
+
+type proc struct {
+	name string
+	cmd  *exec.Cmd
+	addr string
+	pids func() []int
+}
+
+func start(name string, args ...string) (*proc, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(self, args...)
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil {
+		cmd.Process.Kill()
+		return nil, fmt.Errorf("%s did not start: %w", name, err)
+	}
+	p := &proc{name: name, cmd: cmd, addr: strings.TrimSpace(line)}
+	p.pids = func() []int { return []int{cmd.Process.Pid} }
+	return p, nil
+}
+
+func (p *proc) stop() {
+	p.cmd.Process.Signal(os.Interrupt)
+	done := make(chan struct{})
+	go func() { p.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(3 * time.Second):
+		p.cmd.Process.Kill()
+		<-done
+	}
+}
+
+// peakRSS sums VmHWM over pids, in KiB.
+func peakRSS(pids []int) int64 {
+	var total int64
+	for _, pid := range pids {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+		if err != nil {
+			continue
+		}
+		for _, l := range strings.Split(string(b), "\n") {
+			if f := strings.Fields(l); len(f) >= 2 && f[0] == "VmHWM:" {
+				n, _ := strconv.ParseInt(f[1], 10, 64)
+				total += n
+			}
+		}
+	}
+	return total
+}
+
+func startNginx(dir, upstream string) (*proc, error) {
+	bin, err := exec.LookPath("nginx")
+	if err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	u, _ := url.Parse(upstream)
+	user := ""
+	if os.Getuid() == 0 {
+		user = "user root;"
+	}
+	conf := fmt.Sprintf(`%s
+worker_processes auto;
+daemon off;
+pid %[2]s/nginx.pid;
+error_log %[2]s/nginx-error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path %[2]s/body;
+  proxy_temp_path %[2]s/proxy;
+  fastcgi_temp_path %[2]s/fastcgi;
+  uwsgi_temp_path %[2]s/uwsgi;
+  scgi_temp_path %[2]s/scgi;
+  upstream agent { server %[3]s; keepalive 256; }
+  server {
+    listen %[4]s ssl;
+    ssl_protocols TLSv1.3;
+    ssl_certificate %[2]s/server.pem;
+    ssl_certificate_key %[2]s/server-key.pem;
+    ssl_client_certificate %[2]s/ca.pem;
+    ssl_verify_client on;
+    ssl_session_tickets off;
+    keepalive_requests 1000000;
+    location / {
+      proxy_pass http://agent;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header X-Forwarded-For $remote_addr;
+    }
+  }
+}
+`, user, dir, u.Host, addr)
+	if err := os.WriteFile(filepath.Join(dir, "nginx.conf"), []byte(conf), 0o600); err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(bin, "-c", filepath.Join(dir, "nginx.conf"), "-e", filepath.Join(dir, "nginx-error.log"))
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	p := &proc{name: "nginx", cmd: cmd, addr: addr}
+	p.pids = func() []int {
+		pids := []int{cmd.Process.Pid}
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", cmd.Process.Pid, cmd.Process.Pid))
+		for _, f := range strings.Fields(string(b)) {
+			if n, err := strconv.Atoi(f); err == nil {
+				pids = append(pids, n)
+			}
+		}
+		return pids
+	}
+	for i := 0; i < 50; i++ {
+		if c, err := net.Dial("tcp", addr); err == nil {
+			c.Close()
+			return p, nil
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	p.stop()
+	return nil, errors.New("nginx did not start listening; see nginx-error.log")
+}
+
+// client is one load-generating connection: raw HTTP/1.1 over TLS, lean
+// enough that the generator spends little CPU per request.
+type client struct {
+	cfg  *tls.Config
+	addr string
+	conn *tls.Conn
+	br   *bufio.Reader
+	req  []byte
+}
+
+func (c *client) dial() error {
+	conn, err := tls.Dial("tcp", c.addr, c.cfg)
+	if err != nil {
+		return err
+	}
+	c.conn = conn
+	c.br = bufio.NewReaderSize(conn, 4096)
+	return nil
+}
+
+// roundTrip sends one request and reads the whole response.
+func (c *client) roundTrip() error {
+	if _, err := c.conn.Write(c.req); err != nil {
+		return err
+	}
+	resp, err := http.ReadResponse(c.br, nil)
+	if err != nil {
+		return err
+	}
+	_, err = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if err == nil && resp.StatusCode != 200 {
+		err = fmt.Errorf("status %d", resp.StatusCode)
+	}
+	return err
+}
+
+type result struct {
+	reqs      int64
+	errs      int64
+	rps       float64
+	latencies []time.Duration
+}
+
+func (r result) pct(p float64) time.Duration {
+	if len(r.latencies) == 0 {
+		return 0
+	}
+	return r.latencies[int(float64(len(r.latencies)-1)*p)]
+}
+
+// load runs n clients for d. keepAlive reuses one connection per client;
+// otherwise every request makes a new connection (full handshake). interval
+// > 0 paces each client to one request per interval.
+func load(addr string, cfg *tls.Config, n int, d time.Duration, keepAlive bool, interval time.Duration, tlsOn bool) result {
+	var total, errs atomic.Int64
+	lat := make([][]time.Duration, n)
+	deadline := time.Now().Add(d)
+	var wg sync.WaitGroup
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			c := &client{cfg: cfg, addr: addr, req: []byte("GET /bench/x HTTP/1.1\r\nHost: bench\r\n\r\n")}
+			if !keepAlive {
+				c.req = []byte("GET /bench/x HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+			}
+			var plain net.Conn
+			next := time.Now()
+			if interval > 0 {
+				next = next.Add(time.Duration(i) * interval / time.Duration(n))
+			}
+			for time.Now().Before(deadline) {
+				if interval > 0 {
+					time.Sleep(time.Until(next))
+					next = next.Add(interval)
+				}
+				t0 := time.Now()
+				var err error
+				if !tlsOn {
+					if plain == nil {
+						plain, err = net.Dial("tcp", addr)
+						if err == nil {
+							c.br = bufio.NewReader(plain)
+						}
+					}
+					if err == nil {
+						_, err = plain.Write(c.req)
+					}
+					if err == nil {
+						var resp *http.Response
+						resp, err = http.ReadResponse(c.br, nil)
+						if err == nil {
+							io.Copy(io.Discard, resp.Body)
+							resp.Body.Close()
+						}
+					}
+					if err != nil && plain != nil {
+						plain.Close()
+						plain = nil
+					}
+				} else {
+					if c.conn == nil {
+						err = c.dial()
+					}
+					if err == nil {
+						err = c.roundTrip()
+					}
+					if err != nil || !keepAlive {
+						if c.conn != nil {
+							c.conn.Close()
+							c.conn = nil
+						}
+					}
+				}
+				if err != nil {
+					errs.Add(1)
+					continue
+				}
+				lat[i] = append(lat[i], time.Since(t0))
+				total.Add(1)
+			}
+			if c.conn != nil {
+				c.conn.Close()
+			}
+			if plain != nil {
+				plain.Close()
+			}
+		}(i)
+	}
+	wg.Wait()
+	var all []time.Duration
+	for _, l := range lat {
+		all = append(all, l...)
+	}
+	slices.Sort(all)
+	return result{reqs: total.Load(), errs: errs.Load(), rps: float64(total.Load()) / d.Seconds(), latencies: all}
+}
+
+type row struct {
+	name                string
+	keepAlive, newConns result
+	paced               result
+	rssKiB              int64
+	group               string
+}
+
+func drive(d time.Duration, n, rate int, nginxMode string) error {
+	dir, err := os.MkdirTemp("", "hearth-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	if err := mintCerts(dir); err != nil {
+		return err
+	}
+	clientCert, err := tls.LoadX509KeyPair(filepath.Join(dir, "client.pem"), filepath.Join(dir, "client-key.pem"))
+	if err != nil {
+		return err
+	}
+	_, pool, err := loadTLS(dir)
+	if err != nil {
+		return err
+	}
+	cfg := &tls.Config{
+		RootCAs: pool, Certificates: []tls.Certificate{clientCert},
+		NextProtos: []string{"http/1.1"}, MinVersion: tls.VersionTLS13,
+	}
+
+	up, err := start("upstream", "-role", "upstream")
+	if err != nil {
+		return err
+	}
+	defer up.stop()
+	upURL := "http://" + up.addr
+	interval := time.Duration(float64(time.Second) * float64(n) / float64(rate))
+
+	fmt.Printf("hearth gateway benchmark: %d clients, %s per measurement, paced latency at %d req/s, GOMAXPROCS of each process = %d CPUs\n", n, d, rate, numCPU())
+	fmt.Printf("audit recorder in the hearth gateway: memrecorder (in-memory, JSON-encodes each event, no disk, no fsync)\n\n")
+
+	direct := load(up.addr, nil, n, d, true, interval, false)
+
+	var rows []row
+	measure := func(p *proc) {
+		load(p.addr, cfg, n, d/5, true, 0, true) // warm up
+		r := row{name: p.name}
+		r.keepAlive = load(p.addr, cfg, n, d, true, 0, true)
+		r.newConns = load(p.addr, cfg, n, d, false, 0, true)
+		r.paced = load(p.addr, cfg, n, d, true, interval, true)
+		r.rssKiB = peakRSS(p.pids())
+		if c, err := tls.Dial("tcp", p.addr, cfg); err == nil {
+			r.group = c.ConnectionState().CurveID.String()
+			c.Close()
+		}
+		rows = append(rows, r)
+	}
+	for _, role := range []string{"hearth", "goproxy"} {
+		p, err := start(role, "-role", role, "-dir", dir, "-upstream", upURL)
+		if err != nil {
+			return err
+		}
+		measure(p)
+		p.stop()
+	}
+	if nginxMode != "off" {
+		if p, err := startNginx(dir, upURL); err != nil {
+			fmt.Printf("nginx: skipped (%v)\n\n", err)
+		} else {
+			measure(p)
+			p.stop()
+		}
+	}
+
+	fmt.Printf("%-8s %12s %12s %14s %14s %10s %s\n", "proxy", "keepalive/s", "newconn/s", "added p50", "added p99", "peak RSS", "key exchange")
+	for _, r := range rows {
+		fmt.Printf("%-8s %12.0f %12.0f %14s %14s %7.1f MiB %s", r.name, r.keepAlive.rps, r.newConns.rps,
+			(r.paced.pct(0.5) - direct.pct(0.5)).Round(time.Microsecond), (r.paced.pct(0.99) - direct.pct(0.99)).Round(time.Microsecond),
+			float64(r.rssKiB)/1024, r.group)
+		if e := r.keepAlive.errs + r.newConns.errs + r.paced.errs; e > 0 {
+			fmt.Printf("  (%d errors)", e)
+		}
+		fmt.Println()
+	}
+	fmt.Printf("%-8s %12s %12s %14s %14s   (paced, plain HTTP straight to the upstream: p50 %s, p99 %s)\n", "", "", "", "", "",
+		direct.pct(0.5).Round(time.Microsecond), direct.pct(0.99).Round(time.Microsecond))
+	fmt.Println()
+	for _, r := range rows {
+		fmt.Printf("%-8s saturated keep-alive latency p50 %s p99 %s; new-connection p50 %s p99 %s\n", r.name,
+			r.keepAlive.pct(0.5).Round(time.Microsecond), r.keepAlive.pct(0.99).Round(time.Microsecond),
+			r.newConns.pct(0.5).Round(time.Microsecond), r.newConns.pct(0.99).Round(time.Microsecond))
+	}
+	fmt.Println()
+	base := rows[0]
+	for _, r := range rows[1:] {
+		fmt.Printf("hearth / %-8s keep-alive %.2fx   new connections %.2fx\n", r.name, base.keepAlive.rps/r.keepAlive.rps, base.newConns.rps/r.newConns.rps)
+	}
+	return nil
+}
+
+func numCPU() int {
+	b, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		return 0
+	}
+	return strings.Count(string(b), "\nprocessor") + 1
+}
