@@ -133,6 +133,11 @@ func TestCreateOwner(t *testing.T) {
 	if len(pw) < 20 || len(codes) != RecoveryCodeCount {
 		t.Fatalf("password %d chars, %d codes", len(pw), len(codes))
 	}
+	for _, e := range h.rec.all() {
+		if e.Principal != "user:local" {
+			t.Errorf("init event %s by %q, want user:local", e.Name, e.Principal)
+		}
+	}
 	a := h.mustLogin("alice", pw)
 	p, _ := h.s.AuthenticateToken(ctx, a.Token)
 	if !p.Has("hearth:admin") {

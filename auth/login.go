@@ -125,7 +125,7 @@ func (s *Service) Login(ctx context.Context, req LoginRequest) (*Session, error)
 			return nil, &CapsError{err}
 		}
 	}
-	name := req.Username
+	name := canonicalName(req.Username)
 	if err := s.admit(ctx, kindLogin, name, req.Client, audit.EventAuthLogin); err != nil {
 		return nil, err
 	}
@@ -216,7 +216,7 @@ func (s *Service) Recover(ctx context.Context, req RecoverRequest) error {
 	if err := CheckPassword(req.NewPassword, req.Username, false); err != nil {
 		return err
 	}
-	name := req.Username
+	name := canonicalName(req.Username)
 	if err := s.admit(ctx, kindRecover, name, req.Client, audit.EventAuthRecover); err != nil {
 		return err
 	}
@@ -268,6 +268,7 @@ func (s *Service) Recover(ctx context.Context, req RecoverRequest) error {
 // use, short-lived), ends every session of the user and clears its
 // lockout. Throttled like Recover.
 func (s *Service) ResetPassword(ctx context.Context, username, code, newPassword, client string) error {
+	username = canonicalName(username)
 	if err := CheckPassword(newPassword, username, false); err != nil {
 		return err
 	}
@@ -412,7 +413,7 @@ func (s *Service) AllowAttempt(clientAddr, username string) (retryAfter time.Dur
 		return d, false
 	}
 	if username != "" {
-		if d := s.thr.lockedFor(kindLogin, username, now); d > 0 {
+		if d := s.thr.lockedFor(kindLogin, canonicalName(username), now); d > 0 {
 			return d, false
 		}
 	}
@@ -423,7 +424,7 @@ func (s *Service) AllowAttempt(clientAddr, username string) (retryAfter time.Dur
 // toward the same lockout as password logins.
 func (s *Service) RecordFailure(username string) {
 	if username != "" {
-		s.thr.fail(kindLogin, username, s.now())
+		s.thr.fail(kindLogin, canonicalName(username), s.now())
 	}
 }
 
@@ -431,7 +432,7 @@ func (s *Service) RecordFailure(username string) {
 // elsewhere, and gives the client's attempt back.
 func (s *Service) RecordSuccess(clientAddr, username string) {
 	if username != "" {
-		s.thr.reset(kindLogin, username)
+		s.thr.reset(kindLogin, canonicalName(username))
 	}
 	s.thr.refundClient(clientAddr)
 }

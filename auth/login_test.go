@@ -53,6 +53,22 @@ func TestLoginIssuesToken(t *testing.T) {
 	}
 }
 
+func TestUserNameIsCaseInsensitiveAndAuditedAnonymously(t *testing.T) {
+	h := newHarness(t, Config{})
+	h.addUser("alice")
+	h.mustLogin(" Alice", alicePw)
+	h.login("ALICE", "wrong password, typed")
+	evs := h.rec.all()
+	last := evs[len(evs)-1]
+	if last.Name != audit.EventAuthLogin || last.Outcome != audit.OutcomeFailure || last.Principal != "" || last.Resource != "user:alice" || last.Client == "" {
+		t.Errorf("failed login event = %+v, want no principal, resource user:alice and the client address", last)
+	}
+	us, _ := h.s.ListUsers(context.Background())
+	if us[0].Failures != 1 {
+		t.Errorf("failures = %d, want 1 (counted under the canonical name)", us[0].Failures)
+	}
+}
+
 func TestScopeNarrowsToken(t *testing.T) {
 	h := newHarness(t, Config{})
 	h.addUser("alice", "system:read")
@@ -624,4 +640,45 @@ func FuzzAuthenticateToken(f *testing.F) {
 			t.Errorf("AuthenticateToken(%q) authenticated %v with an empty index", tok, p)
 		}
 	})
+}
+
+func TestLockoutSurvivesRestart(t *testing.T) {
+	h := newHarness(t, Config{})
+	h.addUser("alice")
+	for i := 0; i < 6; i++ {
+		h.login("alice", "wrong password here")
+	}
+	if err := h.s.Close(); err != nil { // flushes throttling state
+		t.Fatal(err)
+	}
+	s2, err := Open(h.db, Config{Argon2: tinyArgon2}, Options{Now: h.clk.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	_, err = s2.Login(context.Background(), LoginRequest{Username: "alice", Password: alicePw, Client: "127.0.0.1:9"})
+	var te *ThrottledError
+	if !errors.As(err, &te) || te.RetryAfter != time.Minute {
+		t.Fatalf("login after restart: %v, want throttled for the 1m lockout", err)
+	}
+}
+
+func TestRecoveryWithBrokenAuditSpendsNothing(t *testing.T) {
+	h := newHarness(t, Config{})
+	ctx := context.Background()
+	h.addUser("alice")
+	codes, err := h.s.RegenerateRecoveryCodes(ctx, "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.rec.setFail(true)
+	body := map[string]string{"username": "alice", "recovery_code": codes[0], "new_password": "a brand new passphrase"}
+	if r := h.post("/.hearth/v1/auth/recover", body); r.status != 503 {
+		t.Fatalf("recover with a broken audit log = %d %s, want 503", r.status, r.body)
+	}
+	h.rec.setFail(false)
+	h.mustLogin("alice", alicePw) // password unchanged
+	if r := h.post("/.hearth/v1/auth/recover", body); r.status != 204 {
+		t.Fatalf("recover once the log is back = %d %s, want 204 (code unspent)", r.status, r.body)
+	}
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -303,12 +304,26 @@ func (s *Service) record(ctx context.Context, e audit.Event) error {
 }
 
 // actor names who acts, for audit entries: the authenticated principal of
-// ctx, or "local" when hearth runs an admin step without a server (init).
+// ctx, or nobody (an anonymous login attempt).
 func actor(ctx context.Context) string {
 	if p := mtls.PrincipalFrom(ctx); p != nil && p.ID != "" {
 		return p.ID
 	}
-	return "local"
+	return ""
+}
+
+// localPrincipal is who acts when hearth runs an admin step without a
+// server (hearth init): the owner at the machine, as on the admin socket.
+var localPrincipal = &authz.Principal{ID: "user:local", Kind: authz.KindUser, Method: authz.MethodLocal, Zone: authz.ZoneLAN}
+
+// canonicalName is the form of a typed user name that is looked up and
+// throttled: trimmed and lowercased (user names are lowercase), so that
+// "Alice" finds alice and shares her failure count.
+func canonicalName(n string) string {
+	if len(n) > 256 {
+		return n // not a valid name anyway; throttled under its hash
+	}
+	return strings.ToLower(strings.TrimSpace(n))
 }
 
 func (s *Service) event(ctx context.Context, name, outcome, resource, reason, client string, meta map[string]string) audit.Event {

@@ -69,7 +69,14 @@ func (lt *liveToken) alive(now int64, idle time.Duration) bool {
 // tokenHash is the storage key of a token: SHA-256 of its text. Tokens
 // carry 256 bits from crypto/rand, so a fast hash is enough (NIST SP
 // 800-63B-4 §3.1.2.1 asks a slow hash only below 112 bits).
-func tokenHash(tok string) [32]byte { return sha256.Sum256([]byte(tok)) }
+func tokenHash(tok string) [32]byte {
+	var buf [64]byte // tokens are 50 bytes: hash from the stack, no allocation
+	if len(tok) <= len(buf) {
+		n := copy(buf[:], tok)
+		return sha256.Sum256(buf[:n])
+	}
+	return sha256.Sum256([]byte(tok))
+}
 
 // tokenID names a token in audit entries without revealing it: the first
 // 12 hex digits of its SHA-256.
@@ -118,7 +125,9 @@ func wellFormed(tok, prefix string) bool {
 }
 
 // AuthenticateToken implements mtls.TokenAuthenticator from the in-memory
-// index alone: a hash, a map lookup under a read lock and two clock
+// index alone. The returned Principal is new on each call (the gateway
+// sets its Zone), but its Caps slice is shared and must not be modified.
+// It costs a hash, a map lookup under a read lock and two clock
 // comparisons. The idle timestamp is updated in memory and written back in
 // batches. It returns mtls.ErrInvalidToken for an unknown, expired, idle or
 // revoked token.
@@ -306,10 +315,12 @@ func (s *Service) Refresh(ctx context.Context, refresh, client string) (*Session
 		var ev audit.Event
 		sess, h, lt, ev, err = s.issueTx(ctx, tx, grant{user: r.User, family: r.Family, caps: r.Caps, authTime: r.AuthTime, mfa: r.MFA, method: r.Method, client: client})
 		ev.Meta["refreshed_from"] = tokenID(rh)
+		ev.Principal = "user:" + r.User
 		return []audit.Event{ev}, err
 	})
 	if reused != nil {
 		// Reuse means the token was copied: end the family (both copies).
+		ctx = mtls.WithPrincipal(ctx, &authz.Principal{ID: "user:" + reused.User})
 		_ = s.revoke(ctx, revokeFamily(reused.Family), "refresh token reused", "user:"+reused.User, client, map[string]string{"refresh_id": tokenID(rh)})
 		return nil, ErrInvalidCredentials
 	}

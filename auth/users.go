@@ -19,6 +19,7 @@ import (
 
 	"github.com/hearth-home/hearth/audit"
 	"github.com/hearth-home/hearth/authz"
+	"github.com/hearth-home/hearth/mtls"
 )
 
 // RecoveryCodeCount is how many recovery codes a user holds after
@@ -119,6 +120,9 @@ func (s *Service) AddUser(ctx context.Context, name string, caps []string, passw
 // forced changes without evidence of compromise. An owner who wants their
 // own runs `hearth user passwd`.
 func (s *Service) CreateOwner(ctx context.Context, name string) (password string, recoveryCodes []string, err error) {
+	if mtls.PrincipalFrom(ctx) == nil {
+		ctx = mtls.WithPrincipal(ctx, localPrincipal)
+	}
 	pw, err := s.randomString(15) // 15 bytes = 24 base32 characters
 	if err != nil {
 		return "", nil, err
