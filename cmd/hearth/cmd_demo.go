@@ -67,7 +67,7 @@ func runDemo(ctx context.Context, e *env, dir, listen, caListen, agentAddr strin
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(w, "      root fingerprint %s\n      owner %q, one-time password %s\n      (recovery codes: hearth init --json shows them; this demo keeps them out of your scrollback)\n", res.Fingerprint, res.Owner, res.Password)
+		fmt.Fprintf(w, "      root fingerprint %s\n      owner %q, one-time password %s\n      (recovery codes are not shown by the demo: `hearth user recovery-codes owner` makes a new set)\n", res.Fingerprint, res.Owner, res.Password)
 	} else {
 		fmt.Fprintf(w, "[1/4] Reusing the data dir %s\n", dir)
 	}

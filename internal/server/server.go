@@ -317,7 +317,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		ErrorLog:          nil,
 	}
 	sockSrv := &http.Server{
-		Handler:           mtls.LocalPrincipal(s.policy, s.opts.Now, s.mux),
+		Handler:           localClient(mtls.LocalPrincipal(s.policy, s.opts.Now, s.mux)),
 		ReadHeaderTimeout: 10 * time.Second,
 		MaxHeaderBytes:    64 << 10,
 	}
@@ -385,4 +385,13 @@ func (s *Server) userCapabilities(ctx context.Context, name string) ([]authz.Cap
 		}
 	}
 	return nil, fmt.Errorf("no user %q", name)
+}
+
+// localClient names the admin socket's clients "local" in audit entries and
+// throttling (a unix socket's peer has no address).
+func localClient(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r.RemoteAddr = "local"
+		h.ServeHTTP(w, r)
+	})
 }
