@@ -199,6 +199,8 @@ func BenchmarkServeHTTP(b *testing.B) {
 		}
 	}
 	b.Run("bare-reverseproxy", func(b *testing.B) { run(b, bare, "/api/conversations/42", 200) })
+	bare.BufferPool = bufferPool{}
+	b.Run("bare-reverseproxy-pooled", func(b *testing.B) { run(b, bare, "/api/conversations/42", 200) })
 	b.Run("gateway-allow", func(b *testing.B) { run(b, g, "/api/conversations/42", 200) })
 	b.Run("gateway-deny", func(b *testing.B) { run(b, g, "/api/plugins/x", 403) })
 	b.Run("request-only", func(b *testing.B) {

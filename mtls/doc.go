@@ -8,6 +8,42 @@
 // verified it: client certificates against hearth's CA alone (never the system
 // roots), bearer tokens through the TokenAuthenticator, and paths through
 // normalisation before any route matches.
+//
+// # Using it
+//
+//	g, err := mtls.NewGateway(mtls.GatewayOptions{Policy: p, Devices: ca, Tokens: auth, Audit: log, Routes: cfg.RouteList(), Hearth: mux})
+//	srv := g.Server(mtls.ServerTLSConfig(serverCert, hearthRoots))
+//	srv.ServeTLS(ln, "", "")
+//
+// hearth's own API is wrapped with [Gateway.Require] (a capability, decided
+// and audited like every gateway request); the admin socket's handler with
+// [LocalPrincipal]; [Gateway.APIHandler] serves healthz, whoami and
+// authz/check on the socket too.
+//
+// # Every request
+//
+//  1. The path is normalised ([NormalizePath]); a malformed one is 400, a
+//     token in the query (token=, access_token=) is 400 (RFC 6750 §5.3).
+//  2. Authentication, on every request (new, kept-alive or resumed
+//     connection alike): a verified client certificate is looked up in the
+//     [DeviceDirectory] (so a revocation holds on the next request), else an
+//     "Authorization: Bearer" token goes to the [TokenAuthenticator]. The
+//     zone is lan when the real peer address is in a trusted network;
+//     X-Forwarded-For never changes it.
+//  3. Paths under /.hearth/ go to the Hearth handler with the principal
+//     (possibly nil) in the context ([PrincipalFrom]).
+//  4. Any other path picks its route (exact, else the longest "/*" prefix),
+//     the method must be listed, and authz decides. The decision is recorded
+//     in the audit log and the request waits for it: if the log cannot be
+//     written the answer is 503 and the agent sees nothing.
+//  5. Allowed requests are proxied with exactly the normalised path,
+//     without the client's X-Hearth-* headers or hearth's bearer token, and
+//     with X-Hearth-Principal, X-Hearth-Method, X-Hearth-Capabilities and
+//     X-Forwarded-For/-Proto/-Host set by the gateway.
+//
+// Websocket upgrades are authorized like any request; while one is open its
+// credential and capability are checked again every RecheckInterval, and the
+// connection is closed when they no longer hold.
 package mtls
 
 import (

@@ -21,7 +21,7 @@
 // device directory, and one route (GET /bench/* → status). The numbers are
 // therefore the gateway's own cost, not the audit log's fsync.
 //
-// Usage: go run ./scripts/bench/gateway [-duration 5s] [-clients 32] [-rate 1000] [-nginx auto|off]
+// Usage: go run ./scripts/bench/gateway [-duration 3s] [-rounds 3] [-clients 32] [-rate 1000] [-x25519] [-nginx auto|off]
 // or scripts/bench/gateway.sh with the same flags.
 package main
 
@@ -64,15 +64,17 @@ func main() {
 	role := flag.String("role", "driver", "driver, upstream, hearth or goproxy")
 	dir := flag.String("dir", "", "certificate dir (roles other than driver)")
 	upstream := flag.String("upstream", "", "upstream URL (proxy roles)")
-	duration := flag.Duration("duration", 5*time.Second, "length of each measurement")
+	duration := flag.Duration("duration", 3*time.Second, "length of each measurement")
 	clients := flag.Int("clients", 32, "concurrent clients")
 	rate := flag.Int("rate", 1000, "total requests/s of the paced latency measurement")
 	nginx := flag.String("nginx", "auto", "auto: use nginx when installed; off: skip it")
+	rounds := flag.Int("rounds", 3, "rounds; proxies are interleaved and medians reported")
+	x25519 := flag.Bool("x25519", false, "offer only X25519 (nginx's OpenSSL lacks the X25519MLKEM768 hybrid Go prefers)")
 	flag.Parse()
 	var err error
 	switch *role {
 	case "driver":
-		err = drive(*duration, *clients, *rate, *nginx)
+		err = drive(*duration, *clients, *rate, *rounds, *nginx, *x25519)
 	case "upstream":
 		err = serveUpstream()
 	case "hearth":
@@ -565,15 +567,43 @@ func load(addr string, cfg *tls.Config, n int, d time.Duration, keepAlive bool, 
 	return result{reqs: total.Load(), errs: errs.Load(), rps: float64(total.Load()) / d.Seconds(), latencies: all}
 }
 
-type row struct {
-	name                string
-	keepAlive, newConns result
-	paced               result
-	rssKiB              int64
-	group               string
+// cpuTicks is the user+system CPU time of pids, in clock ticks (1/100 s).
+func cpuTicks(pids []int) int64 {
+	var total int64
+	for _, pid := range pids {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			continue
+		}
+		// Fields after the parenthesised command name; utime and stime are
+		// fields 14 and 15 of stat(5).
+		s := string(b)
+		f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+		if len(f) > 13 {
+			u, _ := strconv.ParseInt(f[11], 10, 64)
+			st, _ := strconv.ParseInt(f[12], 10, 64)
+			total += u + st
+		}
+	}
+	return total
 }
 
-func drive(d time.Duration, n, rate int, nginxMode string) error {
+// sample is one round's measurement of one proxy.
+type sample struct {
+	keepAlive, newConns float64 // requests/s
+	kaCPU, ncCPU        float64 // proxy CPU µs per request
+	addedP50, addedP99  time.Duration
+	kaP99               time.Duration
+	errs                int64
+}
+
+func median[T int64 | float64 | time.Duration](xs []T) T {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+func drive(d time.Duration, n, rate, rounds int, nginxMode string, x25519 bool) error {
 	dir, err := os.MkdirTemp("", "hearth-bench-")
 	if err != nil {
 		return err
@@ -594,6 +624,9 @@ func drive(d time.Duration, n, rate int, nginxMode string) error {
 		RootCAs: pool, Certificates: []tls.Certificate{clientCert},
 		NextProtos: []string{"http/1.1"}, MinVersion: tls.VersionTLS13,
 	}
+	if x25519 {
+		cfg.CurvePreferences = []tls.CurveID{tls.X25519}
+	}
 
 	up, err := start("upstream", "-role", "upstream")
 	if err != nil {
@@ -603,64 +636,118 @@ func drive(d time.Duration, n, rate int, nginxMode string) error {
 	upURL := "http://" + up.addr
 	interval := time.Duration(float64(time.Second) * float64(n) / float64(rate))
 
-	fmt.Printf("hearth gateway benchmark: %d clients, %s per measurement, paced latency at %d req/s, GOMAXPROCS of each process = %d CPUs\n", n, d, rate, numCPU())
-	fmt.Printf("audit recorder in the hearth gateway: memrecorder (in-memory, JSON-encodes each event, no disk, no fsync)\n\n")
-
-	direct := load(up.addr, nil, n, d, true, interval, false)
-
-	var rows []row
-	measure := func(p *proc) {
-		load(p.addr, cfg, n, d/5, true, 0, true) // warm up
-		r := row{name: p.name}
-		r.keepAlive = load(p.addr, cfg, n, d, true, 0, true)
-		r.newConns = load(p.addr, cfg, n, d, false, 0, true)
-		r.paced = load(p.addr, cfg, n, d, true, interval, true)
-		r.rssKiB = peakRSS(p.pids())
-		if c, err := tls.Dial("tcp", p.addr, cfg); err == nil {
-			r.group = c.ConnectionState().CurveID.String()
-			c.Close()
+	var procs []*proc
+	defer func() {
+		for _, p := range procs {
+			p.stop()
 		}
-		rows = append(rows, r)
-	}
+	}()
 	for _, role := range []string{"hearth", "goproxy"} {
 		p, err := start(role, "-role", role, "-dir", dir, "-upstream", upURL)
 		if err != nil {
 			return err
 		}
-		measure(p)
-		p.stop()
+		procs = append(procs, p)
 	}
 	if nginxMode != "off" {
 		if p, err := startNginx(dir, upURL); err != nil {
 			fmt.Printf("nginx: skipped (%v)\n\n", err)
 		} else {
-			measure(p)
-			p.stop()
+			procs = append(procs, p)
 		}
 	}
 
-	fmt.Printf("%-8s %12s %12s %14s %14s %10s %s\n", "proxy", "keepalive/s", "newconn/s", "added p50", "added p99", "peak RSS", "key exchange")
-	for _, r := range rows {
-		fmt.Printf("%-8s %12.0f %12.0f %14s %14s %7.1f MiB %s", r.name, r.keepAlive.rps, r.newConns.rps,
-			(r.paced.pct(0.5) - direct.pct(0.5)).Round(time.Microsecond), (r.paced.pct(0.99) - direct.pct(0.99)).Round(time.Microsecond),
-			float64(r.rssKiB)/1024, r.group)
-		if e := r.keepAlive.errs + r.newConns.errs + r.paced.errs; e > 0 {
-			fmt.Printf("  (%d errors)", e)
+	fmt.Printf("hearth gateway benchmark: %d clients, %s per measurement, %d rounds (proxies interleaved, medians shown),\n", n, d, rounds)
+	fmt.Printf("paced latency at %d req/s in total, %d CPUs shared by the load generator, the proxies and the upstream\n", rate, numCPU())
+	fmt.Printf("audit recorder in the hearth gateway: memrecorder (in-memory, JSON-encodes each event, no disk, no fsync)\n\n")
+
+	samples := map[string][]sample{}
+	groups := map[string]string{}
+	for round := 0; round < rounds; round++ {
+		direct := load(up.addr, nil, n, d, true, interval, false)
+		for i := range procs {
+			p := procs[(i+round)%len(procs)]
+			load(p.addr, cfg, n, d/5, true, 0, true) // warm up
+			var s sample
+			c0 := cpuTicks(p.pids())
+			ka := load(p.addr, cfg, n, d, true, 0, true)
+			c1 := cpuTicks(p.pids())
+			nc := load(p.addr, cfg, n, d, false, 0, true)
+			c2 := cpuTicks(p.pids())
+			paced := load(p.addr, cfg, n, d, true, interval, true)
+			s.keepAlive, s.newConns = ka.rps, nc.rps
+			if ka.reqs > 0 {
+				s.kaCPU = float64(c1-c0) * 1e4 / float64(ka.reqs)
+			}
+			if nc.reqs > 0 {
+				s.ncCPU = float64(c2-c1) * 1e4 / float64(nc.reqs)
+			}
+			s.addedP50 = paced.pct(0.5) - direct.pct(0.5)
+			s.addedP99 = paced.pct(0.99) - direct.pct(0.99)
+			s.kaP99 = ka.pct(0.99)
+			s.errs = ka.errs + nc.errs + paced.errs
+			samples[p.name] = append(samples[p.name], s)
+			if c, err := tls.Dial("tcp", p.addr, cfg); err == nil {
+				groups[p.name] = c.ConnectionState().CurveID.String()
+				c.Close()
+			}
+		}
+	}
+
+	type summary struct {
+		name                 string
+		ka, nc, kaCPU, ncCPU float64
+		p50, p99, kaP99      time.Duration
+		errs                 int64
+		rss                  int64
+	}
+	var sums []summary
+	for _, p := range procs {
+		ss := samples[p.name]
+		pick := func(f func(sample) float64) float64 {
+			var xs []float64
+			for _, s := range ss {
+				xs = append(xs, f(s))
+			}
+			return median(xs)
+		}
+		pickD := func(f func(sample) time.Duration) time.Duration {
+			var xs []time.Duration
+			for _, s := range ss {
+				xs = append(xs, f(s))
+			}
+			return median(xs)
+		}
+		sum := summary{name: p.name,
+			ka: pick(func(s sample) float64 { return s.keepAlive }), nc: pick(func(s sample) float64 { return s.newConns }),
+			kaCPU: pick(func(s sample) float64 { return s.kaCPU }), ncCPU: pick(func(s sample) float64 { return s.ncCPU }),
+			p50: pickD(func(s sample) time.Duration { return s.addedP50 }), p99: pickD(func(s sample) time.Duration { return s.addedP99 }),
+			kaP99: pickD(func(s sample) time.Duration { return s.kaP99 }),
+			rss:   peakRSS(p.pids()),
+		}
+		for _, s := range ss {
+			sum.errs += s.errs
+		}
+		sums = append(sums, sum)
+	}
+
+	fmt.Printf("%-8s %11s %10s %11s %10s %10s %10s %12s %9s  %s\n", "proxy", "keepalive/s", "cpu µs/req", "newconn/s", "cpu µs/req", "added p50", "added p99", "sat. KA p99", "peak RSS", "key exchange")
+	for _, s := range sums {
+		fmt.Printf("%-8s %11.0f %10.0f %11.0f %10.0f %10s %10s %12s %5.1f MiB  %s", s.name, s.ka, s.kaCPU, s.nc, s.ncCPU,
+			s.p50.Round(time.Microsecond), s.p99.Round(time.Microsecond), s.kaP99.Round(time.Microsecond), float64(s.rss)/1024, groups[s.name])
+		if s.errs > 0 {
+			fmt.Printf("  (%d errors)", s.errs)
 		}
 		fmt.Println()
 	}
-	fmt.Printf("%-8s %12s %12s %14s %14s   (paced, plain HTTP straight to the upstream: p50 %s, p99 %s)\n", "", "", "", "", "",
-		direct.pct(0.5).Round(time.Microsecond), direct.pct(0.99).Round(time.Microsecond))
 	fmt.Println()
-	for _, r := range rows {
-		fmt.Printf("%-8s saturated keep-alive latency p50 %s p99 %s; new-connection p50 %s p99 %s\n", r.name,
-			r.keepAlive.pct(0.5).Round(time.Microsecond), r.keepAlive.pct(0.99).Round(time.Microsecond),
-			r.newConns.pct(0.5).Round(time.Microsecond), r.newConns.pct(0.99).Round(time.Microsecond))
-	}
+	fmt.Println("added p50/p99: paced load, latency through the proxy minus plain HTTP straight to the upstream, same round")
+	fmt.Println("cpu µs/req: the proxy process's user+system CPU per request (less sensitive to a busy machine than req/s)")
 	fmt.Println()
-	base := rows[0]
-	for _, r := range rows[1:] {
-		fmt.Printf("hearth / %-8s keep-alive %.2fx   new connections %.2fx\n", r.name, base.keepAlive.rps/r.keepAlive.rps, base.newConns.rps/r.newConns.rps)
+	base := sums[0]
+	for _, r := range sums[1:] {
+		fmt.Printf("hearth / %-8s keep-alive %.2fx (CPU per request %.2fx)   new connections %.2fx (CPU per request %.2fx)\n",
+			r.name, base.ka/r.ka, base.kaCPU/r.kaCPU, base.nc/r.nc, base.ncCPU/r.ncCPU)
 	}
 	return nil
 }
