@@ -37,7 +37,10 @@
 //     consecutive failures (NIST SP 800-63B-4 §3.2.2) password login is
 //     disabled until the user recovers the account with a recovery or reset
 //     code or an admin runs `hearth user unlock`. A success resets the
-//     count. Attempts refused during a lockout do not count.
+//     count. Attempts refused during a lockout do not count. Attempts still
+//     being checked count as pending failures, so parallel guesses get no
+//     more tries than sequential ones (a burst beyond them is told to retry
+//     in a second).
 //   - Per client address (IPv4 address, IPv6 /64): a token bucket of 10
 //     attempts refilled at one every 6 seconds, shared by all accounts,
 //     against password spraying. A successful login gives its attempt back.

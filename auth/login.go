@@ -29,22 +29,23 @@ var errTOTPReplay = errors.New("auth: one-time code already used")
 
 // admit applies the client-address bucket and the per-name lockout, and
 // records a refused attempt. It is the common front of every password,
-// recovery and reset attempt.
-func (s *Service) admit(ctx context.Context, kind, name, client, event string) error {
+// recovery and reset attempt; when it returns nil the caller must call
+// the returned done when the attempt is decided.
+func (s *Service) admit(ctx context.Context, kind, name, client, event string) (done func(), err error) {
 	now := s.now()
 	if d, ok := s.thr.takeClient(client, now); !ok {
 		if err := s.record(ctx, s.event(ctx, event, audit.OutcomeFailure, "user:"+safeName(name), "throttled: too many attempts from this address", client, nil)); err != nil {
-			return err
+			return nil, err
 		}
-		return &ThrottledError{d}
+		return nil, &ThrottledError{d}
 	}
-	if d := s.thr.lockedFor(kind, name, now); d > 0 {
+	if d, ok := s.thr.begin(kind, name, now); !ok {
 		if err := s.record(ctx, s.event(ctx, event, audit.OutcomeFailure, "user:"+safeName(name), "throttled: account locked", client, nil)); err != nil {
-			return err
+			return nil, err
 		}
-		return &ThrottledError{d}
+		return nil, &ThrottledError{d}
 	}
-	return nil
+	return func() { s.thr.end(kind, name) }, nil
 }
 
 // safeName bounds an attacker-chosen name before it reaches the audit log.
@@ -126,9 +127,11 @@ func (s *Service) Login(ctx context.Context, req LoginRequest) (*Session, error)
 		}
 	}
 	name := canonicalName(req.Username)
-	if err := s.admit(ctx, kindLogin, name, req.Client, audit.EventAuthLogin); err != nil {
+	done, err := s.admit(ctx, kindLogin, name, req.Client, audit.EventAuthLogin)
+	if err != nil {
 		return nil, err
 	}
+	defer done()
 	u, stale, err := s.checkPassword(ctx, name, pw)
 	if err != nil {
 		return nil, err
@@ -217,9 +220,11 @@ func (s *Service) Recover(ctx context.Context, req RecoverRequest) error {
 		return err
 	}
 	name := canonicalName(req.Username)
-	if err := s.admit(ctx, kindRecover, name, req.Client, audit.EventAuthRecover); err != nil {
+	done, err := s.admit(ctx, kindRecover, name, req.Client, audit.EventAuthRecover)
+	if err != nil {
 		return err
 	}
+	defer done()
 	code := normalizeRecoveryCode(req.RecoveryCode)
 	release, err := s.hasher.acquire(ctx)
 	if err != nil {
@@ -272,11 +277,13 @@ func (s *Service) ResetPassword(ctx context.Context, username, code, newPassword
 	if err := CheckPassword(newPassword, username, false); err != nil {
 		return err
 	}
-	if err := s.admit(ctx, kindRecover, username, client, audit.EventAuthRecover); err != nil {
+	done, err := s.admit(ctx, kindRecover, username, client, audit.EventAuthRecover)
+	if err != nil {
 		return err
 	}
+	defer done()
 	sum := sha256.Sum256([]byte(code))
-	err := s.setNewPassword(ctx, username, newPassword, client, "reset code", func(cur *userRecord) bool {
+	err = s.setNewPassword(ctx, username, newPassword, client, "reset code", func(cur *userRecord) bool {
 		r := cur.Reset
 		if r == nil || cur.Disabled || !s.now().Before(r.Expires) || subtle.ConstantTimeCompare(r.Hash, sum[:]) != 1 {
 			return false
@@ -344,9 +351,11 @@ func (s *Service) SetPassword(ctx context.Context, name, oldPassword, newPasswor
 	if err != nil {
 		return err
 	}
-	if err := s.admit(ctx, kindLogin, name, client, audit.EventAuthPasswordChange); err != nil {
+	done, err := s.admit(ctx, kindLogin, name, client, audit.EventAuthPasswordChange)
+	if err != nil {
 		return err
 	}
+	defer done()
 	u, _, err := s.checkPassword(ctx, name, old)
 	if err != nil {
 		return err

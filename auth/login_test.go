@@ -682,3 +682,32 @@ func TestRecoveryWithBrokenAuditSpendsNothing(t *testing.T) {
 		t.Fatalf("recover once the log is back = %d %s, want 204 (code unspent)", r.status, r.body)
 	}
 }
+
+// TestConcurrentGuessesCannotOutrunLockout: attempts being checked count
+// as pending failures, so a burst of parallel guesses at one name gets no
+// more tries than the schedule allows one at a time.
+func TestConcurrentGuessesCannotOutrunLockout(t *testing.T) {
+	// Slow enough hashing (16 MiB) that the burst arrives while the first
+	// checks still run.
+	h := newHarness(t, Config{Argon2: Argon2Params{Time: 1, MemoryKiB: 16 << 10, Threads: 1}, MaxConcurrentHashes: 1, HashQueue: 64})
+	h.addUser("alice")
+	h.login("alice", "one wrong password") // four tries left before the lockout
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	statuses := map[int]int{}
+	before := h.s.hasher.evals.Load()
+	for i := 0; i < 40; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := h.login("alice", fmt.Sprintf("parallel guess %d", i))
+			mu.Lock()
+			statuses[r.status]++
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	if n := h.s.hasher.evals.Load() - before; n > 4 || statuses[401] > 4 || statuses[401]+statuses[429] != 40 {
+		t.Errorf("40 parallel guesses: statuses %v, %d password checks; want at most 4 checked, the rest 429", statuses, n)
+	}
+}

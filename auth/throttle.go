@@ -37,6 +37,7 @@ type account struct {
 	lockedUntil time.Time
 	disabled    bool
 	lastFailure time.Time
+	inflight    int  // attempts admitted and not yet decided
 	user        bool // a user of this name exists; persisted, never evicted
 	dirty       bool // changed since last persisted
 }
@@ -103,6 +104,45 @@ func (t *throttle) lockedFor(kind, name string, now time.Time) time.Duration {
 		return a.lockedUntil.Sub(now)
 	}
 	return 0
+}
+
+// begin admits one attempt for name, or says how long to wait. Attempts
+// that are still being checked count as pending failures, so that
+// concurrent guesses cannot exceed what the schedule allows one at a time:
+// with f failures recorded, at most max(1, 5-f) attempts run at once (a
+// burst beyond that waits a second). Every admitted attempt ends with end.
+func (t *throttle) begin(kind, name string, now time.Time) (time.Duration, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	k := acctKey(kind, name)
+	a := t.accts[k]
+	if a == nil {
+		if len(t.accts) >= maxTrackedNames {
+			t.evictNames(now)
+		}
+		a = &account{}
+		t.accts[k] = a
+	}
+	if a.disabled {
+		return lockoutMax, false
+	}
+	if now.Before(a.lockedUntil) {
+		return a.lockedUntil.Sub(now), false
+	}
+	if a.inflight >= max(1, lockoutThreshold-a.failures) {
+		return time.Second, false
+	}
+	a.inflight++
+	return 0, true
+}
+
+// end closes an attempt that begin admitted.
+func (t *throttle) end(kind, name string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if a := t.accts[acctKey(kind, name)]; a != nil && a.inflight > 0 {
+		a.inflight--
+	}
 }
 
 // takeClient takes one attempt from the client address's bucket, or says
@@ -188,7 +228,7 @@ func (t *throttle) fail(kind, name string, now time.Time) (locked bool, until ti
 // (approximately: those older than an hour, then any).
 func (t *throttle) evictNames(now time.Time) {
 	for k, a := range t.accts {
-		if !a.user && !a.disabled && now.Sub(a.lastFailure) > lockoutMax {
+		if !a.user && !a.disabled && a.inflight == 0 && now.Sub(a.lastFailure) > lockoutMax {
 			delete(t.accts, k)
 		}
 	}
@@ -196,7 +236,7 @@ func (t *throttle) evictNames(now time.Time) {
 		if len(t.accts) < maxTrackedNames {
 			break
 		}
-		if !a.user {
+		if !a.user && a.inflight == 0 {
 			delete(t.accts, k)
 		}
 	}
@@ -207,7 +247,7 @@ func (t *throttle) reset(kind, name string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if a := t.accts[acctKey(kind, name)]; a != nil {
-		*a = account{user: a.user, dirty: a.user}
+		*a = account{user: a.user, dirty: a.user, inflight: a.inflight}
 	}
 }
 
