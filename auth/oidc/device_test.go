@@ -47,7 +47,7 @@ func deviceLogin(t *testing.T, hs *harness, user string) (*Session, string, erro
 		approved <- err
 	}()
 	sess, err := DeviceLogin(ctx, DeviceLoginOptions{
-		HearthURL: hs.hearth.URL, Provider: "test",
+		HearthURL: hs.base, Provider: "test",
 		HearthClient: &http.Client{Transport: hs.tr}, ProviderClient: &http.Client{Transport: hs.tr},
 		Prompt: prompt,
 	})
@@ -103,7 +103,7 @@ func TestDeviceTokenRefusals(t *testing.T) {
 		return p.sign()
 	}
 	post := func(tok string) (int, string) {
-		resp, err := (&http.Client{Transport: hs.tr}).Post(hs.hearth.URL+PathPrefix+"test/token", "application/json",
+		resp, err := (&http.Client{Transport: hs.tr}).Post(hs.base+PathPrefix+"test/token", "application/json",
 			strings.NewReader(`{"id_token":"`+tok+`"}`))
 		if err != nil {
 			t.Fatal(err)
@@ -145,7 +145,7 @@ func TestDeviceTokenRefusals(t *testing.T) {
 	}
 	t.Run("device flow disabled", func(t *testing.T) {
 		hs2 := newHarness(t, func(p *Provider) { p.DeviceFlow, p.DeviceClientID = false, "" })
-		resp, err := (&http.Client{Transport: hs2.tr}).Post(hs2.hearth.URL+PathPrefix+"test/token", "application/json", strings.NewReader(`{"id_token":"x"}`))
+		resp, err := (&http.Client{Transport: hs2.tr}).Post(hs2.base+PathPrefix+"test/token", "application/json", strings.NewReader(`{"id_token":"x"}`))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -155,7 +155,7 @@ func TestDeviceTokenRefusals(t *testing.T) {
 		}
 	})
 	t.Run("not JSON", func(t *testing.T) {
-		resp, err := (&http.Client{Transport: hs.tr}).Post(hs.hearth.URL+PathPrefix+"test/token", "application/x-www-form-urlencoded", strings.NewReader(`id_token=x`))
+		resp, err := (&http.Client{Transport: hs.tr}).Post(hs.base+PathPrefix+"test/token", "application/x-www-form-urlencoded", strings.NewReader(`id_token=x`))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -79,7 +79,7 @@ func TestMissingPKCERefusedByProvider(t *testing.T) {
 			cb := b.login("alice", "alice-pw", "")
 			cfg := oauth2.Config{ClientID: testClientID, ClientSecret: testClientSecret,
 				Endpoint:    oauth2.Endpoint{TokenURL: hs.op.issuer + "/oauth/token"},
-				RedirectURL: hs.hearth.URL + PathPrefix + "test/callback"}
+				RedirectURL: hs.base + PathPrefix + "test/callback"}
 			ctx := context.WithValue(context.Background(), oauth2.HTTPClient, &http.Client{Transport: hs.tr})
 			_, err := cfg.Exchange(ctx, param(t, cb, "code"), tc.opts...)
 			var re *oauth2.RetrieveError
@@ -100,7 +100,7 @@ func TestLoginRefusesOpenRedirects(t *testing.T) {
 	hs := newHarness(t)
 	b := hs.browser(t)
 	for _, ret := range []string{"//evil.example", `/\evil.example`, "/%2F%2Fevil.example", "https://evil.example/", "javascript:alert(1)", "/a\r\nX: y"} {
-		resp, body := b.get(hs.hearth.URL+PathPrefix+"test/login?return="+url.QueryEscape(ret), "")
+		resp, body := b.get(hs.base+PathPrefix+"test/login?return="+url.QueryEscape(ret), "")
 		if resp.StatusCode != http.StatusBadRequest || errorCode(t, body) != "bad_return" {
 			t.Errorf("login with return %q: got %d %s, want 400 bad_return", ret, resp.StatusCode, body)
 		}
@@ -120,7 +120,7 @@ func TestThrottleAndAuditFailClosed(t *testing.T) {
 	t.Run("throttled at login", func(t *testing.T) {
 		hs.throttle.setDeny(true)
 		defer hs.throttle.setDeny(false)
-		resp, body := hs.browser(t).get(hs.hearth.URL+PathPrefix+"test/login", "")
+		resp, body := hs.browser(t).get(hs.base+PathPrefix+"test/login", "")
 		if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") != "30" {
 			t.Fatalf("got %d %s (Retry-After %q), want 429 with Retry-After 30", resp.StatusCode, body, resp.Header.Get("Retry-After"))
 		}
@@ -178,7 +178,7 @@ func TestThrottleAndAuditFailClosed(t *testing.T) {
 // The same sub at another issuer is another identity.
 func TestSameSubjectOtherIssuer(t *testing.T) {
 	hs := newHarness(t)
-	other := startOP(t, hs.hearth.URL+PathPrefix+"test/callback")
+	other := startOP(t, hs.base+PathPrefix+"test/callback")
 	// alice is linked at the other provider only, under the same sub.
 	hs.ids.LinkIdentity(context.Background(), "alice", other.issuer, "sub-alice")
 	b := hs.browser(t)
@@ -234,7 +234,7 @@ func TestSignUpByVerifiedEmail(t *testing.T) {
 func TestLinkFromWebPage(t *testing.T) {
 	hs := newHarness(t)
 	b := hs.browser(t)
-	if resp, _ := b.get(hs.hearth.URL+PathPrefix+"test/link", ""); resp.StatusCode != http.StatusUnauthorized {
+	if resp, _ := b.get(hs.base+PathPrefix+"test/link", ""); resp.StatusCode != http.StatusUnauthorized {
 		t.Fatalf("link while signed out: got %d, want 401", resp.StatusCode)
 	}
 	user := "carol-h"
@@ -268,7 +268,7 @@ func TestAdminLink(t *testing.T) {
 	hs := newHarness(t)
 	post := func(in LinkRequest) (int, string) {
 		bs, _ := json.Marshal(in)
-		resp, err := (&http.Client{Transport: hs.tr}).Post(hs.hearth.URL+AdminPath, "application/json", strings.NewReader(string(bs)))
+		resp, err := (&http.Client{Transport: hs.tr}).Post(hs.base+AdminPath, "application/json", strings.NewReader(string(bs)))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -305,7 +305,7 @@ func TestAdminLink(t *testing.T) {
 func TestDiscovery(t *testing.T) {
 	t.Run("issuer must match exactly", func(t *testing.T) {
 		hs := newHarness(t, func(p *Provider) { p.Issuer += "/" })
-		resp, body := hs.browser(t).get(hs.hearth.URL+PathPrefix+"test/login", "")
+		resp, body := hs.browser(t).get(hs.base+PathPrefix+"test/login", "")
 		if resp.StatusCode != http.StatusServiceUnavailable || errorCode(t, body) != "provider_unavailable" {
 			t.Fatalf("got %d %s, want 503 provider_unavailable", resp.StatusCode, body)
 		}
@@ -318,7 +318,7 @@ func TestDiscovery(t *testing.T) {
 		hs.ids.LinkIdentity(context.Background(), "alice", hs.op.issuer, "sub-alice")
 		hs.op.down.Store(true)
 		b := hs.browser(t)
-		login := hs.hearth.URL + PathPrefix + "test/login"
+		login := hs.base + PathPrefix + "test/login"
 		if resp, _ := b.get(login, ""); resp.StatusCode != http.StatusServiceUnavailable {
 			t.Fatalf("provider down: got %d, want 503", resp.StatusCode)
 		}
@@ -336,13 +336,13 @@ func TestDiscovery(t *testing.T) {
 
 func TestProvidersList(t *testing.T) {
 	hs := newHarness(t, func(p *Provider) { p.DisplayName = "Test IdP" })
-	resp, body := hs.browser(t).get(hs.hearth.URL+PathPrefix, "")
+	resp, body := hs.browser(t).get(hs.base+PathPrefix, "")
 	var got []providerInfo
 	if resp.StatusCode != 200 || json.Unmarshal([]byte(body), &got) != nil || len(got) != 1 ||
 		got[0] != (providerInfo{"test", "Test IdP", PathPrefix + "test/login", true}) {
 		t.Fatalf("GET %s = %d %s", PathPrefix, resp.StatusCode, body)
 	}
-	if resp, _ := hs.browser(t).get(hs.hearth.URL+PathPrefix+"nope/login", ""); resp.StatusCode != 404 {
+	if resp, _ := hs.browser(t).get(hs.base+PathPrefix+"nope/login", ""); resp.StatusCode != 404 {
 		t.Errorf("unknown provider: got %d, want 404", resp.StatusCode)
 	}
 }

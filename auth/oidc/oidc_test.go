@@ -5,11 +5,14 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"html"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
@@ -214,6 +217,7 @@ func (c *clock) Advance(d time.Duration) {
 type harness struct {
 	op       *testOP
 	hearth   *httptest.Server
+	base     string // hearth's base URL
 	h        *Handler
 	ids      *memIdentities
 	sessions *memSessions
@@ -237,15 +241,45 @@ func newHarness(t testing.TB, opts ...harnessOpt) *harness {
 // newHarnessOpts is newHarness with editOpts applied to the Options.
 func newHarnessOpts(t testing.TB, editOpts func(*Options), opts ...harnessOpt) *harness {
 	t.Helper()
+	return newHarnessNet(t, nil, editOpts, opts...)
+}
+
+// netNames makes the servers answer under names (hearth.test, idp.test)
+// with a certificate from a test CA, so that a real browser sees two
+// sites, as in a real deployment.
+type netNames struct {
+	hearthHost, idpHost string
+	tls                 *tls.Config       // server side
+	tr                  http.RoundTripper // Go clients: trusts the CA, resolves the names to 127.0.0.1
+}
+
+// hostURL is u with its host replaced by name (keeping the port).
+func hostURL(u, name string) string {
+	_, port, _ := net.SplitHostPort(strings.TrimPrefix(u, "https://"))
+	return "https://" + name + ":" + port
+}
+
+func newHarnessNet(t testing.TB, names *netNames, editOpts func(*Options), opts ...harnessOpt) *harness {
+	t.Helper()
 	hs := &harness{ids: newIdentities(), sessions: &memSessions{}, audit: &memAudit{}, throttle: &memThrottle{}, clock: &clock{}, logs: &bytes.Buffer{}}
 	var handler atomic.Pointer[http.Handler]
 	hs.hearth = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		(*handler.Load()).ServeHTTP(w, r)
 	}))
+	if names != nil {
+		hs.hearth.TLS = names.tls.Clone()
+	}
 	hs.hearth.StartTLS()
 	t.Cleanup(hs.hearth.Close)
-	hs.op = startOP(t, hs.hearth.URL+PathPrefix+"test/callback")
+	hs.base = hs.hearth.URL
+	if names != nil {
+		hs.base = hostURL(hs.hearth.URL, names.hearthHost)
+	}
+	hs.op = startOPNet(t, names, hs.base+PathPrefix+"test/callback")
 	hs.tr = hs.op.srv.Client().Transport // trusts httptest's certificate, which both servers use
+	if names != nil {
+		hs.tr = names.tr
+	}
 	p := Provider{Name: "test", Issuer: hs.op.issuer, ClientID: testClientID, ClientSecret: testClientSecret,
 		Scopes: []string{"email"}, DeviceFlow: true, DeviceClientID: testDeviceClientID}
 	for _, o := range opts {
@@ -254,7 +288,7 @@ func newHarnessOpts(t testing.TB, editOpts func(*Options), opts ...harnessOpt) *
 	o := Options{
 		Sessions: hs.sessions, Identities: hs.ids, Emails: hs.ids, Throttle: hs.throttle, Audit: hs.audit,
 		Logger: zerolog.New(hs.logs), Now: hs.clock.Now, HTTPClient: &http.Client{Transport: hs.tr, Timeout: 10 * time.Second},
-		PublicURL: hs.hearth.URL, DiscoveryRetry: time.Minute,
+		PublicURL: hs.base, DiscoveryRetry: time.Minute,
 		SignedInUser: func(*http.Request) (string, bool) {
 			if u := hs.signedIn.Load(); u != nil {
 				return *u, true
@@ -273,6 +307,16 @@ func newHarnessOpts(t testing.TB, editOpts func(*Options), opts ...harnessOpt) *
 	mux := http.NewServeMux()
 	mux.Handle(PathPrefix, h)
 	mux.Handle(AdminPath, h.AdminHandler())
+	// A page of "the agent" that shows whether the browser sent hearth's
+	// session cookie, and whether scripts can read it.
+	mux.HandleFunc("GET /test/whoami", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		v := "none"
+		if c, err := r.Cookie(SessionCookie); err == nil {
+			v = c.Value
+		}
+		fmt.Fprintf(w, "<!doctype html><p id=whoami>session=%s</p>", html.EscapeString(v))
+	})
 	var hh http.Handler = mux
 	handler.Store(&hh)
 	return hs
@@ -292,7 +336,7 @@ func (hs *harness) browser(t testing.TB) *browser {
 	b := &browser{t: t, hs: hs, jar: jar}
 	b.client = &http.Client{Transport: hs.tr, Jar: jar, Timeout: 10 * time.Second,
 		CheckRedirect: func(req *http.Request, via []*http.Request) error {
-			if strings.HasSuffix(req.URL.Path, "/callback") && strings.HasPrefix(req.URL.String(), hs.hearth.URL) {
+			if strings.HasSuffix(req.URL.Path, "/callback") && strings.HasPrefix(req.URL.String(), hs.base) {
 				return http.ErrUseLastResponse
 			}
 			return nil
@@ -306,7 +350,7 @@ var formIDRE = regexp.MustCompile(`name="id" value="([^"]+)"`)
 // provider's login form; it returns the provider's auth request ID.
 func (b *browser) start(path, ret string) string {
 	b.t.Helper()
-	u := b.hs.hearth.URL + PathPrefix + "test/" + path
+	u := b.hs.base + PathPrefix + "test/" + path
 	if ret != "" {
 		u += "?return=" + url.QueryEscape(ret)
 	}
@@ -359,7 +403,7 @@ func (b *browser) login(user, pw, ret string) string {
 }
 
 func (b *browser) cookie(name string) *http.Cookie {
-	u, _ := url.Parse(b.hs.hearth.URL)
+	u, _ := url.Parse(b.hs.base)
 	for _, c := range b.jar.Cookies(u) {
 		if c.Name == name {
 			return c
@@ -609,6 +653,6 @@ func replaceParam(t *testing.T, raw, name, value string) string {
 }
 
 func setCookie(b *browser, name, value string) {
-	u, _ := url.Parse(b.hs.hearth.URL)
+	u, _ := url.Parse(b.hs.base)
 	b.jar.SetCookies(u, []*http.Cookie{{Name: name, Value: value, Path: "/", Secure: true, HttpOnly: true}})
 }

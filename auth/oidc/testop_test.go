@@ -451,13 +451,25 @@ const (
 // hearthURL's callback for provider "test") and one public device client.
 func startOP(t testing.TB, redirectURIs ...string) *testOP {
 	t.Helper()
+	return startOPNet(t, nil, redirectURIs...)
+}
+
+// startOPNet is startOP, answering as names.idpHost when names is set.
+func startOPNet(t testing.TB, names *netNames, redirectURIs ...string) *testOP {
+	t.Helper()
 	var handler atomic.Pointer[http.Handler]
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		(*handler.Load()).ServeHTTP(w, r)
 	}))
+	if names != nil {
+		srv.TLS = names.tls.Clone()
+	}
 	srv.StartTLS()
 	t.Cleanup(srv.Close)
 	issuer := srv.URL
+	if names != nil {
+		issuer = hostURL(srv.URL, names.idpHost)
+	}
 	st := &opStorage{
 		key: opSigningKey{id: "k1", key: providerKey(t)},
 		users: map[string]*opUser{
@@ -492,7 +504,8 @@ func startOP(t testing.TB, redirectURIs ...string) *testOP {
 	p := &testOP{srv: srv, issuer: issuer, storage: st}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /login", func(w http.ResponseWriter, r *http.Request) {
-		fmt.Fprintf(w, `<form method="post" action="/login"><input type="hidden" name="id" value="%s">
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		fmt.Fprintf(w, `<!doctype html><form method="post" action="/login"><input type="hidden" name="id" value="%s">
 <input name="username"><input name="password" type="password"></form>`, html.EscapeString(r.URL.Query().Get("authRequestID")))
 	})
 	mux.HandleFunc("POST /login", func(w http.ResponseWriter, r *http.Request) {
