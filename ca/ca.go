@@ -25,6 +25,7 @@ import (
 	acmeNoSQL "github.com/smallstep/certificates/acme/db/nosql"
 	"github.com/smallstep/certificates/authority"
 	authconfig "github.com/smallstep/certificates/authority/config"
+	"github.com/smallstep/certificates/authority/policy"
 	"github.com/smallstep/certificates/authority/provisioner"
 	smalldb "github.com/smallstep/certificates/db"
 
@@ -286,6 +287,20 @@ const deviceTemplate = `{
 	"basicConstraints": {"isCA": false, "maxPathLen": 0}
 }`
 
+// acmeTemplate shapes ACME certificates (household servers): the names
+// the challenges proved, server authentication only, so that an ACME
+// certificate never authenticates a client to the gateway.
+const acmeTemplate = `{
+	"subject": {{ toJson .Subject }},
+	"sans": {{ toJson .SANs }},
+{{- if typeIs "*rsa.PublicKey" .Insecure.CR.PublicKey }}
+	"keyUsage": ["keyEncipherment", "digitalSignature"],
+{{- else }}
+	"keyUsage": ["digitalSignature"],
+{{- end }}
+	"extKeyUsage": ["serverAuth"]
+}`
+
 func (c *CA) startAuthority() error {
 	sdb, err := smalldb.New(&smalldb.Config{Type: "bbolt", DataSource: filepath.Join(c.dir, smallstepDBFile)})
 	if err != nil {
@@ -300,7 +315,7 @@ func (c *CA) startAuthority() error {
 
 	pub := c.jwk.Public()
 	dur := func(d time.Duration) *provisioner.Duration { return &provisioner.Duration{Duration: d} }
-	f, t := false, true
+	f := false
 	jwkProv := &provisioner.JWK{
 		Type: "JWK",
 		Name: provisionerName,
@@ -322,8 +337,21 @@ func (c *CA) startAuthority() error {
 			MaxTLSDur:     dur(c.set.maxLifetime),
 			DefaultTLSDur: dur(c.set.lifetime),
 		},
+		Options: &provisioner.Options{X509: &provisioner.X509Options{Template: acmeTemplate}},
 	}
-	_ = t
+	// hearth's own names (the gateway's and the CA listener's) are never
+	// issued to anyone else: devices pin hearth's root, so a certificate
+	// for those names obtained over ACME (say after ARP spoofing on the LAN
+	// during an http-01 challenge) would let its holder impersonate hearth.
+	deny := &policy.X509NameOptions{}
+	for _, h := range c.hosts {
+		if ip := net.ParseIP(h); ip != nil {
+			deny.IPRanges = append(deny.IPRanges, ip.String())
+		} else {
+			deny.DNSDomains = append(deny.DNSDomains, h)
+		}
+		deny.CommonNames = append(deny.CommonNames, h)
+	}
 	cfg := &authconfig.Config{
 		Address:  c.set.listen,
 		DNSNames: c.hosts,
@@ -335,6 +363,7 @@ func (c *CA) startAuthority() error {
 			// expires (smallstep's stop-gap iat check is not needed).
 			DisableIssuedAtCheck: true,
 			Backdate:             dur(time.Minute),
+			Policy:               &policy.Options{X509: &policy.X509PolicyOptions{DeniedNames: deny}},
 		},
 	}
 	a, err := authority.NewEmbedded(

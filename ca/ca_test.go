@@ -820,3 +820,22 @@ func TestUseTokenCompareAndSwap(t *testing.T) {
 		t.Errorf("%d of 8 concurrent Authorize calls won, want 1", wins)
 	}
 }
+
+// TestHearthNamesNotIssuable: the authority's policy refuses hearth's own
+// names to every provisioner (ACME included), and ACME certificates are
+// server-only.
+func TestHearthNamesNotIssuable(t *testing.T) {
+	tc := newTestCA(t, Config{})
+	ctx := context.Background()
+	for _, n := range []string{"hearth.test", "localhost", "127.0.0.1", "::1"} {
+		if err := tc.auth.AreSANsAllowed(ctx, []string{n}); err == nil {
+			t.Errorf("AreSANsAllowed(%s) = nil, want a refusal", n)
+		}
+	}
+	if err := tc.auth.AreSANsAllowed(ctx, []string{"printer.home.arpa"}); err != nil {
+		t.Errorf("AreSANsAllowed(printer.home.arpa) = %v", err)
+	}
+	if !strings.Contains(acmeTemplate, `"extKeyUsage": ["serverAuth"]`) {
+		t.Error("the ACME template grants more than serverAuth")
+	}
+}

@@ -1,9 +1,13 @@
 package ca
 
 import (
+	"context"
 	"crypto/x509"
+	"strings"
+
 	"errors"
 	"fmt"
+	"github.com/hearth-home/hearth/audit"
 	"time"
 
 	"github.com/smallstep/certificates/authority/provisioner"
@@ -28,6 +32,10 @@ func (d *certDB) StoreCertificateChain(p provisioner.Interface, chain ...*x509.C
 		return errors.New("ca: empty certificate chain")
 	}
 	if err := d.c.recordIssued(chain[0]); err != nil {
+		return err
+	}
+	if err := d.c.auditOtherIssue(p, chain[0]); err != nil {
+		d.c.dropIssued(chain[0])
 		return err
 	}
 	if err := d.DB.StoreCertificateChain(p, chain...); err != nil {
@@ -144,6 +152,34 @@ func (c *CA) revokeInStep(serial string, notAfter time.Time, reason string) erro
 	})
 	if err != nil && !errors.Is(err, smalldb.ErrAlreadyExists) {
 		return err
+	}
+	return nil
+}
+
+// auditOtherIssue records the issue of a certificate that is not a device
+// certificate (ACME, for household servers) here, where every issuance
+// path meets, since no hearth handler sees it. Device certificates are
+// recorded by the handlers, which know the client.
+func (c *CA) auditOtherIssue(p provisioner.Interface, leaf *x509.Certificate) error {
+	if name, err := c.deviceNameOf(leaf); err != nil || name != "" {
+		return nil
+	}
+	prov := ""
+	if p != nil {
+		prov = p.GetName()
+	}
+	names := append([]string(nil), leaf.DNSNames...)
+	for _, ip := range leaf.IPAddresses {
+		names = append(names, ip.String())
+	}
+	err := c.audit.Record(context.Background(), audit.Event{
+		Name: audit.EventCertIssue, Outcome: audit.OutcomeSuccess,
+		Resource: "names:" + strings.Join(names, ","), Reason: "certificate issued by provisioner " + prov,
+		Meta: map[string]string{"serial": leaf.SerialNumber.String(), "provisioner": prov,
+			"not_after": leaf.NotAfter.UTC().Format(time.RFC3339)},
+	})
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrAuditUnavailable, err)
 	}
 	return nil
 }
