@@ -56,6 +56,18 @@ func recoverLog(adir string, k *keys, lg zerolog.Logger) (*recovered, error) {
 			return nil, damaged("last checkpoint is of log %q, not %q", c.Origin, k.signer.Name())
 		}
 		st.size, st.cp, st.cpMsg, st.cpBytes = c.Size, c, bytes.Clone(last.msg), last.end
+		// A replayed older checkpoint at the end would make recovery cut
+		// acknowledged entries: sizes must grow (Verify checks them all).
+		if len(recs) > 1 {
+			n, err := note.Open(recs[len(recs)-2].msg, note.VerifierList(k.verifier))
+			if err != nil {
+				return nil, fmt.Errorf("audit: checkpoint before the last: %w; %w", err, errDamaged)
+			}
+			prev, err := ParseCheckpoint([]byte(n.Text))
+			if err != nil || prev.Size >= c.Size {
+				return nil, damaged("the last checkpoint (size %d) does not follow the one before it", c.Size)
+			}
+		}
 	}
 	if torn >= 0 {
 		lg.Warn().Int64("offset", torn).Msg("audit: cutting a torn checkpoint record left by a crash")
