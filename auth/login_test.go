@@ -711,3 +711,24 @@ func TestConcurrentGuessesCannotOutrunLockout(t *testing.T) {
 		t.Errorf("40 parallel guesses: statuses %v, %d password checks; want at most 4 checked, the rest 429", statuses, n)
 	}
 }
+
+func TestFlushPurgesExpiredTokens(t *testing.T) {
+	h := newHarness(t, Config{})
+	h.addUser("alice")
+	h.mustLogin("alice", alicePw)
+	count := func(b []byte) int {
+		n := 0
+		h.db.View(func(tx *bbolt.Tx) error { n = tx.Bucket(b).Stats().KeyN; return nil })
+		return n
+	}
+	if count(bucketTokens) != 1 || count(bucketRefresh) != 1 {
+		t.Fatalf("stored %d access, %d refresh tokens; want 1, 1", count(bucketTokens), count(bucketRefresh))
+	}
+	h.clk.Advance(DefaultRefreshLifetime + time.Minute)
+	if err := h.s.flush(); err != nil {
+		t.Fatal(err)
+	}
+	if count(bucketTokens) != 0 || count(bucketRefresh) != 0 {
+		t.Errorf("after expiry stored %d access, %d refresh tokens; want none", count(bucketTokens), count(bucketRefresh))
+	}
+}

@@ -227,6 +227,19 @@ func (s *Service) flush() error {
 	}
 	s.mu.Unlock()
 	thr := s.thr.dirtyUsers()
+	var dead [][]byte
+	_ = s.db.View(func(tx *bbolt.Tx) error {
+		return tx.Bucket(bucketRefresh).ForEach(func(k, v []byte) error {
+			var r refreshRecord
+			if json.Unmarshal(v, &r) != nil || !now.Before(r.Expires) {
+				dead = append(dead, slices.Clone(k))
+			}
+			return nil
+		})
+	})
+	if len(expired) == 0 && len(used) == 0 && len(thr) == 0 && len(dead) == 0 {
+		return nil // nothing to write: no transaction, no fsync
+	}
 	return s.db.Update(func(tx *bbolt.Tx) error {
 		tb := tx.Bucket(bucketTokens)
 		for _, k := range expired {
@@ -249,14 +262,6 @@ func (s *Service) flush() error {
 			}
 		}
 		rb := tx.Bucket(bucketRefresh)
-		var dead [][]byte
-		_ = rb.ForEach(func(k, v []byte) error {
-			var r refreshRecord
-			if json.Unmarshal(v, &r) != nil || !now.Before(r.Expires) {
-				dead = append(dead, slices.Clone(k))
-			}
-			return nil
-		})
 		for _, k := range dead {
 			if err := rb.Delete(k); err != nil {
 				return err
