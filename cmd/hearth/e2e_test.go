@@ -74,6 +74,7 @@ func mustHearth(t *testing.T, dir string, args ...string) string {
 // served is a running `hearth serve` process.
 type served struct {
 	cmd     *exec.Cmd
+	exited  chan struct{} // closed once the process has exited and been waited for
 	gateway string
 	ca      string
 	stderr  *lockedBuffer
@@ -109,12 +110,10 @@ func startServe(t *testing.T, dir, upstream string) *served {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	s := &served{cmd: cmd, stderr: buf}
+	s := &served{cmd: cmd, stderr: buf, exited: make(chan struct{})}
 	t.Cleanup(func() {
-		if cmd.ProcessState == nil {
-			cmd.Process.Kill()
-			cmd.Wait()
-		}
+		cmd.Process.Kill()
+		<-s.exited
 	})
 	found := make(chan []string, 1)
 	go func() {
@@ -134,6 +133,7 @@ func startServe(t *testing.T, dir, upstream string) *served {
 	go func() { // keep draining
 		cmd.Wait()
 		pw.Close()
+		close(s.exited)
 	}()
 	return s
 }
@@ -262,15 +262,8 @@ func TestEndToEnd(t *testing.T) {
 
 	// SIGTERM shuts down cleanly.
 	srv.cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan error, 1)
-	go func() {
-		for srv.cmd.ProcessState == nil {
-			time.Sleep(50 * time.Millisecond)
-		}
-		done <- nil
-	}()
 	select {
-	case <-done:
+	case <-srv.exited:
 		if !srv.cmd.ProcessState.Success() {
 			t.Errorf("serve exited with %v after SIGTERM; stderr:\n%s", srv.cmd.ProcessState, srv.stderr.String())
 		}
