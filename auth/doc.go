@@ -61,8 +61,10 @@
 //     503 at once, so memory stays below slots × 64 MiB plus a constant.
 //
 // State for real users is written back to the store every 30 seconds and
-// survives a restart; state for unknown names lives in memory, bounded to
-// 10,000 names.
+// survives a restart; state for unknown names lives in memory for a day
+// after its last failure, bounded to 100,000 names (a flood of more
+// distinct names evicts some early: the one way, at that cost, in which a
+// locked unknown name could come to answer unlike a locked real one).
 //
 // # Tokens
 //

@@ -732,3 +732,33 @@ func TestFlushPurgesExpiredTokens(t *testing.T) {
 		t.Errorf("after expiry stored %d access, %d refresh tokens; want none", count(bucketTokens), count(bucketRefresh))
 	}
 }
+
+func TestThrottleStateIsBounded(t *testing.T) {
+	th := newThrottle(10, time.Second)
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	th.markUser("alice", throttleRecord{Failures: 7, LockedUntil: now.Add(time.Hour)})
+	for i := 0; i < maxTrackedNames+500; i++ {
+		th.fail(kindLogin, fmt.Sprintf("name-%d", i), now)
+	}
+	th.mu.Lock()
+	n := len(th.accts)
+	th.mu.Unlock()
+	if n > maxTrackedNames {
+		t.Errorf("%d names tracked, want at most %d", n, maxTrackedNames)
+	}
+	if d := th.lockedFor(kindLogin, "alice", now); d != time.Hour {
+		t.Errorf("a real user's lockout after a flood of names: %s, want 1h (never evicted)", d)
+	}
+	for i := 0; i < maxTrackedAddrs+10; i++ {
+		th.takeClient(fmt.Sprintf("10.%d.%d.%d:1", i>>16, i>>8&255, i&255), now)
+	}
+	if len(th.addrs) > maxTrackedAddrs {
+		t.Errorf("%d addresses tracked, want at most %d", len(th.addrs), maxTrackedAddrs)
+	}
+	if clientKey("[2001:db8::1]:443") != clientKey("[2001:db8::2]:80") || clientKey("[2001:db8:0:1::1]:1") == clientKey("[2001:db8::1]:1") {
+		t.Error("IPv6 clients should share a bucket per /64 and only per /64")
+	}
+	if clientKey("[::ffff:192.0.2.1]:5") != "192.0.2.1" {
+		t.Errorf("clientKey of a v4-mapped address = %s", clientKey("[::ffff:192.0.2.1]:5"))
+	}
+}

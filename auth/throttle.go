@@ -12,12 +12,13 @@ import (
 // The lockout policy (OWASP ASVS 5.0 V6.3.1, NIST SP 800-63B-4 §3.2.2);
 // the package comment states it in words.
 const (
-	lockoutThreshold = 5           // consecutive failures before the first lockout
-	lockoutBase      = time.Minute // first lockout; doubles per further failure
-	lockoutMax       = time.Hour   // cap on one lockout
-	disableThreshold = 100         // NIST's ceiling: password login disabled until recovered or unlocked
-	maxTrackedNames  = 10000       // bound on throttling state kept for names that are not users
-	maxTrackedAddrs  = 10000       // bound on client-address buckets
+	lockoutThreshold = 5              // consecutive failures before the first lockout
+	lockoutBase      = time.Minute    // first lockout; doubles per further failure
+	lockoutMax       = time.Hour      // cap on one lockout
+	disableThreshold = 100            // NIST's ceiling: password login disabled until recovered or unlocked
+	maxTrackedNames  = 100000         // bound on throttling state kept for names that are not users (~10 MB)
+	forgetNamesAfter = 24 * time.Hour // a non-user name's state is kept this long after its last failure
+	maxTrackedAddrs  = 10000          // bound on client-address buckets
 )
 
 // Kinds of throttled secret. Login (and password change) and recovery
@@ -186,8 +187,8 @@ func (t *throttle) evictAddrs(now time.Time) {
 			delete(t.addrs, k)
 		}
 	}
-	for k := range t.addrs { // still full: drop arbitrary entries
-		if len(t.addrs) < maxTrackedAddrs {
+	for k := range t.addrs { // still full: drop arbitrary entries, a tenth at once
+		if len(t.addrs) < maxTrackedAddrs*9/10 {
 			break
 		}
 		delete(t.addrs, k)
@@ -224,16 +225,19 @@ func (t *throttle) fail(kind, name string, now time.Time) (locked bool, until ti
 	return false, time.Time{}, false
 }
 
-// evictNames drops the state of non-user names, oldest failures first
-// (approximately: those older than an hour, then any).
+// evictNames drops the state of non-user names: those whose last failure
+// is older than a day, then (under a flood of distinct names) any. Only in
+// that second case could a locked unknown name come to answer unlike a
+// locked real one; it takes more than 100,000 distinct failing names.
 func (t *throttle) evictNames(now time.Time) {
 	for k, a := range t.accts {
-		if !a.user && !a.disabled && a.inflight == 0 && now.Sub(a.lastFailure) > lockoutMax {
+		if !a.user && !a.disabled && a.inflight == 0 && now.Sub(a.lastFailure) > forgetNamesAfter {
 			delete(t.accts, k)
 		}
 	}
+	// Make room for a tenth more at once, so that the scans are amortised.
 	for k, a := range t.accts {
-		if len(t.accts) < maxTrackedNames {
+		if len(t.accts) < maxTrackedNames*9/10 {
 			break
 		}
 		if !a.user && a.inflight == 0 {
