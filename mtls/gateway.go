@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"log"
 	"net"
 	"net/http"
@@ -14,6 +15,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -41,6 +43,7 @@ const (
 	DefaultIdleTimeout       = 120 * time.Second
 	DefaultUpstreamTimeout   = 60 * time.Second
 	DefaultRecheckInterval   = time.Second
+	DefaultBodyReadTimeout   = 60 * time.Second
 )
 
 // GatewayOptions configure [NewGateway]. Zero values mean the defaults noted
@@ -83,6 +86,10 @@ type GatewayOptions struct {
 	// UpstreamTimeout bounds the wait for the agent's response headers
 	// (504 beyond); bodies may stream for longer. Default 60s.
 	UpstreamTimeout time.Duration
+	// BodyReadTimeout bounds how long a client may take to send a request
+	// body to the agent (408 beyond), so that a slow-drip upload cannot hold
+	// a connection forever; websockets are not affected. Default 60s.
+	BodyReadTimeout time.Duration
 	// RecheckInterval is how often the credentials behind an open
 	// websocket are checked again, so that a revoked device's websocket is
 	// closed within about this long. Default 1s.
@@ -111,6 +118,7 @@ type Gateway struct {
 	readHeaderTimeout time.Duration
 	idleTimeout       time.Duration
 	recheck           time.Duration
+	bodyTimeout       time.Duration
 
 	proxy *httputil.ReverseProxy
 }
@@ -143,6 +151,7 @@ func NewGateway(opts GatewayOptions) (*Gateway, error) {
 		readHeaderTimeout: opts.ReadHeaderTimeout,
 		idleTimeout:       opts.IdleTimeout,
 		recheck:           opts.RecheckInterval,
+		bodyTimeout:       opts.BodyReadTimeout,
 	}
 	if g.upstream == nil {
 		g.upstream, _ = Config{}.UpstreamURL()
@@ -171,6 +180,9 @@ func NewGateway(opts GatewayOptions) (*Gateway, error) {
 	}
 	if g.recheck <= 0 {
 		g.recheck = DefaultRecheckInterval
+	}
+	if g.bodyTimeout <= 0 {
+		g.bodyTimeout = DefaultBodyReadTimeout
 	}
 	upTimeout := opts.UpstreamTimeout
 	if upTimeout <= 0 {
@@ -617,7 +629,11 @@ func (g *Gateway) serveAgent(w http.ResponseWriter, r *http.Request, norm string
 	h[HeaderCapabilities] = []string{joinCaps(pr.Caps)}
 	setPath(r.URL, norm)
 	if r.Body != nil && r.Body != http.NoBody {
-		r.Body = http.MaxBytesReader(w, r.Body, g.maxBody)
+		cb := &clientBody{ReadCloser: http.MaxBytesReader(w, r.Body, g.maxBody)}
+		r.Body = cb
+		r = r.WithContext(context.WithValue(r.Context(), clientBodyKey{}, cb))
+		// Best effort: a writer that cannot set deadlines has its own.
+		_ = http.NewResponseController(w).SetReadDeadline(now.Add(g.bodyTimeout))
 	}
 	if r.Header.Get("Upgrade") != "" {
 		ctx, cancel := context.WithCancel(r.Context())
@@ -726,14 +742,55 @@ func joinCaps(cs []authz.Capability) string {
 	return b.String()
 }
 
-// proxyError answers a failed upstream exchange: 413 for a body over the
-// limit, 504 for a timeout, 502 otherwise, as JSON.
+// clientBody marks errors that come from reading the client's request
+// body, and remembers the first, so that proxyError does not blame the
+// agent for them (the server may report them only as a canceled context).
+type clientBody struct {
+	io.ReadCloser
+	failed atomic.Pointer[clientBodyError]
+}
+
+// clientBodyKey finds a request's clientBody from the proxy's error
+// handler, which sees the outgoing request with a wrapped body.
+type clientBodyKey struct{}
+
+// clientBodyError is a failure to read the client's body.
+type clientBodyError struct{ err error }
+
+func (e clientBodyError) Error() string { return "mtls: reading the request body: " + e.err.Error() }
+func (e clientBodyError) Unwrap() error { return e.err }
+
+func (b *clientBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err != nil && err != io.EOF {
+		e := clientBodyError{err}
+		b.failed.CompareAndSwap(nil, &e)
+		err = e
+	}
+	return n, err
+}
+
+// proxyError answers a failed exchange: 413 for a body over the limit, 408
+// for a client too slow to send its body, 400 for another broken body, 504
+// for an agent that does not answer in time, 502 otherwise, as JSON.
 func (g *Gateway) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 	var mbe *http.MaxBytesError
+	var cbe clientBodyError
 	var ne net.Error
+	if b, ok := r.Context().Value(clientBodyKey{}).(*clientBody); ok {
+		if e := b.failed.Load(); e != nil {
+			err = *e
+		}
+	}
 	switch {
 	case errors.As(err, &mbe):
 		httpx.Error(w, http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("request body is larger than %d bytes", g.maxBody))
+	case errors.As(err, &cbe):
+		if errors.As(cbe.err, &ne) && ne.Timeout() {
+			httpx.Error(w, http.StatusRequestTimeout, "timeout", "the request body did not arrive in time")
+			return
+		}
+		httpx.Error(w, http.StatusBadRequest, "bad_request", "the request body could not be read")
 	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
 		// The client went away (or a watched websocket was closed).
 		w.WriteHeader(http.StatusBadGateway)
@@ -751,7 +808,7 @@ func writeDenial(w http.ResponseWriter, status int, code, msg string, c authz.Ca
 	httpx.JSON(w, status, struct {
 		Error      string `json:"error"`
 		Code       string `json:"code"`
-		Capability string `json:"capability,omitempty"`
+		Capability string `json:"capability"`
 	}{msg, code, string(c)})
 }
 

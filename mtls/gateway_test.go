@@ -795,3 +795,26 @@ func TestUpstreamErrors(t *testing.T) {
 		t.Errorf("dead upstream = %d %s, want 502 JSON", r.status, r.body)
 	}
 }
+
+func TestSlowBody(t *testing.T) {
+	h := newHarness(t, func(o *GatewayOptions) { o.BodyReadTimeout = 300 * time.Millisecond })
+	pi := h.ca.device(t, "kitchen-pi")
+	cfg := h.tlsConfig(&pi, clientOpt{})
+	cfg.NextProtos = []string{"http/1.1"}
+	conn, err := tls.Dial("tcp", strings.TrimPrefix(h.url, "https://"), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	// Promise 100 bytes, send 3, then stall.
+	fmt.Fprint(conn, "POST /api/upload HTTP/1.1\r\nHost: hearth\r\nContent-Length: 100\r\n\r\nabc")
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("no answer to a stalled body: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestTimeout {
+		t.Errorf("stalled body = %d, want 408", resp.StatusCode)
+	}
+}
