@@ -11,6 +11,7 @@ import (
 
 	"go.etcd.io/bbolt"
 
+	"github.com/hearth-home/hearth/audit"
 	"github.com/hearth-home/hearth/auth"
 	"github.com/hearth-home/hearth/authz"
 )
@@ -68,7 +69,7 @@ func TestWithAuthService(t *testing.T) {
 		t.Fatal(err)
 	}
 	rec := &memAudit{}
-	svc, err := auth.Open(db, auth.Config{Argon2: auth.Argon2Params{Time: 1, MemoryKiB: 64, Threads: 1}}, auth.Options{Policy: policy, Audit: rec})
+	svc, err := auth.Open(db, auth.Config{Argon2: auth.Argon2Params{Time: 1, MemoryKiB: 64, Threads: 1}, ClientBurst: 1000}, auth.Options{Policy: policy, Audit: rec})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -124,4 +125,37 @@ func TestWithAuthService(t *testing.T) {
 			}
 		})
 	}
+
+	// A user locked out by failed logins cannot sign in through OIDC either.
+	t.Run("locked out", func(t *testing.T) {
+		for i := 0; i < 50; i++ {
+			if _, ok := svc.AllowAttempt("203.0.113.9", "alice"); !ok {
+				break
+			}
+			svc.RecordFailure("alice")
+		}
+		if _, ok := svc.AllowAttempt("203.0.113.9", "alice"); ok {
+			t.Fatal("alice is not locked out after 50 failures")
+		}
+		b := hs.browser(t)
+		issues := func() (n int) {
+			for _, e := range rec.all() {
+				if e.Name == audit.EventTokenIssue {
+					n++
+				}
+			}
+			return n
+		}
+		n := issues()
+		if n != 2 {
+			t.Fatalf("token.issue entries = %d, want 2 (one per login above)", n)
+		}
+		resp, body := b.get(b.login("alice", "alice-pw", "/"), "application/json")
+		if resp.StatusCode != http.StatusTooManyRequests || errorCode(t, body) != "throttled" {
+			t.Fatalf("OIDC login of a locked-out user: got %d %s, want 429", resp.StatusCode, body)
+		}
+		if issues() != n {
+			t.Fatal("a session was issued")
+		}
+	})
 }

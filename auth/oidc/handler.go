@@ -325,10 +325,8 @@ func (h *Handler) start(w http.ResponseWriter, r *http.Request, purpose, linkUse
 		httpx.Error(w, http.StatusBadRequest, "bad_return", "return must be a path on this site, such as /chat")
 		return
 	}
-	if retry, ok := h.throttle.Allow(h.clientAddr(r), ""); !ok {
-		httpx.TooMany(w, retry, "too many login attempts; try again later")
-		return
-	}
+	// Starting a login checks no credential, so it does not spend the
+	// throttle; the callback, which does, is throttled.
 	d, err := p.discover(r.Context())
 	if err != nil {
 		h.log.Warn().Err(err).Str("provider", p.cfg.Name).Msg("oidc: provider unavailable")
