@@ -22,8 +22,9 @@
 //
 // # Every request
 //
-//  1. The path is normalised ([NormalizePath]); a malformed one is 400, a
-//     token in the query (token=, access_token=) is 400 (RFC 6750 §5.3).
+//  1. The path is normalised ([NormalizePath]); a malformed one is 400. A
+//     token is never read from the URL, and an agent request with one in
+//     its query (token=, access_token=) is refused with 400 (RFC 6750 §5.3).
 //  2. Authentication, on every request (new, kept-alive or resumed
 //     connection alike): a verified client certificate is looked up in the
 //     [DeviceDirectory] (so a revocation holds on the next request), else an

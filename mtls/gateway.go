@@ -474,11 +474,12 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		httpx.Error(w, http.StatusBadRequest, "bad_path", err.Error())
 		return
 	}
-	if tokenInQuery(r.URL.RawQuery) {
-		httpx.Error(w, http.StatusBadRequest, "token_in_url", "a token is accepted only in the Authorization header (Bearer), never in the URL")
+	stripHearthHeaders(r.Header)
+	if norm == "/.hearth/healthz" {
+		setPath(r.URL, norm)
+		g.healthz(w, r) // liveness needs no authentication
 		return
 	}
-	stripHearthHeaders(r.Header)
 	now := g.now()
 	zone := g.zone(r.RemoteAddr)
 	cred, fail := presented(r)
@@ -519,9 +520,6 @@ func (g *Gateway) serveHearth(w http.ResponseWriter, r *http.Request, norm strin
 	}
 	setPath(r.URL, norm)
 	switch norm {
-	case "/.hearth/healthz":
-		g.healthz(w, r)
-		return
 	case "/.hearth/v1/whoami":
 		g.whoami(w, r, pr)
 		return
@@ -543,6 +541,13 @@ type agentDenial struct {
 }
 
 func (g *Gateway) serveAgent(w http.ResponseWriter, r *http.Request, norm string, cred credential, pr *authz.Principal, fail authFailure, now time.Time, zone authz.Zone) {
+	if tokenInQuery(r.URL.RawQuery) {
+		// hearth's own endpoints never read a token from the URL either;
+		// they are left to decide about their own query parameters (a
+		// one-time enrollment link, an OIDC callback).
+		httpx.Error(w, http.StatusBadRequest, "token_in_url", "a token is accepted only in the Authorization header (Bearer), never in the URL")
+		return
+	}
 	if r.ContentLength > g.maxBody {
 		httpx.Error(w, http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("request body is larger than %d bytes", g.maxBody))
 		return

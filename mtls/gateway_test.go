@@ -818,3 +818,19 @@ func TestSlowBody(t *testing.T) {
 		t.Errorf("stalled body = %d, want 408", resp.StatusCode)
 	}
 }
+
+func TestHealthzDespiteStoreFailure(t *testing.T) {
+	h := newHarness(t)
+	pi := h.ca.device(t, "kitchen-pi")
+	h.dev.fail = errors.New("store: down")
+	if r := do(t, h.client(t, &pi, clientOpt{}), "GET", h.url+"/.hearth/healthz", nil, nil); r.status != 200 {
+		t.Errorf("healthz with a certificate while the store is down = %d, want 200", r.status)
+	}
+	if r := do(t, h.client(t, &pi, clientOpt{}), "GET", h.url+"/.hearth/v1/whoami", nil, nil); r.status != 503 {
+		t.Errorf("whoami while the store is down = %d, want 503", r.status)
+	}
+	// hearth's own endpoints decide about their query themselves.
+	if r := do(t, h.client(t, nil, clientOpt{}), "GET", h.url+"/.hearth/v1/enroll?token=one-time", nil, nil); r.status != 200 {
+		t.Errorf("hearth path with a token query = %d, want it passed to the hearth mux", r.status)
+	}
+}
