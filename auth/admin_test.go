@@ -176,3 +176,38 @@ func TestIdentities(t *testing.T) {
 		t.Errorf("OIDC session principal %+v, %v", p, err)
 	}
 }
+
+func TestSessionsPerUserAreCapped(t *testing.T) {
+	h := newHarness(t, Config{})
+	ctx := context.Background()
+	h.addUser("alice")
+	first, err := h.s.IssueSession(ctx, "alice", "password", false, "127.0.0.1:1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.clk.Advance(time.Second)
+	second, _ := h.s.IssueSession(ctx, "alice", "password", false, "127.0.0.1:1")
+	for i := 2; i < MaxSessionsPerUser; i++ {
+		h.clk.Advance(time.Second)
+		if _, err := h.s.IssueSession(ctx, "alice", "password", false, "127.0.0.1:1"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := h.s.AuthenticateToken(ctx, first.Token); err != nil {
+		t.Fatalf("session 1 of %d ended: %v", MaxSessionsPerUser, err)
+	}
+	h.clk.Advance(time.Second)
+	h.mustLogin("alice", alicePw) // one more than the cap
+	if _, err := h.s.AuthenticateToken(ctx, first.Token); !errors.Is(err, mtls.ErrInvalidToken) {
+		t.Errorf("oldest session after the cap: %v, want ended", err)
+	}
+	if _, err := h.s.AuthenticateToken(ctx, second.Token); err != nil {
+		t.Errorf("second-oldest session ended too: %v", err)
+	}
+	h.s.mu.RLock()
+	n := len(h.s.tokens)
+	h.s.mu.RUnlock()
+	if n != MaxSessionsPerUser {
+		t.Errorf("%d live tokens, want %d", n, MaxSessionsPerUser)
+	}
+}

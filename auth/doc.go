@@ -75,7 +75,8 @@
 // (7 days) is single use: each use returns a new pair in the same family,
 // and presenting a used one revokes the family (RFC 9700 §4.14.2). Logout
 // revokes the token's family; a password change ends the user's other
-// sessions; recovery, reset and disabling end all of them. Verification
+// sessions; recovery, reset and disabling end all of them. A user holds
+// at most 100 sessions; a login beyond that ends the oldest. Verification
 // ([Service.AuthenticateToken]) reads only an in-memory index kept in step
 // with the store, so a revocation takes effect at once.
 //

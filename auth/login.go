@@ -155,6 +155,7 @@ func (s *Service) Login(ctx context.Context, req LoginRequest) (*Session, error)
 	var sess *Session
 	var h [32]byte
 	var lt *liveToken
+	var evicted [][32]byte
 	err = s.commit(ctx, func(tx *bbolt.Tx) ([]audit.Event, error) {
 		cur, err := getUser(tx, name)
 		if err != nil {
@@ -179,6 +180,10 @@ func (s *Service) Login(ctx context.Context, req LoginRequest) (*Session, error)
 		if err := putUser(tx, cur); err != nil {
 			return nil, err
 		}
+		var capEvs []audit.Event
+		if evicted, capEvs, err = s.capSessionsTx(ctx, tx, name, req.Client); err != nil {
+			return nil, err
+		}
 		var ev audit.Event
 		sess, h, lt, ev, err = s.issueTx(ctx, tx, grant{user: name, caps: caps, authTime: s.now().UTC(), mfa: mfa, method: "password", client: req.Client})
 		meta := map[string]string{"method": "password", "mfa": fmt.Sprint(mfa)}
@@ -186,7 +191,7 @@ func (s *Service) Login(ctx context.Context, req LoginRequest) (*Session, error)
 			meta["rehashed"] = "true"
 		}
 		login := s.event(mtls.WithPrincipal(ctx, &authz.Principal{ID: "user:" + name}), audit.EventAuthLogin, audit.OutcomeSuccess, "user:"+name, "", req.Client, meta)
-		return []audit.Event{login, ev}, err
+		return append([]audit.Event{login}, append(capEvs, ev)...), err
 	})
 	if errors.Is(err, errTOTPReplay) || errors.Is(err, ErrInvalidCredentials) {
 		return nil, s.failed(ctx, kindLogin, name, req.Client, audit.EventAuthLogin, "wrong or reused one-time code")
@@ -196,6 +201,7 @@ func (s *Service) Login(ctx context.Context, req LoginRequest) (*Session, error)
 	}
 	s.thr.reset(kindLogin, name)
 	s.thr.refundClient(req.Client)
+	s.drop(evicted)
 	s.publish(h, lt)
 	return sess, nil
 }

@@ -201,6 +201,58 @@ func (s *Service) issueTx(ctx context.Context, tx *bbolt.Tx, g grant) (*Session,
 	return sess, ah, newLiveToken(&tr), ev, nil
 }
 
+// MaxSessionsPerUser bounds a user's concurrent sessions (token families);
+// a login beyond it ends the user's oldest session, so that neither the
+// store nor the in-memory index grows without bound.
+const MaxSessionsPerUser = 100
+
+// capSessionsTx ends user's oldest sessions so that one more fits.
+func (s *Service) capSessionsTx(ctx context.Context, tx *bbolt.Tx, user, client string) ([][32]byte, []audit.Event, error) {
+	type fam struct {
+		id      string
+		expires time.Time
+	}
+	latest := map[string]time.Time{}
+	_ = tx.Bucket(bucketRefresh).ForEach(func(k, v []byte) error {
+		var r refreshRecord
+		if json.Unmarshal(v, &r) == nil && r.User == user && !r.Used && r.Expires.After(latest[r.Family]) {
+			latest[r.Family] = r.Expires
+		}
+		return nil
+	})
+	if len(latest) < MaxSessionsPerUser {
+		return nil, nil, nil
+	}
+	fams := make([]fam, 0, len(latest))
+	for id, e := range latest {
+		fams = append(fams, fam{id, e})
+	}
+	slices.SortFunc(fams, func(a, b fam) int { return a.expires.Compare(b.expires) })
+	var hashes [][32]byte
+	var evs []audit.Event
+	for _, f := range fams[:len(fams)-MaxSessionsPerUser+1] {
+		hs, n, err := revokeTx(tx, revokeFamily(f.id))
+		if err != nil {
+			return nil, nil, err
+		}
+		hashes = append(hashes, hs...)
+		evs = append(evs, s.event(ctx, audit.EventTokenRevoke, audit.OutcomeSuccess, "user:"+user, "session limit: oldest session ended", client, map[string]string{"family": f.id, "count": fmt.Sprint(n)}))
+	}
+	return hashes, evs, nil
+}
+
+// drop removes revoked tokens from the in-memory index.
+func (s *Service) drop(hashes [][32]byte) {
+	if len(hashes) == 0 {
+		return
+	}
+	s.mu.Lock()
+	for _, h := range hashes {
+		delete(s.tokens, h)
+	}
+	s.mu.Unlock()
+}
+
 func (s *Service) publish(h [32]byte, lt *liveToken) {
 	s.mu.Lock()
 	s.tokens[h] = lt
@@ -245,6 +297,7 @@ func (s *Service) narrow(have []authz.Capability, scope []string) ([]authz.Capab
 // sessions are exactly like password ones. mfa says whether a second
 // factor was used; client is the client address for the audit entry.
 func (s *Service) IssueSession(ctx context.Context, username, method string, mfa bool, client string) (*Session, error) {
+	var evicted [][32]byte
 	var sess *Session
 	var h [32]byte
 	var lt *liveToken
@@ -260,13 +313,18 @@ func (s *Service) IssueSession(ctx context.Context, username, method string, mfa
 		if err != nil {
 			return nil, err
 		}
+		var evs []audit.Event
+		if evicted, evs, err = s.capSessionsTx(ctx, tx, username, client); err != nil {
+			return nil, err
+		}
 		var ev audit.Event
 		sess, h, lt, ev, err = s.issueTx(ctx, tx, grant{user: username, caps: caps, authTime: s.now().UTC(), mfa: mfa, method: method, client: client})
-		return []audit.Event{ev}, err
+		return append(evs, ev), err
 	})
 	if err != nil {
 		return nil, err
 	}
+	s.drop(evicted)
 	s.publish(h, lt)
 	return sess, nil
 }
