@@ -245,6 +245,9 @@ func TestLinkFromWebPage(t *testing.T) {
 	user := "carol-h"
 	hs.signedIn.Store(&user)
 	cb := b.signIn(b.start("link", "/settings"), "carol", "carol-pw")
+	// The provider's cross-site redirect back carries no Strict session
+	// cookie: the sealed flow cookie alone names the user.
+	hs.signedIn.Store(nil)
 	resp, body := b.get(cb, "")
 	if resp.StatusCode != http.StatusOK || !strings.Contains(body, "linked to carol-h") {
 		t.Fatalf("link callback: got %d %s", resp.StatusCode, body)
@@ -255,7 +258,6 @@ func TestLinkFromWebPage(t *testing.T) {
 	if len(hs.sessions.issued()) != 0 {
 		t.Errorf("linking issued a session")
 	}
-	hs.signedIn.Store(nil)
 	resp, body = b.get(b.login("carol", "carol-pw", ""), "application/json")
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("login after link: got %d %s", resp.StatusCode, body)
@@ -266,6 +268,17 @@ func TestLinkFromWebPage(t *testing.T) {
 	resp, body = b.get(b.signIn(b.start("link", ""), "carol", "carol-pw"), "")
 	if resp.StatusCode != http.StatusConflict || errorCode(t, body) != "already_linked" {
 		t.Fatalf("re-link to another user: got %d %s, want 409 already_linked", resp.StatusCode, body)
+	}
+	// A browser signed in as someone else cannot finish another user's link.
+	cb = b.signIn(b.start("link", ""), "bob", "bob-pw") // started as alice
+	bob := "bob"
+	hs.signedIn.Store(&bob)
+	resp, body = b.get(cb, "")
+	if resp.StatusCode != http.StatusForbidden || errorCode(t, body) != "wrong_user" {
+		t.Fatalf("finishing alice's link as bob: got %d %s, want 403 wrong_user", resp.StatusCode, body)
+	}
+	if got := hs.ids.linked(hs.op.issuer, "sub-bob"); got != "" {
+		t.Fatalf("sub-bob linked to %q", got)
 	}
 }
 

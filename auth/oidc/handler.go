@@ -627,15 +627,16 @@ func (h *Handler) loginEvent(p *remote, flow string, id *identity, r *http.Reque
 // finishLink links the identity to the user who started the link flow.
 func (h *Handler) finishLink(w http.ResponseWriter, r *http.Request, p *remote, st *flowState, id *identity, client string) {
 	ctx := r.Context()
-	// The browser that finishes must still be signed in as the user who
-	// started: a link flow cannot be handed to someone else.
-	if h.opts.SignedInUser == nil {
-		httpx.Error(w, http.StatusNotFound, "not_found", "linking from the web page is not available")
-		return
-	}
-	if u, ok := h.opts.SignedInUser(r); !ok || subtle.ConstantTimeCompare([]byte(u), []byte(st.LinkUser)) != 1 {
-		httpx.Error(w, http.StatusUnauthorized, "unauthenticated", "sign in as "+st.LinkUser+" to finish linking")
-		return
+	// The flow cookie, sealed when LinkUser started the flow and bound to
+	// this browser (__Host-, HttpOnly), already names the user. The
+	// provider's redirect back is cross-site, so a SameSite=Strict session
+	// cookie is not sent with it and the principal may be absent here; if
+	// one is present it must be the same user.
+	if h.opts.SignedInUser != nil {
+		if u, ok := h.opts.SignedInUser(r); ok && subtle.ConstantTimeCompare([]byte(u), []byte(st.LinkUser)) != 1 {
+			httpx.Error(w, http.StatusForbidden, "wrong_user", "this link was started by another user; sign in as that user or start again")
+			return
+		}
 	}
 	code, msg, err := h.link(ctx, st.LinkUser, p, id.issuer, id.subject, "user:"+st.LinkUser, r.RemoteAddr)
 	if err != nil {
