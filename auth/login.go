@@ -156,6 +156,7 @@ func (s *Service) Login(ctx context.Context, req LoginRequest) (*Session, error)
 	var h [32]byte
 	var lt *liveToken
 	var evicted [][32]byte
+	uctx := mtls.WithPrincipal(ctx, &authz.Principal{ID: "user:" + name}) // the user acts from here on
 	err = s.commit(ctx, func(tx *bbolt.Tx) ([]audit.Event, error) {
 		cur, err := getUser(tx, name)
 		if err != nil {
@@ -181,16 +182,16 @@ func (s *Service) Login(ctx context.Context, req LoginRequest) (*Session, error)
 			return nil, err
 		}
 		var capEvs []audit.Event
-		if evicted, capEvs, err = s.capSessionsTx(ctx, tx, name, req.Client); err != nil {
+		if evicted, capEvs, err = s.capSessionsTx(uctx, tx, name, req.Client); err != nil {
 			return nil, err
 		}
 		var ev audit.Event
-		sess, h, lt, ev, err = s.issueTx(ctx, tx, grant{user: name, caps: caps, authTime: s.now().UTC(), mfa: mfa, method: "password", client: req.Client})
+		sess, h, lt, ev, err = s.issueTx(uctx, tx, grant{user: name, caps: caps, authTime: s.now().UTC(), mfa: mfa, method: "password", client: req.Client})
 		meta := map[string]string{"method": "password", "mfa": fmt.Sprint(mfa)}
 		if rehash != "" {
 			meta["rehashed"] = "true"
 		}
-		login := s.event(mtls.WithPrincipal(ctx, &authz.Principal{ID: "user:" + name}), audit.EventAuthLogin, audit.OutcomeSuccess, "user:"+name, "", req.Client, meta)
+		login := s.event(uctx, audit.EventAuthLogin, audit.OutcomeSuccess, "user:"+name, "", req.Client, meta)
 		return append([]audit.Event{login}, append(capEvs, ev)...), err
 	})
 	if errors.Is(err, errTOTPReplay) || errors.Is(err, ErrInvalidCredentials) {

@@ -51,6 +51,11 @@ func TestLoginIssuesToken(t *testing.T) {
 	if !strings.Contains(names, "auth.login/success token.issue/success") {
 		t.Errorf("audit events %s, want auth.login then token.issue", names)
 	}
+	for _, e := range h.rec.all() {
+		if e.Name == audit.EventTokenIssue && (e.Principal != "user:alice" || e.Resource != "user:alice" || len(e.Meta["token_id"]) != 12) {
+			t.Errorf("token.issue event %+v: want by and for user:alice, with a token id", e)
+		}
+	}
 }
 
 func TestUserNameIsCaseInsensitiveAndAuditedAnonymously(t *testing.T) {

@@ -297,6 +297,9 @@ func (s *Service) narrow(have []authz.Capability, scope []string) ([]authz.Capab
 // sessions are exactly like password ones. mfa says whether a second
 // factor was used; client is the client address for the audit entry.
 func (s *Service) IssueSession(ctx context.Context, username, method string, mfa bool, client string) (*Session, error) {
+	if mtls.PrincipalFrom(ctx) == nil {
+		ctx = mtls.WithPrincipal(ctx, &authz.Principal{ID: "user:" + username})
+	}
 	var evicted [][32]byte
 	var sess *Session
 	var h [32]byte
