@@ -15,6 +15,7 @@ import (
 	"go.etcd.io/bbolt"
 
 	"github.com/hearth-home/hearth/audit"
+	"github.com/hearth-home/hearth/authz"
 	"github.com/hearth-home/hearth/mtls"
 )
 
@@ -765,5 +766,31 @@ func TestThrottleStateIsBounded(t *testing.T) {
 	}
 	if clientKey("[::ffff:192.0.2.1]:5") != "192.0.2.1" {
 		t.Errorf("clientKey of a v4-mapped address = %s", clientKey("[::ffff:192.0.2.1]:5"))
+	}
+}
+
+func TestTokensNarrowedToCurrentPolicyOnRestartAndRefresh(t *testing.T) {
+	h := newHarness(t, Config{})
+	ctx := context.Background()
+	h.addUser("alice", "system:read")
+	a := h.mustLogin("alice", alicePw)
+	// Restart with system:read shrunk to status alone.
+	pol, err := authz.New(authz.Config{Bundles: map[string][]string{"system:read": {"status"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.s.Close()
+	s2, err := Open(h.db, Config{Argon2: tinyArgon2}, Options{Policy: pol, Now: h.clk.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	p, err := s2.AuthenticateToken(ctx, a.Token)
+	if err != nil || capsString(p.Caps) != "status" {
+		t.Fatalf("token after restart: %v, %v; want only status", p, err)
+	}
+	sess, err := s2.Refresh(ctx, a.RefreshToken, "127.0.0.1:1")
+	if err != nil || capsString(sess.Capabilities) != "status" {
+		t.Fatalf("refresh after restart: %v, %v; want only status", sess, err)
 	}
 }

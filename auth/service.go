@@ -149,6 +149,7 @@ func Open(db *bbolt.DB, cfg Config, opts Options) (*Service, error) {
 // state into the throttle.
 func (s *Service) load() error {
 	now := s.now()
+	caps := map[string][]authz.Capability{} // what each enabled user has under the current policy
 	return s.db.View(func(tx *bbolt.Tx) error {
 		err := tx.Bucket(bucketUsers).ForEach(func(k, v []byte) error {
 			var u userRecord
@@ -156,6 +157,11 @@ func (s *Service) load() error {
 				return fmt.Errorf("auth: user %q: corrupt record: %w", k, err)
 			}
 			s.thr.markUser(u.Name, u.Throttle)
+			if c, err := s.policy.Expand(u.Caps); err == nil && !u.Disabled {
+				caps[u.Name] = c
+			} else if err != nil {
+				s.log.Warn().Str("user", u.Name).Err(err).Msg("auth: a user's grants no longer expand under the policy; their tokens are not loaded")
+			}
 			return nil
 		})
 		if err != nil {
@@ -166,9 +172,13 @@ func (s *Service) load() error {
 			if len(k) != 32 || json.Unmarshal(v, &r) != nil {
 				return nil // skipped; purged by the next flush
 			}
-			if !now.Before(r.Expires) {
+			have, ok := caps[r.User]
+			if !now.Before(r.Expires) || !ok {
 				return nil
 			}
+			// A token carries no more than its user has under the policy
+			// loaded now (bundles may have changed across the restart).
+			r.Caps = intersect(r.Caps, have)
 			lt := newLiveToken(&r)
 			s.tokens[[32]byte(k)] = lt
 			return nil

@@ -292,6 +292,17 @@ func (s *Service) narrow(have []authz.Capability, scope []string) ([]authz.Capab
 	return out, nil
 }
 
+// intersect returns the capabilities of a that b also has, in a's order.
+func intersect(a, b []authz.Capability) []authz.Capability {
+	out := []authz.Capability{}
+	for _, c := range a {
+		if slices.Contains(b, c) {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
 // IssueSession issues a token pair for username after an authentication
 // that happened elsewhere (method "password" or "oidc"), so that OIDC
 // sessions are exactly like password ones. mfa says whether a second
@@ -373,8 +384,15 @@ func (s *Service) Refresh(ctx context.Context, refresh, client string) (*Session
 		if err := putJSON(tx, bucketRefresh, rh[:], r); err != nil {
 			return nil, err
 		}
+		// Never more than the user has now: grants and bundles may have
+		// changed since the login.
+		current, err := s.userCaps(u)
+		if err != nil {
+			return nil, err
+		}
+		caps := intersect(r.Caps, current)
 		var ev audit.Event
-		sess, h, lt, ev, err = s.issueTx(ctx, tx, grant{user: r.User, family: r.Family, caps: r.Caps, authTime: r.AuthTime, mfa: r.MFA, method: r.Method, client: client})
+		sess, h, lt, ev, err = s.issueTx(ctx, tx, grant{user: r.User, family: r.Family, caps: caps, authTime: r.AuthTime, mfa: r.MFA, method: r.Method, client: client})
 		ev.Meta["refreshed_from"] = tokenID(rh)
 		ev.Principal = "user:" + r.User
 		return []audit.Event{ev}, err
