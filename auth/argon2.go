@@ -38,6 +38,7 @@ type phc struct {
 
 var b64 = base64.RawStdEncoding
 
+// String encodes p in the PHC string format.
 func (p phc) String() string {
 	return fmt.Sprintf("$argon2id$v=%d$m=%d,t=%d,p=%d$%s$%s", argon2.Version,
 		p.params.MemoryKiB, p.params.Time, p.params.Threads, b64.EncodeToString(p.salt), b64.EncodeToString(p.tag))

@@ -40,6 +40,7 @@ type PolicyError struct {
 	Msg  string
 }
 
+// Error implements error.
 func (e *PolicyError) Error() string { return "auth: " + e.Msg }
 
 // ErrPasswordPolicy is wrapped (via errors.Is on *PolicyError) by every

@@ -41,6 +41,7 @@ var (
 // ThrottledError says how long to wait before trying again (HTTP 429).
 type ThrottledError struct{ RetryAfter time.Duration }
 
+// Error implements error.
 func (e *ThrottledError) Error() string {
 	return fmt.Sprintf("auth: too many attempts; try again in %s", e.RetryAfter.Round(time.Second))
 }

@@ -48,7 +48,10 @@ type UserInfo struct {
 // CapsError is returned when granted capability names do not expand.
 type CapsError struct{ Err error }
 
+// Error implements error.
 func (e *CapsError) Error() string { return e.Err.Error() }
+
+// Unwrap returns the authz error.
 func (e *CapsError) Unwrap() error { return e.Err }
 
 // hashPassword normalises and hashes pw under an argon2id slot.
