@@ -834,3 +834,25 @@ func TestHealthzDespiteStoreFailure(t *testing.T) {
 		t.Errorf("hearth path with a token query = %d, want it passed to the hearth mux", r.status)
 	}
 }
+
+// A certificate that expires while its connection is kept alive is refused
+// on the next request: validity is checked per request with the gateway's
+// clock, not only in the handshake.
+func TestCertificateExpiresOnOpenConnection(t *testing.T) {
+	var mu sync.Mutex
+	now := time.Now()
+	h := newHarness(t, func(o *GatewayOptions) {
+		o.Now = func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	})
+	pi := h.ca.device(t, "kitchen-pi") // valid for one hour
+	c := h.client(t, &pi, clientOpt{})
+	if r := do(t, c, "GET", h.url+"/api/status", nil, nil); r.status != 200 {
+		t.Fatalf("before expiry = %d", r.status)
+	}
+	mu.Lock()
+	now = now.Add(2 * time.Hour)
+	mu.Unlock()
+	if r := do(t, c, "GET", h.url+"/api/status", nil, nil); r.status != 401 {
+		t.Errorf("after expiry = %d, want 401", r.status)
+	}
+}
