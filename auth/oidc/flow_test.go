@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
@@ -362,5 +363,49 @@ func TestProvidersList(t *testing.T) {
 	}
 	if resp, _ := hs.browser(t).get(hs.base+PathPrefix+"nope/login", ""); resp.StatusCode != 404 {
 		t.Errorf("unknown provider: got %d, want 404", resp.StatusCode)
+	}
+}
+
+// A provider whose discovery document would weaken the flow is refused:
+// PKCE methods without S256, or an endpoint that is not https.
+func TestDiscoveryRefusesWeakProviders(t *testing.T) {
+	tests := []struct {
+		name, want string
+		edit       func(doc map[string]any, base string)
+	}{
+		{"plain PKCE only", "does not support PKCE S256", func(doc map[string]any, base string) {
+			doc["code_challenge_methods_supported"] = []string{"plain"}
+		}},
+		{"http token endpoint", "is not https", func(doc map[string]any, base string) {
+			doc["token_endpoint"] = strings.Replace(base, "https://", "http://", 1) + "/token"
+		}},
+		{"http JWKS", "is not https", func(doc map[string]any, base string) {
+			doc["jwks_uri"] = strings.Replace(base, "https://", "http://", 1) + "/keys"
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				base := "https://" + r.Host
+				doc := map[string]any{
+					"issuer": base, "authorization_endpoint": base + "/authorize", "token_endpoint": base + "/token",
+					"jwks_uri": base + "/keys", "response_types_supported": []string{"code"},
+					"subject_types_supported": []string{"public"}, "id_token_signing_alg_values_supported": []string{"RS256"},
+					"code_challenge_methods_supported": []string{"S256"},
+				}
+				tc.edit(doc, base)
+				w.Header().Set("Content-Type", "application/json")
+				_ = json.NewEncoder(w).Encode(doc)
+			}))
+			defer srv.Close()
+			hs := newHarness(t, func(p *Provider) { p.Issuer = srv.URL })
+			resp, body := hs.browser(t).get(hs.base+PathPrefix+"test/login", "")
+			if resp.StatusCode != http.StatusServiceUnavailable {
+				t.Fatalf("got %d %s, want 503", resp.StatusCode, body)
+			}
+			if !strings.Contains(hs.logs.String(), tc.want) {
+				t.Fatalf("log = %s, want %q", hs.logs, tc.want)
+			}
+		})
 	}
 }

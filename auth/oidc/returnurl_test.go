@@ -82,7 +82,10 @@ func FuzzSafeReturn(f *testing.F) {
 		}
 		// The decoded path, as a server that decodes before redirecting
 		// would emit it, must resolve to the same origin too.
-		if u2, err := base.Parse(u.Path); err != nil || u2.Host != base.Host {
+		if strings.HasPrefix(u.Path, "//") || strings.Contains(u.Path, `\`) {
+			t.Fatalf("accepted %q decodes to %q, which a browser may read as another host", got, u.Path)
+		}
+		if u2, err := base.Parse(u.Path); err == nil && u2.Host != base.Host {
 			t.Fatalf("accepted %q decodes to %q, which leaves the origin", got, u.Path)
 		}
 	})
