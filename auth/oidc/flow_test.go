@@ -245,6 +245,18 @@ func TestLinkFromWebPage(t *testing.T) {
 	}
 	user := "carol-h"
 	hs.signedIn.Store(&user)
+	for _, hdr := range [][2]string{{"Sec-Fetch-Site", "cross-site"}, {"Sec-Fetch-Site", "same-site"}, {"Origin", "https://evil.example"}} {
+		req, _ := http.NewRequest(http.MethodGet, hs.base+PathPrefix+"test/link", nil)
+		req.Header.Set(hdr[0], hdr[1])
+		resp, err := b.client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusForbidden {
+			t.Fatalf("link started with %s: %s: got %d, want 403", hdr[0], hdr[1], resp.StatusCode)
+		}
+	}
 	cb := b.signIn(b.start("link", "/settings"), "carol", "carol-pw")
 	// The provider's cross-site redirect back carries no Strict session
 	// cookie: the sealed flow cookie alone names the user.

@@ -305,6 +305,19 @@ func (h *Handler) serveLink(w http.ResponseWriter, r *http.Request) {
 		httpx.Error(w, http.StatusNotFound, "not_found", "linking from the web page is not available")
 		return
 	}
+	// Linking changes who can sign in as this user, so it must not be
+	// started by another site: a page elsewhere could otherwise send a
+	// browser holding a device certificate here after signing it in to the
+	// attacker's provider account (account-linking CSRF). Fetch metadata
+	// and Origin tell (OWASP CSRF Prevention Cheat Sheet, "Fetch Metadata").
+	if site := r.Header.Get("Sec-Fetch-Site"); site != "" && site != "same-origin" && site != "none" {
+		httpx.Error(w, http.StatusForbidden, "cross_site", "linking must be started from hearth's own pages")
+		return
+	}
+	if o := r.Header.Get("Origin"); o != "" && o != h.publicURL {
+		httpx.Error(w, http.StatusForbidden, "cross_site", "linking must be started from hearth's own pages")
+		return
+	}
 	user, ok := h.opts.SignedInUser(r)
 	if !ok || user == "" {
 		httpx.Error(w, http.StatusUnauthorized, "unauthenticated", "sign in first, then link an identity to your account")
