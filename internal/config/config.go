@@ -74,5 +74,8 @@ func (c *Config) Validate() error {
 	if _, err := authz.New(c.Authz); err != nil {
 		return err
 	}
+	if err := oidc.ValidateProviders(c.OIDC); err != nil {
+		return err
+	}
 	return nil
 }

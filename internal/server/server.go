@@ -228,7 +228,7 @@ func (s *Server) hearthMux() http.Handler {
 	mux.Handle("/.hearth/v1/roots.pem", caPublic)
 	mux.Handle("/.hearth/v1/auth/", s.auth.Handler())
 	if s.oidc != nil {
-		mux.Handle("/.hearth/v1/auth/oidc/", s.oidc)
+		mux.Handle(oidc.PathPrefix, s.oidc)
 	}
 	mux.Handle("/.hearth/v1/audit/", requirePrincipal(s.audit.Handler()))
 	admin := s.gateway.Require(authz.CapHearthAdmin, adminMux(s))
@@ -245,6 +245,9 @@ func adminMux(s *Server) http.Handler {
 	mux.Handle("/.hearth/v1/admin/devices/", s.ca.AdminHandler())
 	mux.Handle("/.hearth/v1/admin/users", s.auth.AdminHandler())
 	mux.Handle("/.hearth/v1/admin/users/", s.auth.AdminHandler())
+	if s.oidc != nil {
+		mux.Handle(oidc.AdminPath, s.oidc.AdminHandler())
+	}
 	mux.HandleFunc("GET /.hearth/v1/admin/principals/{id}", s.principalInfo)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		httpx.Error(w, http.StatusNotFound, "not_found", "no such admin endpoint: "+r.URL.Path)
