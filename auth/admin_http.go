@@ -54,6 +54,7 @@ type TOTPAnswer struct {
 //	POST /.hearth/v1/admin/users/{name}/passwd            PasswdRequest → 204
 //	POST /.hearth/v1/admin/users/{name}/totp              → TOTPAnswer
 //	POST /.hearth/v1/admin/users/{name}/totp/confirm      {"code"} → 204
+//	POST /.hearth/v1/admin/users/{name}/totp/remove       → 204
 func (s *Service) AdminHandler() http.Handler {
 	mux := http.NewServeMux()
 	const p = "/.hearth/v1/admin/users"
@@ -147,6 +148,7 @@ func (s *Service) AdminHandler() http.Handler {
 		}
 		w.WriteHeader(http.StatusNoContent)
 	})
+	mux.HandleFunc("POST "+p+"/{name}/totp/remove", simple(func(s *Service, r *http.Request, n string) error { return s.RemoveTOTP(r.Context(), n) }))
 	mux.HandleFunc(p+"/", func(w http.ResponseWriter, r *http.Request) {
 		httpx.Error(w, http.StatusNotFound, "not_found", "no such user admin endpoint (or wrong method)")
 	})

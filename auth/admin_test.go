@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pquerna/otp/hotp"
+
 	"github.com/hearth-home/hearth/mtls"
 )
 
@@ -121,6 +123,17 @@ func TestAdminEndpoints(t *testing.T) {
 	if r := h.post("/.hearth/v1/admin/users/alice/totp/confirm", map[string]string{"code": "12345"}); r.status != 400 {
 		t.Errorf("confirm with a malformed code = %d, want 400", r.status)
 	}
+	code, _ := hotp.GenerateCodeCustom(ta.Secret, uint64(h.clk.Now().Unix())/30, totpOpts)
+	if r := h.post("/.hearth/v1/admin/users/alice/totp/confirm", map[string]string{"code": code}); r.status != 204 {
+		t.Fatalf("confirm = %d %s", r.status, r.body)
+	}
+	if r := h.login("alice", "the new passphrase of alice"); r.status != 401 {
+		t.Errorf("login without a code once TOTP is on = %d, want 401", r.status)
+	}
+	if r := h.post("/.hearth/v1/admin/users/alice/totp/remove", nil); r.status != 204 {
+		t.Fatalf("remove = %d %s", r.status, r.body)
+	}
+	h.mustLogin("alice", "the new passphrase of alice")
 }
 
 func TestCreateOwner(t *testing.T) {

@@ -404,6 +404,18 @@ func (s *Service) ConfirmTOTP(ctx context.Context, name, code string) error {
 	})
 }
 
+// RemoveTOTP removes name's second factor (enrolled or pending), for a
+// person who lost their authenticator; they enrol again with EnrollTOTP.
+// Recovery codes deliberately do not remove it: they replace a lost
+// password, not a lost second factor.
+func (s *Service) RemoveTOTP(ctx context.Context, name string) error {
+	return s.modifyUser(ctx, name, func(tx *bbolt.Tx, u *userRecord) ([]audit.Event, error) {
+		had := u.TOTPSecret != ""
+		u.TOTPSecret, u.TOTPPending, u.TOTPLastStep = "", "", 0
+		return []audit.Event{s.event(ctx, audit.EventUserChange, audit.OutcomeSuccess, "user:"+name, "TOTP removed", "", map[string]string{"action": "totp-remove", "was_enrolled": fmt.Sprint(had)})}, nil
+	})
+}
+
 func identityKey(issuer, subject string) []byte {
 	return []byte(issuer + "\x00" + subject)
 }

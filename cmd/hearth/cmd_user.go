@@ -295,9 +295,16 @@ func newUserTOTPCmd(e *env) *cobra.Command {
 secret, once, for an authenticator app, then asks for a code from the app
 to confirm. From then on logins need a code, and the password may be as
 short as 8 characters.`,
-		Example: "  hearth user totp alice\n  hearth user totp alice --code 123456   # confirm later",
+		Example: "  hearth user totp alice\n  hearth user totp alice --code 123456   # confirm later\n  hearth user totp alice --remove        # lost the authenticator",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if rm, _ := cmd.Flags().GetBool("remove"); rm {
+				if err := adminCall(cmd, "user totp", http.MethodPost, userPath(args[0], "totp/remove"), nil, nil); err != nil {
+					return err
+				}
+				fmt.Fprintf(e.stdout, "TOTP removed for %s; enrol again with 'hearth user totp %s'\n", args[0], args[0])
+				return nil
+			}
 			code, _ := cmd.Flags().GetString("code")
 			if code == "" {
 				var out auth.TOTPAnswer
@@ -321,5 +328,6 @@ short as 8 characters.`,
 		},
 	}
 	c.Flags().String("code", "", "confirm a pending enrolment with this code")
+	c.Flags().Bool("remove", false, "remove the user's TOTP factor (a lost authenticator)")
 	return c
 }
