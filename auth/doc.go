@@ -66,6 +66,19 @@
 // distinct names evicts some early: the one way, at that cost, in which a
 // locked unknown name could come to answer unlike a locked real one).
 //
+// # Recovery
+//
+// Each user holds ten single-use recovery codes (80 bits each, shown once,
+// stored as argon2id; consumed atomically, so of concurrent uses of one
+// code exactly one succeeds). POST /.hearth/v1/auth/recover sets a new
+// password with one, ends every session and clears the lockout. An admin
+// (the local socket, or a device with hearth:admin through the gateway)
+// can unlock an account, or issue a one-time reset code (160 bits, 30
+// minutes) with which the person chooses a new password themselves; an
+// admin never chooses or learns it (ASVS 5.0 V6.4.6). A lost TOTP
+// authenticator is removed by an admin; recovery codes replace a password,
+// not a second factor.
+//
 // # Tokens
 //
 // Access tokens (hth_at_…) and refresh tokens (hth_rt_…) carry 256 bits
