@@ -127,12 +127,16 @@ func (c *CA) RevokeDevice(ctx context.Context, name string) (*Device, error) {
 	if rec == nil || !ValidDeviceName(name) {
 		return nil, ErrUnknownDevice
 	}
+	idx, err := c.devices.index(rec.Incarnation)
+	if err != nil {
+		return nil, err
+	}
 	if rec.Revoked {
-		d := rec.public()
+		d := publicDevice(rec, idx)
 		return &d, nil
 	}
-	serials := make([]string, 0, len(rec.Certs))
-	for _, cr := range rec.Certs {
+	serials := make([]string, 0, len(idx.Certs))
+	for _, cr := range idx.Certs {
 		serials = append(serials, cr.Serial)
 	}
 	if err := c.audit.Record(ctx, audit.Event{
@@ -143,6 +147,8 @@ func (c *CA) RevokeDevice(ctx context.Context, name string) (*Device, error) {
 	}); err != nil {
 		return nil, ErrAuditUnavailable
 	}
+	// The device record first: from this write on, LookupDevice and the
+	// store hook refuse the device, whatever happens next.
 	now := c.now().UTC()
 	var out *deviceRecord
 	err = c.devices.update(name, func(r *deviceRecord) (*deviceRecord, error) {
@@ -151,23 +157,32 @@ func (c *CA) RevokeDevice(ctx context.Context, name string) (*Device, error) {
 		}
 		r.Revoked, r.RevokedAt = true, now
 		r.TokenID, r.TokenExpires = "", time.Time{}
-		for i := range r.Certs {
-			r.Certs[i].Revoked = true
-		}
 		out = r
 		return r, nil
 	})
 	if err != nil {
 		return nil, err
 	}
-	// smallstep's database: renewals check it. A failure here still leaves
-	// the device refused by hearth (LookupDevice and the store hook refuse
-	// a revoked device), so it is logged, not returned.
-	for _, cr := range out.Certs {
+	// Then every certificate, in the index and in smallstep's revocation
+	// table (renewals check it). A failure here still leaves the device
+	// refused by hearth, so it is logged, not returned.
+	err = c.devices.updateIndex(name, func(_ *deviceRecord, idx *certIndex) error {
+		for i := range idx.Certs {
+			idx.Certs[i].Revoked = true
+		}
+		return nil
+	}, nil)
+	if err != nil {
+		c.log.Error().Err(err).Str("device", name).Msg("ca: marking the certificates revoked failed")
+	}
+	for _, cr := range idx.Certs {
 		if err := c.revokeInStep(cr.Serial, cr.NotAfter, "device revoked"); err != nil {
 			c.log.Error().Err(err).Str("device", name).Str("serial", cr.Serial).Msg("ca: revoking in the CA database failed")
 		}
 	}
-	d := out.public()
+	if idx, err = c.devices.index(out.Incarnation); err != nil {
+		return nil, err
+	}
+	d := publicDevice(out, idx)
 	return &d, nil
 }

@@ -312,6 +312,11 @@ func (c *CA) startAuthority() error {
 		return fmt.Errorf("ca: unexpected CA database type %T", sdb)
 	}
 	c.sdb = &certDB{DB: inner, c: c}
+	if err := inner.CreateTable(devCertsTable); err != nil {
+		inner.Shutdown()
+		return fmt.Errorf("ca: CA database: %w", err)
+	}
+	c.devices.sdb = inner
 
 	pub := c.jwk.Public()
 	dur := func(d time.Duration) *provisioner.Duration { return &provisioner.Duration{Duration: d} }

@@ -235,9 +235,8 @@ func TestTokenReuseConcurrent(t *testing.T) {
 	if ok != 1 || unauth != n-1 {
 		t.Fatalf("statuses = %v, want exactly one 201 and %d 401", codes, n-1)
 	}
-	rec, _ := tc.devices.get("laptop")
-	if len(rec.Certs) != 1 {
-		t.Errorf("device record holds %d certificates, want 1", len(rec.Certs))
+	if certs := tc.certsOf(t, "laptop"); len(certs) != 1 {
+		t.Errorf("device record holds %d certificates, want 1", len(certs))
 	}
 	if got := len(tc.audit.named(audit.EventDeviceEnroll, audit.OutcomeSuccess)); got != 1 {
 		t.Errorf("%d successful enroll entries, want 1", got)
@@ -319,8 +318,8 @@ func TestEnrollBadTokens(t *testing.T) {
 	// Nothing was issued to anyone.
 	recs, _ := tc.devices.list()
 	for _, r := range recs {
-		if len(r.Certs) != 0 {
-			t.Errorf("device %s got certificates %v", r.Name, r.Certs)
+		if certs := tc.certsOf(t, r.Name); len(certs) != 0 {
+			t.Errorf("device %s got certificates %v", r.Name, certs)
 		}
 	}
 	// The token of one device cannot enroll another: its CSR may only
@@ -385,9 +384,8 @@ func TestEnrollBadCSRs(t *testing.T) {
 			}
 		})
 	}
-	rec, _ := tc.devices.get("pi")
-	if len(rec.Certs) != 0 || rec.TokenID == "" {
-		t.Errorf("after refused CSRs: certs %v, token id %q; want none issued and the token unused", rec.Certs, rec.TokenID)
+	if certs := tc.certsOf(t, "pi"); len(certs) != 0 {
+		t.Errorf("after refused CSRs: certs %v; want none issued", certs)
 	}
 	if got := len(tc.audit.named(audit.EventDeviceEnroll, audit.OutcomeFailure)); got != 16 {
 		t.Errorf("%d refusals audited, want 16", got)
@@ -547,8 +545,11 @@ func TestAuditFailure(t *testing.T) {
 	if st != http.StatusServiceUnavailable || out["code"] != "unavailable" {
 		t.Fatalf("enroll with a failing audit log = %d %v, want 503", st, out)
 	}
-	rec, _ := tc.devices.get("pi")
-	for _, c := range rec.Certs {
+	certs := tc.certsOf(t, "pi")
+	if len(certs) != 1 {
+		t.Errorf("%d certificates indexed, want the one signed before the audit failed", len(certs))
+	}
+	for _, c := range certs {
 		if !c.Revoked {
 			t.Errorf("certificate %s is live although it was never handed out", c.Serial)
 		}

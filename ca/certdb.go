@@ -3,6 +3,7 @@ package ca
 import (
 	"context"
 	"crypto/x509"
+	"encoding/json"
 	"strings"
 
 	"errors"
@@ -12,37 +13,57 @@ import (
 
 	"github.com/smallstep/certificates/authority/provisioner"
 	smalldb "github.com/smallstep/certificates/db"
+	"github.com/smallstep/nosql/database"
 )
 
-// certDB is smallstep's database with hearth's device records hooked into
-// the writes that matter: every certificate smallstep stores (from
-// /1.0/sign, /renew, ACME, or hearth's own enrollment) is first recorded
-// in its device's record, and refused if the device is unknown or revoked;
-// a revocation through smallstep's API is mirrored into the record. Since
-// smallstep stores a certificate before it answers, no device certificate
-// is handed out without its record.
+// certDB is smallstep's database with hearth's device index hooked into
+// the writes that matter: every device certificate smallstep stores (from
+// /1.0/sign, /renew, or hearth's own enrollment) is indexed under its
+// device in the same transaction as smallstep's own rows, and refused if
+// the device is unknown or revoked; a revocation through smallstep's API
+// is mirrored into the index. Since smallstep stores a certificate before
+// it answers, no device certificate is handed out without its record.
 type certDB struct {
 	*smalldb.DB
 	c *CA
 }
+
+// The tables smallstep's DB writes for a certificate (db/db.go).
+var (
+	stepCertsTable     = []byte("x509_certs")
+	stepCertsDataTable = []byte("x509_certs_data")
+)
 
 // StoreCertificateChain implements smallstep's chain storer.
 func (d *certDB) StoreCertificateChain(p provisioner.Interface, chain ...*x509.Certificate) error {
 	if len(chain) == 0 {
 		return errors.New("ca: empty certificate chain")
 	}
-	if err := d.c.recordIssued(chain[0]); err != nil {
+	leaf := chain[0]
+	name, err := d.c.deviceNameOf(leaf)
+	if err != nil {
 		return err
 	}
-	if err := d.c.auditOtherIssue(p, chain[0]); err != nil {
-		d.c.dropIssued(chain[0])
+	if name == "" {
+		if err := d.c.auditOtherIssue(p, leaf); err != nil {
+			d.c.dropIssued(leaf)
+			return err
+		}
+		return d.DB.StoreCertificateChain(p, chain...)
+	}
+	data := &smalldb.CertificateData{}
+	if p != nil {
+		data.Provisioner = &smalldb.ProvisionerData{ID: p.GetID(), Name: p.GetName(), Type: p.GetType().String()}
+	}
+	b, err := json.Marshal(data)
+	if err != nil {
 		return err
 	}
-	if err := d.DB.StoreCertificateChain(p, chain...); err != nil {
-		d.c.dropIssued(chain[0])
-		return err
-	}
-	return nil
+	return d.c.storeDeviceCert(name, leaf, func(tx *database.Tx) {
+		serial := []byte(leaf.SerialNumber.String())
+		tx.Set(stepCertsTable, serial, leaf.Raw)
+		tx.Set(stepCertsDataTable, serial, b)
+	})
 }
 
 // StoreRenewedCertificate implements smallstep's renewed-chain storer.
@@ -50,18 +71,29 @@ func (d *certDB) StoreRenewedCertificate(old *x509.Certificate, chain ...*x509.C
 	if len(chain) == 0 {
 		return errors.New("ca: empty certificate chain")
 	}
-	if err := d.c.recordIssued(chain[0]); err != nil {
+	leaf := chain[0]
+	name, err := d.c.deviceNameOf(leaf)
+	if err != nil {
 		return err
 	}
-	if err := d.DB.StoreRenewedCertificate(old, chain...); err != nil {
-		d.c.dropIssued(chain[0])
-		return err
+	if name == "" {
+		return d.DB.StoreRenewedCertificate(old, chain...)
 	}
-	return nil
+	var data []byte
+	if cd, err := d.DB.GetCertificateData(old.SerialNumber.String()); err == nil {
+		data, _ = json.Marshal(cd)
+	}
+	return d.c.storeDeviceCert(name, leaf, func(tx *database.Tx) {
+		serial := []byte(leaf.SerialNumber.String())
+		tx.Set(stepCertsTable, serial, leaf.Raw)
+		if data != nil {
+			tx.Set(stepCertsDataTable, serial, data)
+		}
+	})
 }
 
 // Revoke implements smallstep's AuthDB, mirroring the revocation into the
-// device record so that the gateway refuses the certificate at once.
+// device index so that the gateway refuses the certificate at once.
 func (d *certDB) Revoke(rci *smalldb.RevokedCertificateInfo) error {
 	if err := d.DB.Revoke(rci); err != nil {
 		return err

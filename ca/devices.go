@@ -15,7 +15,10 @@ import (
 	"sync"
 	"time"
 
+	"github.com/smallstep/nosql/database"
 	"go.etcd.io/bbolt"
+
+	smalldb "github.com/smallstep/certificates/db"
 
 	"github.com/hearth-home/hearth/authz"
 	"github.com/hearth-home/hearth/mtls"
@@ -37,21 +40,34 @@ var (
 	ErrBadRequest = errors.New("ca: bad request")
 )
 
-// deviceRecord is a device as hearth.db stores it.
+// deviceRecord is a device as hearth.db stores it: who it is and what it
+// may do. Its certificates are indexed in the CA database (see certIndex).
 type deviceRecord struct {
 	Name      string             `json:"name"`
 	Granted   []string           `json:"granted"` // as given to AddDevice
 	Caps      []authz.Capability `json:"caps"`    // expanded when granted
 	Lifetime  time.Duration      `json:"lifetime"`
 	CreatedAt time.Time          `json:"created_at"`
-	// TokenID is the jti of the one enrollment token that may still enroll
-	// this device; empty once it enrolled (or a new token replaced it).
-	TokenID      string       `json:"token_id,omitempty"`
-	TokenExpires time.Time    `json:"token_expires,omitzero"`
-	EnrolledAt   time.Time    `json:"enrolled_at,omitzero"`
-	Revoked      bool         `json:"revoked,omitempty"`
-	RevokedAt    time.Time    `json:"revoked_at,omitzero"`
-	Certs        []certRecord `json:"certs,omitempty"`
+	// Incarnation is random per AddDevice: the key of this incarnation's
+	// certificate index, so that a device added again after a revocation
+	// starts with no certificate.
+	Incarnation string `json:"incarnation"`
+	// TokenID is the jti of the enrollment token that may enroll this
+	// device; a newer token replaces it. Single use itself is enforced by
+	// smallstep's token store.
+	TokenID      string    `json:"token_id,omitempty"`
+	TokenExpires time.Time `json:"token_expires,omitzero"`
+	Revoked      bool      `json:"revoked,omitempty"`
+	RevokedAt    time.Time `json:"revoked_at,omitzero"`
+}
+
+// certIndex lists the certificates issued to one incarnation of a device.
+// It lives in the CA database (table hearth_device_certs) and is written in
+// the same transaction as smallstep's own row for the certificate, so a
+// certificate is stored if and only if it is indexed, with one fsync.
+type certIndex struct {
+	EnrolledAt time.Time    `json:"enrolled_at,omitzero"`
+	Certs      []certRecord `json:"certs,omitempty"`
 }
 
 // certRecord is one certificate issued to a device.
@@ -78,11 +94,11 @@ type Device struct {
 	RevokedAt    *time.Time         `json:"revoked_at,omitempty"`
 }
 
-func (r *deviceRecord) public() Device {
+func publicDevice(r *deviceRecord, idx *certIndex) Device {
 	d := Device{
 		Name: r.Name, Capabilities: r.Caps, Granted: r.Granted,
 		Lifetime: r.Lifetime.String(), CreatedAt: r.CreatedAt,
-		Enrolled: !r.EnrolledAt.IsZero(), Revoked: r.Revoked,
+		Enrolled: !idx.EnrolledAt.IsZero(), Revoked: r.Revoked,
 	}
 	tp := func(t time.Time) *time.Time {
 		if t.IsZero() {
@@ -90,15 +106,15 @@ func (r *deviceRecord) public() Device {
 		}
 		return &t
 	}
-	d.EnrolledAt = tp(r.EnrolledAt)
+	d.EnrolledAt = tp(idx.EnrolledAt)
 	d.RevokedAt = tp(r.RevokedAt)
-	if r.TokenID != "" {
+	if !d.Enrolled && !r.Revoked {
 		d.TokenExpires = tp(r.TokenExpires)
 	}
 	var latest *certRecord
-	for i := range r.Certs {
-		if latest == nil || r.Certs[i].NotAfter.After(latest.NotAfter) {
-			latest = &r.Certs[i]
+	for i := range idx.Certs {
+		if latest == nil || idx.Certs[i].NotAfter.After(latest.NotAfter) {
+			latest = &idx.Certs[i]
 		}
 	}
 	if latest != nil {
@@ -115,16 +131,20 @@ type deviceView struct {
 	certs   map[string]certRecord // by serial
 }
 
-// deviceStore keeps device records in hearth.db with an in-memory cache
-// for the per-request lookup. Every write goes through update, which drops
-// the cached entry in the same critical section; the store stays the truth.
+// deviceStore keeps device records in hearth.db and their certificate
+// indexes in the CA database, with an in-memory view for the per-request
+// lookup. Every write goes through the store under its mutex and drops the
+// cached view of that device; the databases stay the truth.
 type deviceStore struct {
 	db  *bbolt.DB
+	sdb *smalldb.DB // set once the authority's database is open
 	now func() time.Time
 
 	mu    sync.RWMutex
 	cache map[string]*deviceView
 }
+
+var devCertsTable = []byte("hearth_device_certs")
 
 func newDeviceStore(db *bbolt.DB, now func() time.Time) (*deviceStore, error) {
 	if err := db.Update(func(tx *bbolt.Tx) error {
@@ -162,13 +182,32 @@ func getRecord(tx *bbolt.Tx, name string) (*deviceRecord, error) {
 	return &r, nil
 }
 
+// index reads the certificate index of a device incarnation.
+func (s *deviceStore) index(incarnation string) (*certIndex, error) {
+	idx := &certIndex{}
+	if incarnation == "" {
+		return idx, nil
+	}
+	b, err := s.sdb.Get(devCertsTable, []byte(incarnation))
+	if errors.Is(err, database.ErrNotFound) {
+		return idx, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("ca: CA database: %w", err)
+	}
+	if err := json.Unmarshal(b, idx); err != nil {
+		return nil, fmt.Errorf("ca: CA database: certificate index: %w", err)
+	}
+	return idx, nil
+}
+
 // update runs fn on the record of name (nil when absent) in one bbolt
 // transaction and stores what fn returns (nothing when it returns nil).
 func (s *deviceStore) update(name string, fn func(r *deviceRecord) (*deviceRecord, error)) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	delete(s.cache, name)
-	err := s.db.Update(func(tx *bbolt.Tx) error {
+	return s.db.Update(func(tx *bbolt.Tx) error {
 		r, err := getRecord(tx, name)
 		if err != nil {
 			return err
@@ -183,8 +222,44 @@ func (s *deviceStore) update(name string, fn func(r *deviceRecord) (*deviceRecor
 		}
 		return tx.Bucket(devicesBucket).Put([]byte(name), b)
 	})
+}
+
+// updateIndex changes the certificate index of device name with fn, in
+// one CA-database transaction together with extra (smallstep's own rows),
+// under the store's mutex: the index is only written by this process, so
+// the read-modify-write needs no compare-and-swap. (Replicas sharing a
+// PostgreSQL CA database would need one.)
+func (s *deviceStore) updateIndex(name string, fn func(r *deviceRecord, idx *certIndex) error, extra func(tx *database.Tx)) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	delete(s.cache, name)
-	return err
+	r, err := s.get(name)
+	if err != nil {
+		return err
+	}
+	if r == nil {
+		return fmt.Errorf("%w: %s", ErrUnknownDevice, name)
+	}
+	idx, err := s.index(r.Incarnation)
+	if err != nil {
+		return err
+	}
+	if err := fn(r, idx); err != nil {
+		return err
+	}
+	b, err := json.Marshal(idx)
+	if err != nil {
+		return err
+	}
+	tx := new(database.Tx)
+	if extra != nil {
+		extra(tx)
+	}
+	tx.Set(devCertsTable, []byte(r.Incarnation), b)
+	if err := s.sdb.Update(tx); err != nil {
+		return fmt.Errorf("ca: CA database: %w", err)
+	}
+	return nil
 }
 
 func (s *deviceStore) list() ([]*deviceRecord, error) {
@@ -221,8 +296,12 @@ func (s *deviceStore) view(name string) (*deviceView, error) {
 	if r == nil {
 		return nil, nil
 	}
-	v = &deviceView{caps: r.Caps, revoked: r.Revoked, certs: make(map[string]certRecord, len(r.Certs))}
-	for _, c := range r.Certs {
+	idx, err := s.index(r.Incarnation)
+	if err != nil {
+		return nil, err
+	}
+	v = &deviceView{caps: r.Caps, revoked: r.Revoked, certs: make(map[string]certRecord, len(idx.Certs))}
+	for _, c := range idx.Certs {
 		v.certs[c.Serial] = c
 	}
 	s.cache[name] = v
@@ -335,56 +414,53 @@ func (c *CA) ListDevices(_ context.Context) ([]Device, error) {
 	}
 	out := make([]Device, 0, len(recs))
 	for _, r := range recs {
-		out = append(out, r.public())
+		idx, err := c.devices.index(r.Incarnation)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, publicDevice(r, idx))
 	}
 	slices.SortFunc(out, func(a, b Device) int { return strings.Compare(a.Name, b.Name) })
 	return out, nil
 }
 
-// recordIssued adds a freshly signed device certificate to its device's
-// record. It refuses (and so smallstep refuses to hand the certificate
-// out) when the device is unknown or revoked. Certificates without a
-// device ID (ACME) pass through.
-func (c *CA) recordIssued(leaf *x509.Certificate) error {
-	name, err := c.deviceNameOf(leaf)
-	if err != nil {
-		return err
-	}
-	if name == "" {
-		return nil
-	}
+// storeDeviceCert stores a freshly signed device certificate: smallstep's
+// rows (extra) and the device's certificate index in one transaction of
+// the CA database. It refuses (and so smallstep refuses to hand the
+// certificate out) when the device is unknown or revoked.
+func (c *CA) storeDeviceCert(name string, leaf *x509.Certificate, extra func(tx *database.Tx)) error {
 	now := c.now()
-	return c.devices.update(name, func(r *deviceRecord) (*deviceRecord, error) {
-		if r == nil || r.Revoked {
-			return nil, fmt.Errorf("%w: %s", ErrUnknownDevice, name)
+	return c.devices.updateIndex(name, func(r *deviceRecord, idx *certIndex) error {
+		if r.Revoked {
+			return fmt.Errorf("%w: %s", ErrUnknownDevice, name)
 		}
-		// Drop certificates that expired, so the record stays small.
-		r.Certs = slices.DeleteFunc(r.Certs, func(cr certRecord) bool { return now.After(cr.NotAfter) })
-		r.Certs = append(r.Certs, certRecord{
+		// Drop certificates that expired, so the index stays small.
+		idx.Certs = slices.DeleteFunc(idx.Certs, func(cr certRecord) bool { return now.After(cr.NotAfter) })
+		idx.Certs = append(idx.Certs, certRecord{
 			Serial:   leaf.SerialNumber.String(),
 			SHA256:   certFingerprint(leaf),
 			NotAfter: leaf.NotAfter,
 		})
-		if r.EnrolledAt.IsZero() {
-			r.EnrolledAt = now
+		if idx.EnrolledAt.IsZero() {
+			idx.EnrolledAt = now.UTC()
 		}
-		r.TokenID, r.TokenExpires = "", time.Time{}
-		return r, nil
-	})
+		return nil
+	}, extra)
 }
 
-// forgetSerial marks a certificate revoked in its device's record (after a
-// failed audit entry, or a revocation through smallstep's API).
+// markSerialRevoked marks a certificate revoked in its device's index
+// (after a failed audit entry, or a revocation through smallstep's API).
 func (c *CA) markSerialRevoked(name, serial string) error {
-	return c.devices.update(name, func(r *deviceRecord) (*deviceRecord, error) {
-		if r == nil {
-			return nil, nil
-		}
-		for i := range r.Certs {
-			if r.Certs[i].Serial == serial {
-				r.Certs[i].Revoked = true
+	err := c.devices.updateIndex(name, func(_ *deviceRecord, idx *certIndex) error {
+		for i := range idx.Certs {
+			if idx.Certs[i].Serial == serial {
+				idx.Certs[i].Revoked = true
 			}
 		}
-		return r, nil
-	})
+		return nil
+	}, nil)
+	if errors.Is(err, ErrUnknownDevice) {
+		return nil
+	}
+	return err
 }

@@ -211,3 +211,18 @@ func (tc *testCA) enrolled(t testing.TB, name string, caps ...string) (*tls.Cert
 func provisionerSignContext(ctx context.Context) context.Context {
 	return provisioner.NewContextWithMethod(ctx, provisioner.SignMethod)
 }
+
+// certsOf returns the certificates indexed for a device's current
+// incarnation.
+func (tc *testCA) certsOf(t testing.TB, name string) []certRecord {
+	t.Helper()
+	r, err := tc.devices.get(name)
+	if err != nil || r == nil {
+		t.Fatalf("device %s: %v", name, err)
+	}
+	idx, err := tc.devices.index(r.Incarnation)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return idx.Certs
+}

@@ -89,10 +89,21 @@ func (c *CA) AddDevice(ctx context.Context, name string, caps []string, ttl, lif
 			granted = append(granted, g)
 		}
 	}
+	inc, err := randomID()
+	if err != nil {
+		return nil, err
+	}
 	// Check before auditing, then audit, then write (re-checking in the
 	// write): a refused add records nothing, an audit failure writes nothing.
 	check := func(r *deviceRecord) error {
-		if r != nil && !r.Revoked && !r.EnrolledAt.IsZero() {
+		if r == nil || r.Revoked {
+			return nil
+		}
+		idx, err := c.devices.index(r.Incarnation)
+		if err != nil {
+			return err
+		}
+		if !idx.EnrolledAt.IsZero() {
 			return fmt.Errorf("%w: %s", ErrDeviceExists, name)
 		}
 		return nil
@@ -117,9 +128,12 @@ func (c *CA) AddDevice(ctx context.Context, name string, caps []string, ttl, lif
 		if err := check(r); err != nil {
 			return nil, err
 		}
+		if r != nil && !r.Revoked {
+			inc = r.Incarnation // a replaced token: same, never-enrolled incarnation
+		}
 		return &deviceRecord{
 			Name: name, Granted: granted, Caps: expanded, Lifetime: lifetime,
-			CreatedAt: now.UTC(), TokenID: jti, TokenExpires: now.Add(ttl).UTC(),
+			CreatedAt: now.UTC(), Incarnation: inc, TokenID: jti, TokenExpires: now.Add(ttl).UTC(),
 		}, nil
 	})
 	if err != nil {
@@ -155,12 +169,16 @@ func randomID() (string, error) {
 // `step ca token` would: iss is the provisioner, aud the CA's sign URL,
 // sub the device name, sans its SPIFFE ID.
 func (c *CA) mintToken(name, jti string, now time.Time, ttl time.Duration) (string, error) {
+	return c.mintTokenAud(name, jti, now, ttl, c.caURL+"/1.0/sign")
+}
+
+func (c *CA) mintTokenAud(name, jti string, now time.Time, ttl time.Duration, aud string) (string, error) {
 	cl := tokenClaims{
 		Claims: jose.Claims{
 			ID:        jti,
 			Issuer:    provisionerName,
 			Subject:   name,
-			Audience:  jose.Audience{c.caURL + "/1.0/sign"},
+			Audience:  jose.Audience{aud},
 			IssuedAt:  jose.NewNumericDate(now),
 			NotBefore: jose.NewNumericDate(now),
 			Expiry:    jose.NewNumericDate(now.Add(ttl)),
