@@ -2,6 +2,7 @@ package mtls
 
 import (
 	"errors"
+	"net/url"
 	"strings"
 	"testing"
 )
@@ -106,6 +107,25 @@ func FuzzNormalizePath(f *testing.F) {
 			v := unhex(out[i+1])<<4 | unhex(out[i+2])
 			if unreserved(v) || v == '/' || v == '\\' || v == 0 || out[i+1] >= 'a' || out[i+2] >= 'a' {
 				t.Fatalf("NormalizePath(%q) = %q keeps escape %s", in, out, out[i:i+3])
+			}
+		}
+	})
+}
+
+// FuzzTokenInQuery: whenever net/url would find a token or access_token
+// parameter in a query (any case), the gateway refuses it.
+func FuzzTokenInQuery(f *testing.F) {
+	for _, s := range []string{"", "token=x", "a=1&access_token=y", "acc%65ss_token=z", "TOKEN", "q=token", "tokens=1", "%zz=1&token=2", "a+b=token"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, q string) {
+		got := tokenInQuery(q)
+		vals, _ := url.ParseQuery(q)
+		for k := range vals {
+			if strings.EqualFold(k, "token") || strings.EqualFold(k, "access_token") {
+				if !got {
+					t.Fatalf("tokenInQuery(%q) = false, but the query has %q", q, k)
+				}
 			}
 		}
 	})
