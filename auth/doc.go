@@ -100,5 +100,8 @@
 // audit.Recorder before the answer; state changes commit only after their
 // entry is durable, and a failing log answers 503 with nothing changed.
 // No password, token or code reaches the log: tokens and codes are named by
-// the first 12 hex digits of their SHA-256.
+// the first 12 hex digits of their SHA-256. Throttled (429) attempts are
+// recorded at most once per address or name every 10 seconds, with the
+// number of similar ones left out, so a flood cannot become a flood of
+// audit writes.
 package auth

@@ -33,17 +33,26 @@ var errTOTPReplay = errors.New("auth: one-time code already used")
 // the returned done when the attempt is decided.
 func (s *Service) admit(ctx context.Context, kind, name, client, event string) (done func(), err error) {
 	now := s.now()
-	if d, ok := s.thr.takeClient(client, now); !ok {
-		if err := s.record(ctx, s.event(ctx, event, audit.OutcomeFailure, "user:"+safeName(name), "throttled: too many attempts from this address", client, nil)); err != nil {
-			return nil, err
+	// Refused attempts are recorded at most once per address (or name)
+	// every 10 seconds, with the count of those left out, so that a flood
+	// cannot turn into a flood of audit writes.
+	refuse := func(key, why string, d time.Duration) (func(), error) {
+		if ok, n := s.thr.recordRefusal(key, now); ok {
+			meta := map[string]string{"retry_after": d.Round(time.Second).String()}
+			if n > 0 {
+				meta["similar_unrecorded"] = fmt.Sprint(n)
+			}
+			if err := s.record(ctx, s.event(ctx, event, audit.OutcomeFailure, "user:"+safeName(name), why, client, meta)); err != nil {
+				return nil, err
+			}
 		}
 		return nil, &ThrottledError{d}
 	}
+	if d, ok := s.thr.takeClient(client, now); !ok {
+		return refuse("addr\x00"+clientKey(client), "throttled: too many attempts from this address", d)
+	}
 	if d, ok := s.thr.begin(kind, name, now); !ok {
-		if err := s.record(ctx, s.event(ctx, event, audit.OutcomeFailure, "user:"+safeName(name), "throttled: account locked", client, nil)); err != nil {
-			return nil, err
-		}
-		return nil, &ThrottledError{d}
+		return refuse("name\x00"+acctKey(kind, name), "throttled: account locked", d)
 	}
 	return func() { s.thr.end(kind, name) }, nil
 }

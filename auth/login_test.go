@@ -794,3 +794,28 @@ func TestTokensNarrowedToCurrentPolicyOnRestartAndRefresh(t *testing.T) {
 		t.Fatalf("refresh after restart: %v, %v; want only status", sess, err)
 	}
 }
+
+func TestRefusalsAreRecordedSparingly(t *testing.T) {
+	h := newHarness(t, Config{ClientBurst: 2, ClientRefill: "1h"})
+	h.addUser("alice")
+	for i := 0; i < 50; i++ {
+		h.login(fmt.Sprintf("u%d", i), "spraying passwords")
+	}
+	count := func() (n int, similar string) {
+		for _, e := range h.rec.all() {
+			if e.Name == audit.EventAuthLogin && strings.HasPrefix(e.Reason, "throttled") {
+				n++
+				similar = e.Meta["similar_unrecorded"]
+			}
+		}
+		return n, similar
+	}
+	if n, _ := count(); n != 1 {
+		t.Errorf("48 refused attempts within 10s wrote %d audit entries, want 1", n)
+	}
+	h.clk.Advance(11 * time.Second)
+	h.login("u99", "spraying passwords")
+	if n, similar := count(); n != 2 || similar != "47" {
+		t.Errorf("after 10s: %d entries, similar_unrecorded %q; want 2 and 47", n, similar)
+	}
+}

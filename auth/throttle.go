@@ -50,15 +50,48 @@ type bucket struct {
 }
 
 type throttle struct {
-	mu     sync.Mutex
-	accts  map[string]*account // kind \x00 name → state
-	addrs  map[string]*bucket
-	burst  float64
-	refill time.Duration
+	mu       sync.Mutex
+	accts    map[string]*account // kind \x00 name → state
+	addrs    map[string]*bucket
+	refusals map[string]*refusal // what was last recorded of refused attempts
+	burst    float64
+	refill   time.Duration
 }
 
 func newThrottle(burst int, refill time.Duration) *throttle {
-	return &throttle{accts: map[string]*account{}, addrs: map[string]*bucket{}, burst: float64(burst), refill: refill}
+	return &throttle{accts: map[string]*account{}, addrs: map[string]*bucket{}, refusals: map[string]*refusal{}, burst: float64(burst), refill: refill}
+}
+
+// refusal remembers when a refused attempt was last recorded in the audit
+// log, so that a flood of refused attempts writes one entry per key every
+// refusalEvery (with the number left out) instead of one per request.
+type refusal struct {
+	last       time.Time
+	suppressed int
+}
+
+const refusalEvery = 10 * time.Second
+
+// recordRefusal reports whether a refused attempt under key should be
+// recorded now, and how many were left unrecorded since the last one.
+func (t *throttle) recordRefusal(key string, now time.Time) (bool, int) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	r := t.refusals[key]
+	if r == nil {
+		if len(t.refusals) >= maxTrackedAddrs {
+			clear(t.refusals)
+		}
+		r = &refusal{}
+		t.refusals[key] = r
+	}
+	if !r.last.IsZero() && now.Sub(r.last) < refusalEvery {
+		r.suppressed++
+		return false, 0
+	}
+	n := r.suppressed
+	r.last, r.suppressed = now, 0
+	return true, n
 }
 
 // acctKey bounds the key size of an attacker-chosen name.
