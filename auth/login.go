@@ -232,10 +232,10 @@ type RecoverRequest struct {
 // so that the check, made before the code is verified, reveals nothing
 // about the account.
 func (s *Service) Recover(ctx context.Context, req RecoverRequest) error {
-	if err := CheckPassword(req.NewPassword, req.Username, false); err != nil {
+	name := canonicalName(req.Username)
+	if err := CheckPassword(req.NewPassword, name, false); err != nil {
 		return err
 	}
-	name := canonicalName(req.Username)
 	done, err := s.admit(ctx, kindRecover, name, req.Client, audit.EventAuthRecover)
 	if err != nil {
 		return err
