@@ -37,6 +37,9 @@ func (c *CA) APIHandler() http.Handler {
 		mux.Use(middleware.GetHead)
 		mux.Use(func(next http.Handler) http.Handler {
 			return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				// smallstep's handlers (ACME's among them) read whole
+				// bodies; none is legitimately larger than this.
+				r.Body = http.MaxBytesReader(w, r.Body, maxAPIBody)
 				next.ServeHTTP(w, r.WithContext(c.baseContext(r.Context())))
 			})
 		})
@@ -52,6 +55,9 @@ func (c *CA) APIHandler() http.Handler {
 	})
 	return c.apiHandler
 }
+
+// maxAPIBody bounds every request body on the CA listener.
+const maxAPIBody = 1 << 20
 
 // stepEvent names the audit event of a smallstep API call, "" for calls
 // that change nothing.

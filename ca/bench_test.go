@@ -181,3 +181,20 @@ func BenchmarkEnrollVsStepCA(b *testing.B) {
 	b.ReportMetric(float64(step.Nanoseconds())/float64(b.N), "stepca-ns/sign")
 	b.ReportMetric(float64(step)/float64(hearth), "throughput-ratio")
 }
+
+// BenchmarkLookupDevice is the per-request cost the gateway pays for a
+// device certificate (a cached view; the certificate hash dominates).
+func BenchmarkLookupDevice(b *testing.B) {
+	tc := newTestCA(b, Config{})
+	_, leaf := tc.enrolled(b, "pi", "system:read")
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, _, err := tc.LookupDevice(ctx, leaf); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}

@@ -233,6 +233,9 @@ func (c *CA) loadPKI() error {
 	if err != nil {
 		return err
 	}
+	if gw, gwKey, err = c.renewGatewayIfDue(gw, gwKey); err != nil {
+		return err
+	}
 	c.serverCert = &tls.Certificate{PrivateKey: gwKey, Leaf: gw[0]}
 	for _, crt := range gw {
 		c.serverCert.Certificate = append(c.serverCert.Certificate, crt.Raw)
@@ -272,6 +275,34 @@ func (c *CA) loadPKI() error {
 		return fmt.Errorf("ca: provisioner signer: %w", err)
 	}
 	return nil
+}
+
+// renewGatewayIfDue reissues the gateway's server certificate (same
+// names, new key) when two thirds of its lifetime have passed, so that a
+// hearth that keeps running across restarts never serves an expired one.
+func (c *CA) renewGatewayIfDue(chain []*x509.Certificate, key crypto.Signer) ([]*x509.Certificate, crypto.Signer, error) {
+	leaf := chain[0]
+	now := c.now()
+	if now.Before(NextRenewal(leaf.NotBefore, leaf.NotAfter)) {
+		return chain, key, nil
+	}
+	hosts := append([]string(nil), leaf.DNSNames...)
+	for _, ip := range leaf.IPAddresses {
+		hosts = append(hosts, ip.String())
+	}
+	name := strings.TrimSuffix(leaf.Subject.CommonName, " gateway")
+	nk, nchain, err := newServerCert(name, hosts, c.inter, c.interKey, now.UTC().Truncate(time.Second))
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := replaceFile(filepath.Join(c.dir, gatewayKeyFile), mustPEMKey(nk), 0o600); err != nil {
+		return nil, nil, err
+	}
+	if err := replaceFile(filepath.Join(c.dir, gatewayCertFile), pemCerts(nchain...), 0o644); err != nil {
+		return nil, nil, err
+	}
+	c.log.Info().Time("not_after", nchain[0].NotAfter).Msg("ca: gateway certificate renewed")
+	return nchain, nk, nil
 }
 
 // deviceTemplate shapes every certificate the JWK provisioner signs: the

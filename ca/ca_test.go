@@ -26,6 +26,8 @@ import (
 	"testing"
 	"time"
 
+	"go.etcd.io/bbolt"
+
 	"github.com/hearth-home/hearth/audit"
 	"github.com/hearth-home/hearth/authz"
 )
@@ -838,5 +840,39 @@ func TestHearthNamesNotIssuable(t *testing.T) {
 	}
 	if !strings.Contains(acmeTemplate, `"extKeyUsage": ["serverAuth"]`) {
 		t.Error("the ACME template grants more than serverAuth")
+	}
+}
+
+func TestGatewayCertificateRenewedOnOpen(t *testing.T) {
+	tc := newTestCA(t, Config{})
+	old := tc.ServerCertificate().Leaf
+	db, err := bbolt.Open(filepath.Join(t.TempDir(), "other.db"), 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	pol, _ := authz.New(authz.Config{})
+	tc.Close() // release the CA database
+	at := func(now time.Time) *x509.Certificate {
+		c, err := Open(tc.dir, Config{}, Options{DB: db, Policy: pol, Now: func() time.Time { return now }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		return c.ServerCertificate().Leaf
+	}
+	if got := at(old.NotBefore.Add(24 * time.Hour)); got.SerialNumber.Cmp(old.SerialNumber) != 0 {
+		t.Error("a fresh gateway certificate was replaced")
+	}
+	late := old.NotAfter.Add(-30 * 24 * time.Hour)
+	got := at(late)
+	if got.SerialNumber.Cmp(old.SerialNumber) == 0 || !got.NotAfter.After(old.NotAfter) {
+		t.Fatalf("gateway certificate at 11 months: serial %v until %v, want a new one", got.SerialNumber, got.NotAfter)
+	}
+	if strings.Join(got.DNSNames, ",") != strings.Join(old.DNSNames, ",") || len(got.IPAddresses) != len(old.IPAddresses) {
+		t.Errorf("renewed names %v %v, want %v %v", got.DNSNames, got.IPAddresses, old.DNSNames, old.IPAddresses)
+	}
+	if fi, err := os.Stat(filepath.Join(tc.dir, "ca", gatewayKeyFile)); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("renewed key file: %v %v", fi, err)
 	}
 }

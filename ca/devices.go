@@ -3,12 +3,12 @@ package ca
 import (
 	"context"
 	"crypto/sha256"
-	"crypto/subtle"
 	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/big"
 	"net/url"
 	"slices"
 	"strings"
@@ -128,7 +128,13 @@ func publicDevice(r *deviceRecord, idx *certIndex) Device {
 type deviceView struct {
 	caps    []authz.Capability
 	revoked bool
-	certs   map[string]certRecord // by serial
+	certs   map[[32]byte]viewCert // by SHA-256 of the DER
+}
+
+type viewCert struct {
+	serial   *big.Int
+	notAfter time.Time
+	revoked  bool
 }
 
 // deviceStore keeps device records in hearth.db and their certificate
@@ -300,9 +306,15 @@ func (s *deviceStore) view(name string) (*deviceView, error) {
 	if err != nil {
 		return nil, err
 	}
-	v = &deviceView{caps: r.Caps, revoked: r.Revoked, certs: make(map[string]certRecord, len(idx.Certs))}
+	v = &deviceView{caps: r.Caps, revoked: r.Revoked, certs: make(map[[32]byte]viewCert, len(idx.Certs))}
 	for _, c := range idx.Certs {
-		v.certs[c.Serial] = c
+		var k [32]byte
+		b, err := hex.DecodeString(c.SHA256)
+		serial, ok := new(big.Int).SetString(c.Serial, 10)
+		if err == nil && len(b) == len(k) && ok {
+			copy(k[:], b)
+			v.certs[k] = viewCert{serial: serial, notAfter: c.NotAfter, revoked: c.Revoked}
+		}
 	}
 	s.cache[name] = v
 	return v, nil
@@ -364,8 +376,8 @@ func (c *CA) parseDeviceURI(u *url.URL) (string, bool) {
 // certificate (already verified against hearth's CA by the TLS layer) to
 // its device and granted capabilities. It refuses, with ErrUnknownDevice, a
 // certificate without a device ID, an unknown or revoked device, and a
-// certificate this CA did not record for that device (by serial and
-// SHA-256), revoked or expired. It reads an in-memory view, so it costs a
+// certificate this CA did not record for that device (by the SHA-256 of
+// its DER, which covers the serial), revoked or expired. It reads an in-memory view, so it costs a
 // hash of the certificate and two map lookups.
 func (c *CA) LookupDevice(_ context.Context, crt *x509.Certificate) (string, []authz.Capability, error) {
 	if crt == nil || crt.SerialNumber == nil {
@@ -382,12 +394,10 @@ func (c *CA) LookupDevice(_ context.Context, crt *x509.Certificate) (string, []a
 	if v == nil || v.revoked {
 		return "", nil, ErrUnknownDevice
 	}
-	rec, ok := v.certs[crt.SerialNumber.String()]
-	if !ok || rec.Revoked || !c.now().Before(rec.NotAfter) {
-		return "", nil, ErrUnknownDevice
-	}
-	fp := certFingerprint(crt)
-	if subtle.ConstantTimeCompare([]byte(fp), []byte(rec.SHA256)) != 1 {
+	// The same DER means the same serial: a certificate counts only if this
+	// CA recorded exactly these bytes for this device.
+	rec, ok := v.certs[sha256.Sum256(crt.Raw)]
+	if !ok || rec.revoked || rec.serial.Cmp(crt.SerialNumber) != 0 || !c.now().Before(rec.notAfter) {
 		return "", nil, ErrUnknownDevice
 	}
 	return name, slices.Clone(v.caps), nil
