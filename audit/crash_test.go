@@ -38,6 +38,7 @@ func crashChild(dir string) {
 	}
 	cycle := os.Getenv("HEARTH_AUDIT_CRASH_CYCLE")
 	var out sync.Mutex
+	os.Stdout.WriteString("ready\n")
 	for g := range 16 {
 		go func() {
 			for n := 0; ; n++ {
@@ -56,7 +57,6 @@ func crashChild(dir string) {
 			}
 		}()
 	}
-	os.Stdout.WriteString("ready\n")
 	select {}
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"time"
 
@@ -295,6 +296,10 @@ func (l *Log) run() {
 		for _, r := range batch {
 			r.done <- err
 		}
+		// The writers just answered are runnable on this P: let them run
+		// and queue their next entries, so that they join the next batch
+		// rather than wait a whole commit for the one after.
+		runtime.Gosched()
 	}
 }
 

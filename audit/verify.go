@@ -2,6 +2,7 @@ package audit
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -27,6 +28,11 @@ type VerifyOptions struct {
 	// the tree it describes: that nothing was truncated or rewritten since,
 	// checkpoints included.
 	Checkpoint []byte
+	// Strict also parses every entry with ParseEntry (canonical JSON, valid
+	// event), at several times the cost. Without it, Verify checks each
+	// entry's index and its bytes against the signed tree, which is what
+	// makes tampering evident; Strict adds a check of the format.
+	Strict bool
 }
 
 // VerifyResult is what Verify found. Its JSON form is what `hearth audit
@@ -72,8 +78,8 @@ func (e *VerifyError) Unwrap() error { return e.Err }
 //
 //   - every checkpoint's signature (with the key in the directory, or
 //     opts.VerifierKey), its origin, and that sizes strictly increase;
-//   - every entry: complete, in canonical form (ParseEntry), carrying its
-//     own index, in segment files that follow each other;
+//   - every entry: complete, carrying its own index, in segment files that
+//     follow each other (and in canonical form, with opts.Strict);
 //   - the Merkle tree recomputed from the entries: each checkpoint's hash
 //     must be the tree hash at its size (which implies the consistency of
 //     successive checkpoints), and the final checkpoint must cover every
@@ -90,7 +96,7 @@ func (e *VerifyError) Unwrap() error { return e.Err }
 // The result is always non-nil; the error is a *VerifyError when the log
 // fails verification.
 func Verify(dir string, opts VerifyOptions) (*VerifyResult, error) {
-	v := &verifier{adir: filepath.Join(dir, DirName), res: &VerifyResult{}}
+	v := &verifier{adir: filepath.Join(dir, DirName), res: &VerifyResult{}, hashDiverged: -1}
 	err := v.run(opts)
 	if err != nil {
 		var ve *VerifyError
@@ -112,6 +118,20 @@ func Verify(dir string, opts VerifyOptions) (*VerifyResult, error) {
 type verifier struct {
 	adir string
 	res  *VerifyResult
+	// The first entry whose stored hashes disagree with the recomputed
+	// ones (-1: none yet), and the size of the last checkpoint verified.
+	hashDiverged, prevSize int64
+}
+
+// badAt is the index to report for a failure found at entry i: an entry
+// that breaks the format may follow a changed entry in the same checkpoint
+// range that only the stored hashes point at (a changed newline merges two
+// entries).
+func (v *verifier) badAt(i int64) int64 {
+	if v.hashDiverged >= v.prevSize && v.hashDiverged < i {
+		return v.hashDiverged
+	}
+	return i
 }
 
 func bad(i int64, format string, args ...any) error {
@@ -156,7 +176,7 @@ func (v *verifier) run(opts VerifyOptions) error {
 	if torn >= 0 && !running {
 		v.res.Warnings = append(v.res.Warnings, fmt.Sprintf("torn checkpoint record at offset %d (a crash while appending; opening the log repairs it)", torn))
 	}
-	cps, cpErr := checkCheckpoints(recs, verifiers, nv.Name())
+	cps, cpErr := parseCheckpoints(recs, nv.Name())
 	if cpErr == nil && splitErr != nil {
 		prev := int64(0)
 		if len(cps) > 0 {
@@ -164,6 +184,19 @@ func (v *verifier) run(opts VerifyOptions) error {
 		}
 		cpErr = bad(prev, "%v", splitErr)
 	}
+	// Signatures are checked on the other CPUs while this one reads the
+	// entries.
+	sigDone := make(chan error, 1)
+	go func() { sigDone <- checkSignatures(recs[:len(cps)], cps, verifiers) }()
+	var sigErr error
+	sigWaited := false
+	waitSignatures := func() error {
+		if !sigWaited {
+			sigErr, sigWaited = <-sigDone, true
+		}
+		return sigErr
+	}
+	defer waitSignatures()
 	v.res.Checkpoints = len(cps)
 	final := Checkpoint{Origin: nv.Name(), Hash: emptyRoot()}
 	if len(cps) > 0 {
@@ -180,31 +213,23 @@ func (v *verifier) run(opts VerifyOptions) error {
 	}
 	var fr frontier
 	ci := 0
-	hashDiverged := int64(-1)
-	prevSize := int64(0)
 	var savedRoot *tlog.Hash
-	// An entry that breaks the format at i may follow a changed entry in
-	// the same checkpoint range that only the stored hashes point at.
-	firstBad := func(i int64) int64 {
-		if hashDiverged >= prevSize && hashDiverged < i {
-			return hashDiverged
-		}
-		return i
-	}
 	check := func(i int64, line []byte) error {
 		if !indexPrefix(line, i) {
-			return bad(firstBad(i), "entry %d does not carry index %d (removed, reordered or injected entries)", i, i)
+			return bad(v.badAt(i), "entry %d does not carry index %d (removed, reordered or injected entries)", i, i)
 		}
-		if _, err := ParseEntry(line); err != nil {
-			return bad(firstBad(i), "entry %d: %v", i, err)
+		if opts.Strict {
+			if _, err := ParseEntry(line); err != nil {
+				return bad(v.badAt(i), "entry %d: %v", i, err)
+			}
 		}
 		hs, err := fr.add(tlog.RecordHash(line))
 		if err != nil {
 			return err
 		}
-		if hashes != nil && hashDiverged < 0 {
+		if hashes != nil && v.hashDiverged < 0 {
 			if ok, err := hashes.match(hs); err != nil || !ok {
-				hashDiverged = i
+				v.hashDiverged = i
 			}
 		}
 		n := i + 1
@@ -214,9 +239,9 @@ func (v *verifier) run(opts VerifyOptions) error {
 				return err
 			}
 			if root != cps[ci].Hash {
-				return bad(divergedSince(hashDiverged, prevSize, n), "entries %d to %d do not match signed checkpoint %d (changed, removed, reordered or injected entries)", prevSize, n-1, ci)
+				return bad(v.badAt(n), "entries %d to %d do not match signed checkpoint %d (changed, removed, reordered or injected entries)", v.prevSize, n-1, ci)
 			}
-			prevSize = n
+			v.prevSize = n
 			ci++
 		}
 		if saved != nil && saved.Size == n {
@@ -229,19 +254,23 @@ func (v *verifier) run(opts VerifyOptions) error {
 		return nil
 	}
 	count, err := v.scan(final.Size, check)
+	// Of an entry error and a signature error, report the earlier.
+	if serr := waitSignatures(); serr != nil && (err == nil || index(serr) < index(err)) {
+		return serr
+	}
 	if err != nil {
 		return err
 	}
 	if count < final.Size {
-		return bad(count, "the log ends at entry %d but checkpoint %d covers %d entries (truncated)", count, len(cps)-1, final.Size)
+		return bad(v.badAt(count), "the log ends at entry %d but checkpoint %d covers %d entries (truncated)", count, len(cps)-1, final.Size)
 	}
 	if cpErr != nil {
 		return cpErr
 	}
 	v.res.Entries = final.Size
 	v.res.Root = final.Hash.String()
-	if hashDiverged >= 0 {
-		return bad(hashDiverged, "the stored hashes file disagrees with entry %d (proofs served would be wrong; delete the file while the log is closed and opening it rebuilds it)", hashDiverged)
+	if v.hashDiverged >= 0 {
+		return bad(v.hashDiverged, "the stored hashes file disagrees with entry %d (proofs served would be wrong; delete the file while the log is closed and opening it rebuilds it)", v.hashDiverged)
 	}
 	if saved != nil {
 		switch {
@@ -266,15 +295,6 @@ func (v *verifier) run(opts VerifyOptions) error {
 	return nil
 }
 
-// divergedSince: the first entry whose stored hashes disagree, if it lies in
-// [lo, hi), else lo.
-func divergedSince(diverged, lo, hi int64) int64 {
-	if diverged >= lo && diverged < hi {
-		return diverged
-	}
-	return lo
-}
-
 // scan runs check on entries [0, limit) and returns how many complete
 // entries it found (at most limit).
 func (v *verifier) scan(limit int64, check func(int64, []byte) error) (int64, error) {
@@ -289,7 +309,7 @@ func (v *verifier) scan(limit int64, check func(int64, []byte) error) (int64, er
 		}
 		if s.start != idx {
 			if s.start > idx {
-				return idx, bad(idx, "entries %d to %d are missing (segment %s starts at %d)", idx, s.start-1, filepath.Base(s.path), s.start)
+				return idx, bad(v.badAt(idx), "entries %d to %d are missing (segment %s starts at %d)", idx, s.start-1, filepath.Base(s.path), s.start)
 			}
 			return idx, bad(s.start, "segment %s starts at %d, inside the previous segment", filepath.Base(s.path), s.start)
 		}
@@ -305,7 +325,7 @@ func (v *verifier) scan(limit int64, check func(int64, []byte) error) (int64, er
 			}
 			if err != nil {
 				f.Close()
-				return idx, bad(idx, "%s: %v", filepath.Base(s.path), err)
+				return idx, bad(v.badAt(idx), "%s: %v", filepath.Base(s.path), err)
 			}
 			if err := check(idx, line); err != nil {
 				f.Close()
@@ -317,7 +337,7 @@ func (v *verifier) scan(limit int64, check func(int64, []byte) error) (int64, er
 		if k+1 < len(segs) && idx < limit && segs[k+1].start != idx {
 			// This segment ended (maybe with a torn line) before the next
 			// segment's first entry.
-			return idx, bad(idx, "segment %s ends at entry %d but the next starts at %d", filepath.Base(s.path), idx, segs[k+1].start)
+			return idx, bad(v.badAt(idx), "segment %s ends at entry %d but the next starts at %d", filepath.Base(s.path), idx, segs[k+1].start)
 		}
 	}
 	return idx, nil
@@ -334,35 +354,71 @@ func (v *verifier) countFrom(from int64) (int64, error) {
 	return n, err
 }
 
-// checkCheckpoints opens every record (signatures checked on all CPUs) and
-// checks origins and increasing sizes. It returns the checkpoints up to the
-// first bad one, and an error for that one.
-func checkCheckpoints(recs []cpRecord, verifiers note.Verifiers, origin string) ([]Checkpoint, error) {
-	cps := make([]Checkpoint, len(recs))
+// parseCheckpoints parses every record's text (signatures are checked by
+// checkSignatures) and checks origins and increasing sizes. It returns the
+// checkpoints up to the first bad one, and an error for that one.
+func parseCheckpoints(recs []cpRecord, origin string) ([]Checkpoint, error) {
+	cps := make([]Checkpoint, 0, len(recs))
+	prev := int64(0)
+	for i, r := range recs {
+		text := r.msg
+		if k := bytes.LastIndex(text, []byte("\n\n")); k >= 0 {
+			text = text[:k+1]
+		}
+		c, err := ParseCheckpoint(text)
+		switch {
+		case err != nil:
+			return cps, bad(prev, "checkpoint %d: %v", i, err)
+		case c.Origin != origin:
+			return cps, bad(prev, "checkpoint %d is of log %q, not %q", i, c.Origin, origin)
+		case c.Size <= prev:
+			return cps, bad(min(prev, c.Size), "checkpoint %d has size %d, not above the previous %d (reordered or replayed checkpoints)", i, c.Size, prev)
+		}
+		cps = append(cps, c)
+		prev = c.Size
+	}
+	return cps, nil
+}
+
+// checkSignatures opens every record with the verifiers, on all CPUs, and
+// requires it to be the checkpoint parsed before. It returns an error for
+// the first record that fails.
+func checkSignatures(recs []cpRecord, cps []Checkpoint, verifiers note.Verifiers) error {
 	errs := make([]error, len(recs))
 	workers := runtime.GOMAXPROCS(0)
 	var wg sync.WaitGroup
 	for w := range workers {
 		wg.Go(func() {
 			for i := w; i < len(recs); i += workers {
-				cps[i], errs[i] = OpenCheckpoint(recs[i].msg, verifiers)
+				c, err := OpenCheckpoint(recs[i].msg, verifiers)
+				if err == nil && c != cps[i] {
+					err = errors.New("signed text differs from the text parsed")
+				}
+				errs[i] = err
 			}
 		})
 	}
 	wg.Wait()
-	prev := int64(0)
-	for i := range recs {
-		switch {
-		case errs[i] != nil:
-			return cps[:i], bad(prev, "checkpoint %d: %v", i, errs[i])
-		case cps[i].Origin != origin:
-			return cps[:i], bad(prev, "checkpoint %d is of log %q, not %q", i, cps[i].Origin, origin)
-		case cps[i].Size <= prev && i > 0 || cps[i].Size == 0:
-			return cps[:i], bad(min(prev, cps[i].Size), "checkpoint %d has size %d, not above the previous %d (reordered or replayed checkpoints)", i, cps[i].Size, prev)
+	for i, err := range errs {
+		if err != nil {
+			prev := int64(0)
+			if i > 0 {
+				prev = cps[i-1].Size
+			}
+			return bad(prev, "checkpoint %d: %v", i, err)
 		}
-		prev = cps[i].Size
 	}
-	return cps, nil
+	return nil
+}
+
+// index is the entry index a verification error points at; errors without
+// one sort last.
+func index(err error) int64 {
+	var ve *VerifyError
+	if errors.As(err, &ve) && ve.Index >= 0 {
+		return ve.Index
+	}
+	return 1<<63 - 1
 }
 
 func emptyRoot() tlog.Hash {

@@ -33,7 +33,7 @@ These commands read its files directly and work whether or not the server runs.`
 }
 
 func newAuditVerifyCmd(e *env) *cobra.Command {
-	var asJSON bool
+	var asJSON, strict bool
 	var cpFile, key string
 	cmd := &cobra.Command{
 		Use:   "verify",
@@ -46,7 +46,8 @@ and exit status 1.
 With --checkpoint, it also proves that the log still extends a checkpoint saved
 earlier (hearth audit checkpoint), which detects a rewrite or truncation of the
 whole log, checkpoints included. With --key, checkpoints must be signed by that
-verifier key rather than the one in the data dir.`,
+verifier key rather than the one in the data dir. --strict also parses every
+entry and checks its format.`,
 		Example: `  hearth audit verify
   hearth audit verify --json
   hearth audit verify --checkpoint ~/hearth-checkpoint.txt`,
@@ -56,7 +57,7 @@ verifier key rather than the one in the data dir.`,
 			if err != nil {
 				return err
 			}
-			opts := audit.VerifyOptions{VerifierKey: key}
+			opts := audit.VerifyOptions{VerifierKey: key, Strict: strict}
 			if cpFile != "" {
 				if opts.Checkpoint, err = auditReadFile(cpFile, 64<<10); err != nil {
 					return err
@@ -80,6 +81,7 @@ verifier key rather than the one in the data dir.`,
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, `print {"ok", "entries", "first_bad_index", "error", …} as JSON`)
 	cmd.Flags().StringVar(&cpFile, "checkpoint", "", "a signed checkpoint saved earlier that the log must extend")
+	cmd.Flags().BoolVar(&strict, "strict", false, "also check that every entry is in canonical form (slower)")
 	cmd.Flags().StringVar(&key, "key", "", "verifier key (origin+hash+key) the checkpoints must be signed with")
 	return cmd
 }
