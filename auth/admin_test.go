@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -222,5 +223,39 @@ func TestSessionsPerUserAreCapped(t *testing.T) {
 	h.s.mu.RUnlock()
 	if n != MaxSessionsPerUser {
 		t.Errorf("%d live tokens, want %d", n, MaxSessionsPerUser)
+	}
+}
+
+// TestDisableRacingLogins: however logins and a disable interleave, once
+// the user is disabled no token of theirs is left in the index (the index
+// changes inside the store's transaction, so a revocation cannot miss a
+// token being issued).
+func TestDisableRacingLogins(t *testing.T) {
+	h := newHarness(t, Config{})
+	ctx := context.Background()
+	h.addUser("alice")
+	for round := 0; round < 20; round++ {
+		if err := h.s.Enable(ctx, "alice"); err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		for i := 0; i < 4; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				h.s.IssueSession(ctx, "alice", "password", false, "127.0.0.1:1")
+			}()
+		}
+		if err := h.s.Disable(ctx, "alice"); err != nil {
+			t.Fatal(err)
+		}
+		wg.Wait()
+		h.s.mu.RLock()
+		for _, lt := range h.s.tokens {
+			if lt.user == "alice" {
+				t.Fatalf("round %d: a token of disabled alice is live", round)
+			}
+		}
+		h.s.mu.RUnlock()
 	}
 }

@@ -202,7 +202,7 @@ func (s *Service) Login(ctx context.Context, req LoginRequest) (*Session, error)
 		}
 		login := s.event(uctx, audit.EventAuthLogin, audit.OutcomeSuccess, "user:"+name, "", req.Client, meta)
 		return append([]audit.Event{login}, append(capEvs, ev)...), err
-	})
+	}, s.publishing(&h, &lt, &evicted))
 	if errors.Is(err, errTOTPReplay) || errors.Is(err, ErrInvalidCredentials) {
 		return nil, s.failed(ctx, kindLogin, name, req.Client, audit.EventAuthLogin, "wrong or reused one-time code")
 	}
@@ -211,8 +211,6 @@ func (s *Service) Login(ctx context.Context, req LoginRequest) (*Session, error)
 	}
 	s.thr.reset(kindLogin, name)
 	s.thr.refundClient(req.Client)
-	s.drop(evicted)
-	s.publish(h, lt)
 	return sess, nil
 }
 
@@ -345,11 +343,10 @@ func (s *Service) setNewPassword(ctx context.Context, name, pw, client, how stri
 			s.event(uctx, audit.EventAuthPasswordChange, audit.OutcomeSuccess, res, "via "+how, client, nil),
 			s.event(uctx, audit.EventTokenRevoke, audit.OutcomeSuccess, res, "password reset", client, map[string]string{"count": fmt.Sprint(n)}),
 		}, nil
-	})
+	}, s.dropping(&hashes))
 	if err != nil {
 		return err
 	}
-	s.unpublish(revokeUser(name), hashes)
 	s.thr.reset(kindLogin, name)
 	s.thr.reset(kindRecover, name)
 	s.thr.refundClient(client)
@@ -416,14 +413,13 @@ func (s *Service) SetPassword(ctx context.Context, name, oldPassword, newPasswor
 			s.event(ctx, audit.EventAuthPasswordChange, audit.OutcomeSuccess, res, "with the current password", client, nil),
 			s.event(ctx, audit.EventTokenRevoke, audit.OutcomeSuccess, res, "password changed", client, map[string]string{"count": fmt.Sprint(n)}),
 		}, nil
-	})
+	}, s.dropping(&hashes))
 	if errors.Is(err, errTOTPReplay) || errors.Is(err, ErrInvalidCredentials) {
 		return s.failed(ctx, kindLogin, name, client, audit.EventAuthPasswordChange, "wrong or reused one-time code")
 	}
 	if err != nil {
 		return err
 	}
-	s.unpublish(sel, hashes)
 	s.thr.reset(kindLogin, name)
 	return nil
 }

@@ -292,10 +292,18 @@ func (s *Service) flush() error {
 	})
 }
 
+// memEffect brings the in-memory token index in step with a transaction.
+// It is applied inside the transaction, once the audit entries are
+// durable, so that no other writer can come between the store and the
+// index (a revocation can never miss a token being issued); undo reverts
+// it should the commit itself then fail.
+type memEffect struct{ apply, undo func() }
+
 // commit runs fn in a write transaction and records the events it returns
 // in the audit log before the transaction commits: if the log cannot be
 // written, the transaction rolls back and nothing changes (fail closed).
-func (s *Service) commit(ctx context.Context, fn func(tx *bbolt.Tx) ([]audit.Event, error)) error {
+func (s *Service) commit(ctx context.Context, fn func(tx *bbolt.Tx) ([]audit.Event, error), effects ...memEffect) error {
+	applied := false
 	err := s.db.Update(func(tx *bbolt.Tx) error {
 		evs, err := fn(tx)
 		if err != nil {
@@ -306,8 +314,19 @@ func (s *Service) commit(ctx context.Context, fn func(tx *bbolt.Tx) ([]audit.Eve
 				return fmt.Errorf("%w: %v", ErrUnavailable, err)
 			}
 		}
+		for _, m := range effects {
+			m.apply()
+		}
+		applied = true
 		return nil
 	})
+	if err != nil && applied {
+		for _, m := range effects {
+			if m.undo != nil {
+				m.undo()
+			}
+		}
+	}
 	return err
 }
 

@@ -241,6 +241,23 @@ func (s *Service) capSessionsTx(ctx context.Context, tx *bbolt.Tx, user, client 
 	return hashes, evs, nil
 }
 
+// dropping is the memEffect that removes revoked tokens from the index.
+func (s *Service) dropping(hashes *[][32]byte) memEffect {
+	return memEffect{apply: func() { s.drop(*hashes) }}
+}
+
+// publishing is the memEffect that adds an issued token to the index (and
+// removes the ones a session limit ended).
+func (s *Service) publishing(h *[32]byte, lt **liveToken, evicted *[][32]byte) memEffect {
+	return memEffect{
+		apply: func() {
+			s.drop(*evicted)
+			s.publish(*h, *lt)
+		},
+		undo: func() { s.drop([][32]byte{*h}) },
+	}
+}
+
 // drop removes revoked tokens from the in-memory index.
 func (s *Service) drop(hashes [][32]byte) {
 	if len(hashes) == 0 {
@@ -334,12 +351,10 @@ func (s *Service) IssueSession(ctx context.Context, username, method string, mfa
 		var ev audit.Event
 		sess, h, lt, ev, err = s.issueTx(ctx, tx, grant{user: username, caps: caps, authTime: s.now().UTC(), mfa: mfa, method: method, client: client})
 		return append(evs, ev), err
-	})
+	}, s.publishing(&h, &lt, &evicted))
 	if err != nil {
 		return nil, err
 	}
-	s.drop(evicted)
-	s.publish(h, lt)
 	return sess, nil
 }
 
@@ -396,7 +411,7 @@ func (s *Service) Refresh(ctx context.Context, refresh, client string) (*Session
 		ev.Meta["refreshed_from"] = tokenID(rh)
 		ev.Principal = "user:" + r.User
 		return []audit.Event{ev}, err
-	})
+	}, s.publishing(&h, &lt, new([][32]byte)))
 	if reused != nil {
 		// Reuse means the token was copied: end the family (both copies).
 		ctx = mtls.WithPrincipal(ctx, &authz.Principal{ID: "user:" + reused.User})
@@ -406,7 +421,6 @@ func (s *Service) Refresh(ctx context.Context, refresh, client string) (*Session
 	if err != nil {
 		return nil, err
 	}
-	s.publish(h, lt)
 	return sess, nil
 }
 
@@ -462,25 +476,11 @@ func revokeTx(tx *bbolt.Tx, sel revokeSel) ([][32]byte, int, error) {
 	return access, len(access) + len(refresh), nil
 }
 
-// unpublish removes the selected tokens from the in-memory index, so that
-// they stop authenticating at once.
-func (s *Service) unpublish(sel revokeSel, hashes [][32]byte) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, h := range hashes {
-		delete(s.tokens, h)
-	}
-	for h, lt := range s.tokens { // also any not yet in the store's view
-		if sel.match(lt.user, lt.family) {
-			delete(s.tokens, h)
-		}
-	}
-}
-
-// revoke ends the selected tokens, recording a token.revoke event first.
-func (s *Service) revoke(ctx context.Context, sel revokeSel, reason, resource, client string, meta map[string]string) error {
+// revoke ends the selected tokens, recording the events first (before a
+// token.revoke event of its own).
+func (s *Service) revoke(ctx context.Context, sel revokeSel, reason, resource, client string, meta map[string]string, first ...audit.Event) error {
 	var hashes [][32]byte
-	err := s.commit(ctx, func(tx *bbolt.Tx) ([]audit.Event, error) {
+	return s.commit(ctx, func(tx *bbolt.Tx) ([]audit.Event, error) {
 		var n int
 		var err error
 		hashes, n, err = revokeTx(tx, sel)
@@ -494,13 +494,8 @@ func (s *Service) revoke(ctx context.Context, sel revokeSel, reason, resource, c
 		if sel.family != "" {
 			meta["family"] = sel.family
 		}
-		return []audit.Event{s.event(ctx, audit.EventTokenRevoke, audit.OutcomeSuccess, resource, reason, client, meta)}, nil
-	})
-	if err != nil {
-		return err
-	}
-	s.unpublish(sel, hashes)
-	return nil
+		return append(first, s.event(ctx, audit.EventTokenRevoke, audit.OutcomeSuccess, resource, reason, client, meta)), nil
+	}, s.dropping(&hashes))
 }
 
 // Logout revokes the presented access token and its whole family (the
@@ -517,10 +512,8 @@ func (s *Service) Logout(ctx context.Context, token, client string) error {
 		return ErrInvalidCredentials
 	}
 	ctx = mtls.WithPrincipal(ctx, &authz.Principal{ID: lt.id})
-	if err := s.record(ctx, s.event(ctx, audit.EventAuthLogout, audit.OutcomeSuccess, lt.id, "", client, map[string]string{"token_id": tokenID(h), "family": lt.family})); err != nil {
-		return err
-	}
-	return s.revoke(ctx, revokeFamily(lt.family), "logout", lt.id, client, map[string]string{"token_id": tokenID(h)})
+	logout := s.event(ctx, audit.EventAuthLogout, audit.OutcomeSuccess, lt.id, "", client, map[string]string{"token_id": tokenID(h), "family": lt.family})
+	return s.revoke(ctx, revokeFamily(lt.family), "logout", lt.id, client, map[string]string{"token_id": tokenID(h)}, logout)
 }
 
 // tokenFamily returns the family and user of a live access token.

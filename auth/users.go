@@ -141,7 +141,7 @@ func (s *Service) CreateOwner(ctx context.Context, name string) (password string
 }
 
 // modifyUser runs fn on user name inside a transaction with audit.
-func (s *Service) modifyUser(ctx context.Context, name string, fn func(tx *bbolt.Tx, u *userRecord) ([]audit.Event, error)) error {
+func (s *Service) modifyUser(ctx context.Context, name string, fn func(tx *bbolt.Tx, u *userRecord) ([]audit.Event, error), effects ...memEffect) error {
 	return s.commit(ctx, func(tx *bbolt.Tx) ([]audit.Event, error) {
 		u, err := getUser(tx, name)
 		if err != nil {
@@ -155,7 +155,7 @@ func (s *Service) modifyUser(ctx context.Context, name string, fn func(tx *bbolt
 			return nil, err
 		}
 		return evs, putUser(tx, u)
-	})
+	}, effects...)
 }
 
 // Unlock ends a lockout of name, clears its failure count and re-enables
@@ -188,7 +188,7 @@ func (s *Service) Enable(ctx context.Context, name string) error {
 
 func (s *Service) setDisabled(ctx context.Context, name string, off bool) error {
 	var hashes [][32]byte
-	err := s.modifyUser(ctx, name, func(tx *bbolt.Tx, u *userRecord) ([]audit.Event, error) {
+	return s.modifyUser(ctx, name, func(tx *bbolt.Tx, u *userRecord) ([]audit.Event, error) {
 		u.Disabled = off
 		action := map[bool]string{true: "disable", false: "enable"}[off]
 		evs := []audit.Event{s.event(ctx, audit.EventUserChange, audit.OutcomeSuccess, "user:"+name, "user "+action+"d", "", map[string]string{"action": action})}
@@ -201,14 +201,7 @@ func (s *Service) setDisabled(ctx context.Context, name string, off bool) error 
 			evs = append(evs, s.event(ctx, audit.EventTokenRevoke, audit.OutcomeSuccess, "user:"+name, "user disabled", "", map[string]string{"count": fmt.Sprint(n)}))
 		}
 		return evs, nil
-	})
-	if err != nil {
-		return err
-	}
-	if off {
-		s.unpublish(revokeUser(name), hashes)
-	}
-	return nil
+	}, s.dropping(&hashes))
 }
 
 // ListUsers lists every user, sorted by name.
