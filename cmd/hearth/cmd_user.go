@@ -53,9 +53,10 @@ home. Every subcommand talks to the running server over its admin socket in
 the data dir, so start it first with 'hearth serve'.
 
 Commands that take a password read it from standard input (one line) when
-stdin is not a terminal, and prompt without echo when it is. An admin never
-chooses or learns another person's password: 'user reset' issues a one-time
-code with which they set their own.`,
+stdin is not a terminal, and prompt without echo when it is. To (re)set
+someone else's password, issue a one-time code with 'user reset' (or add
+them with --no-password): they choose their own, and no admin ever learns
+it.`,
 		Example: `  printf '%s\n' 'a long passphrase of words' | hearth user add bob --caps system:read
   hearth user list
   hearth user unlock bob`,
