@@ -15,6 +15,7 @@ import (
 	"encoding/hex"
 	"encoding/pem"
 	"errors"
+	"io"
 	"io/fs"
 	"net"
 	"net/http"
@@ -874,5 +875,48 @@ func TestGatewayCertificateRenewedOnOpen(t *testing.T) {
 	}
 	if fi, err := os.Stat(filepath.Join(tc.dir, "ca", gatewayKeyFile)); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Errorf("renewed key file: %v %v", fi, err)
+	}
+}
+
+// TestStepAPIRoutes checks the smallstep API is mounted as smallstep's own
+// CA mounts it: health, roots, root by fingerprint, provisioners, and the
+// ACME directory.
+func TestStepAPIRoutes(t *testing.T) {
+	tc := newTestCA(t, Config{})
+	hc := tc.client(nil)
+	for _, tt := range []struct{ path, want string }{
+		{"/health", `"status":"ok"`},
+		{"/1.0/health", `"status":"ok"`},
+		{"/roots", `"crts"`},
+		{"/roots.pem", "BEGIN CERTIFICATE"},
+		{"/root/" + tc.Fingerprint(), `"ca"`},
+		{"/provisioners", `"name":"hearth"`},
+		{"/acme/acme/directory", `"newNonce"`},
+		{"/.hearth/v1/roots.pem", "BEGIN CERTIFICATE"},
+	} {
+		t.Run(tt.path, func(t *testing.T) {
+			resp, err := hc.Get(tc.api.URL + tt.path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			// smallstep answers /roots with 201, as it always has.
+			if resp.StatusCode/100 != 2 || !strings.Contains(string(b), tt.want) {
+				t.Errorf("GET %s = %d %.200s, want 2xx containing %s", tt.path, resp.StatusCode, b, tt.want)
+			}
+		})
+	}
+	// The CA listener speaks TLS 1.2 (for older ACME clients) and 1.3.
+	for _, v := range []uint16{tls.VersionTLS12, tls.VersionTLS13} {
+		conn, err := tls.Dial("tcp", strings.TrimPrefix(tc.api.URL, "https://"), &tls.Config{RootCAs: tc.Roots(), MinVersion: v, MaxVersion: v})
+		if err != nil {
+			t.Errorf("TLS version %x: %v", v, err)
+			continue
+		}
+		conn.Close()
+	}
+	if _, err := tls.Dial("tcp", strings.TrimPrefix(tc.api.URL, "https://"), &tls.Config{RootCAs: tc.Roots(), MaxVersion: tls.VersionTLS11}); err == nil {
+		t.Error("the CA listener accepted TLS 1.1")
 	}
 }
