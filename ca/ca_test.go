@@ -15,6 +15,7 @@ import (
 	"encoding/hex"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"net"
@@ -918,5 +919,29 @@ func TestStepAPIRoutes(t *testing.T) {
 	}
 	if _, err := tls.Dial("tcp", strings.TrimPrefix(tc.api.URL, "https://"), &tls.Config{RootCAs: tc.Roots(), MaxVersion: tls.VersionTLS11}); err == nil {
 		t.Error("the CA listener accepted TLS 1.1")
+	}
+}
+
+// TestDeviceLifetimeBounds: the shortest and the longest lifetime a device
+// may have both enroll, and the certificate lives exactly that long.
+func TestDeviceLifetimeBounds(t *testing.T) {
+	tc := newTestCA(t, Config{})
+	for _, life := range []time.Duration{MinDeviceLifetime, DefaultMaxDeviceLifetime} {
+		t.Run(life.String(), func(t *testing.T) {
+			name := fmt.Sprintf("dev-%d", int(life.Minutes()))
+			tok, err := tc.AddDevice(context.Background(), name, []string{"status"}, 0, life)
+			if err != nil {
+				t.Fatal(err)
+			}
+			start := time.Now()
+			st, out := tc.enroll(t, tok.Token, tc.deviceCSR(t, name, newKey(t)))
+			if st != http.StatusCreated {
+				t.Fatalf("enroll = %d %v", st, out)
+			}
+			leaf := parseCertPEM(t, out["certificate"].(string))
+			if got := leaf.NotAfter.Sub(start); got > life+time.Second || got < life-5*time.Second {
+				t.Errorf("lifetime = %v, want %v", got, life)
+			}
+		})
 	}
 }

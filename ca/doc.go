@@ -24,10 +24,13 @@
 // A device's identity is the URI SAN spiffe://<trust-domain>/device/<name>
 // (SPIFFE X509-SVID §2); its capabilities are held server-side in hearth.db
 // (bucket "ca.devices"), so a change or a revocation takes effect on the
-// next request without reissuing anything. A certificate counts only if its
-// serial and SHA-256 are in the device's record: a certificate this CA
-// never recorded (a foreign CA, or one whose audit entry failed) is refused
-// by [CA.LookupDevice] even if it carries the same name.
+// next request without reissuing anything. Its certificates are indexed in
+// the CA database (<dir>/ca/db, table hearth_device_certs) in the same
+// transaction as smallstep's own row for each certificate. A certificate
+// counts only if exactly its bytes are indexed for that device and not
+// revoked: a certificate this CA never recorded (a foreign CA, or one whose
+// audit entry failed) is refused by [CA.LookupDevice] even if it carries
+// the same name.
 //
 // # Fail closed
 //
