@@ -2,6 +2,7 @@ package ca
 
 import (
 	"context"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -90,6 +91,26 @@ func TestStepCLIInterop(t *testing.T) {
 	}
 	if n := len(tc.audit.named(audit.EventCertRenew, audit.OutcomeSuccess)); n != 1 {
 		t.Errorf("%d cert.renew successes audited, want 1", n)
+	}
+
+	// A device revoking its own certificate with step (mTLS, passive
+	// revocation) is refused by the gateway's lookup at once.
+	tok2, err := tc.AddDevice(ctx, "tv", []string{"status"}, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := run("ca", "certificate", "tv", "tv.crt", "tv.key", "--token", tok2.Token); err != nil {
+		t.Fatalf("step ca certificate tv: %v\n%s", err, out)
+	}
+	tv := readCert(t, filepath.Join(work, "tv.crt"))
+	if out, err := run("ca", "revoke", "--cert", "tv.crt", "--key", "tv.key"); err != nil {
+		t.Fatalf("step ca revoke: %v\n%s", err, out)
+	}
+	if _, _, err := tc.LookupDevice(ctx, tv); !errors.Is(err, ErrUnknownDevice) {
+		t.Errorf("LookupDevice after step ca revoke = %v, want ErrUnknownDevice", err)
+	}
+	if n := len(tc.audit.named(audit.EventCertRevoke, audit.OutcomeSuccess)); n != 1 {
+		t.Errorf("%d cert.revoke successes audited, want 1", n)
 	}
 
 	if _, err := tc.RevokeDevice(ctx, "laptop"); err != nil {
