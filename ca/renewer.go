@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/binary"
+	"errors"
 	"time"
 )
 
@@ -24,10 +25,18 @@ type Renewer struct {
 	Rand func() float64
 	// MinBackoff and MaxBackoff bound the retry delay. Defaults 10s and 1h.
 	MinBackoff, MaxBackoff time.Duration
+	// Permanent, when set, tells a refusal that retrying cannot fix (the
+	// device was revoked); Run then returns it.
+	Permanent func(error) bool
 	// OnRenew and OnError, when set, are told about each attempt.
 	OnRenew func(notAfter time.Time)
 	OnError func(err error, retryIn time.Duration)
 }
+
+// ErrCertificateExpired is returned by Run when the certificate expired
+// before a renewal succeeded: an expired certificate cannot authenticate a
+// renewal, so the device must enroll again.
+var ErrCertificateExpired = errors.New("ca: the device certificate expired before it could be renewed; enroll again with a new token")
 
 // NextRenewal is when a certificate valid from notBefore to notAfter
 // should be renewed: at two thirds of its lifetime.
@@ -87,19 +96,29 @@ func (r *Renewer) Run(ctx context.Context, notBefore, notAfter time.Time) error 
 			case <-after(wait):
 			}
 		}
+		if !now().Before(notAfter) {
+			return ErrCertificateExpired
+		}
 		nb, na, err := r.Renew(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
+			if r.Permanent != nil && r.Permanent(err) {
+				return err
+			}
 			attempt++
 			wait = Backoff(attempt, rnd(), minB, maxB)
+			if left := notAfter.Sub(now()); wait > left {
+				wait = left // never wait past expiry; Run gives up there
+			}
 			if r.OnError != nil {
 				r.OnError(err, wait)
 			}
 			continue
 		}
 		attempt = 0
+		notAfter = na
 		if r.OnRenew != nil {
 			r.OnRenew(na)
 		}

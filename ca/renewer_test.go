@@ -145,3 +145,44 @@ func TestRenewerOverdue(t *testing.T) {
 	}
 	clk.advance(t, 2*time.Hour)
 }
+
+// TestRenewerGivesUp: a permanent refusal (a revoked device) ends Run at
+// once, and a certificate that expires while the CA is unreachable ends it
+// at expiry.
+func TestRenewerGivesUp(t *testing.T) {
+	start := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	revoked := errors.New("revoked")
+	t.Run("permanent", func(t *testing.T) {
+		clk := newFakeClock(start)
+		r := &Renewer{
+			Now: clk.Now, After: clk.After, Rand: func() float64 { return 0 },
+			Renew:     func(context.Context) (time.Time, time.Time, error) { return time.Time{}, time.Time{}, revoked },
+			Permanent: func(err error) bool { return errors.Is(err, revoked) },
+		}
+		done := make(chan error, 1)
+		go func() { done <- r.Run(context.Background(), start, start.Add(3*time.Hour)) }()
+		clk.advance(t, 2*time.Hour)
+		if err := <-done; !errors.Is(err, revoked) {
+			t.Errorf("Run = %v, want the permanent refusal", err)
+		}
+	})
+	t.Run("expired", func(t *testing.T) {
+		clk := newFakeClock(start)
+		r := &Renewer{
+			Now: clk.Now, After: clk.After, Rand: func() float64 { return 0.5 },
+			MinBackoff: 20 * time.Minute, MaxBackoff: time.Hour,
+			Renew: func(context.Context) (time.Time, time.Time, error) {
+				return time.Time{}, time.Time{}, errors.New("unreachable")
+			},
+		}
+		done := make(chan error, 1)
+		go func() { done <- r.Run(context.Background(), start, start.Add(3*time.Hour)) }()
+		clk.advance(t, 2*time.Hour)    // two thirds
+		clk.advance(t, 15*time.Minute) // attempt 1: 20m · 0.75
+		clk.advance(t, 30*time.Minute) // attempt 2: 40m · 0.75
+		clk.advance(t, 15*time.Minute) // attempt 3 would wait 45m: capped at expiry
+		if err := <-done; !errors.Is(err, ErrCertificateExpired) {
+			t.Errorf("Run = %v, want ErrCertificateExpired", err)
+		}
+	})
+}

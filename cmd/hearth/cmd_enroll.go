@@ -93,22 +93,24 @@ the certificate already in --out.`,
 					}
 					return res.NotBefore, res.ExpiresAt, nil
 				},
+				// A refusal of the device itself (revoked, unknown) will not
+				// heal with retries.
+				Permanent: func(err error) bool {
+					var ae *ca.APIError
+					return errors.As(err, &ae) && ae.Status == 401
+				},
 				OnRenew: func(na time.Time) {
 					log.Info().Time("expires_at", na).Msg("enroll: certificate renewed")
 					fmt.Fprintf(e.stdout, "Renewed; valid until %s\n", na.Local().Format(time.RFC3339))
 				},
 				OnError: func(err error, retry time.Duration) {
 					log.Warn().Err(err).Dur("retry_in", retry).Msg("enroll: renewal failed")
-					var ae *ca.APIError
-					if errors.As(err, &ae) && ae.Status == 401 {
-						fmt.Fprintf(e.stderr, "hearth: renewal refused (%s); the device may be revoked\n", ae.Message)
-					}
 				},
 			}
 			fmt.Fprintf(e.stdout, "Renewing at %s, then every two thirds of the lifetime; Ctrl-C stops.\n",
 				ca.NextRenewal(notBefore, notAfter).Local().Format(time.RFC3339))
 			if err := r.Run(ctx, notBefore, notAfter); err != nil && !errors.Is(err, context.Canceled) {
-				return err
+				return exitError{code: 1, msg: "enroll --renew: " + strings.TrimPrefix(err.Error(), "ca: ")}
 			}
 			return nil
 		},
