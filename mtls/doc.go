@@ -42,9 +42,11 @@
 //     with X-Hearth-Principal, X-Hearth-Method, X-Hearth-Capabilities and
 //     X-Forwarded-For/-Proto/-Host set by the gateway.
 //
-// Websocket upgrades are authorized like any request; while one is open its
-// credential and capability are checked again every RecheckInterval, and the
-// connection is closed when they no longer hold.
+// Websocket upgrades are authorized like any request; while one is open, or
+// a server-sent event stream (a request with "Accept: text/event-stream"),
+// its credential and capability are checked again every RecheckInterval,
+// and the connection is closed when they no longer hold. Other responses
+// are not watched: a revoked device's next request is refused.
 package mtls
 
 import (

@@ -640,7 +640,7 @@ func (g *Gateway) serveAgent(w http.ResponseWriter, r *http.Request, norm string
 		// Best effort: a writer that cannot set deadlines has its own.
 		_ = http.NewResponseController(w).SetReadDeadline(now.Add(g.bodyTimeout))
 	}
-	if r.Header.Get("Upgrade") != "" {
+	if r.Header.Get("Upgrade") != "" || wantsEventStream(r.Header) {
 		ctx, cancel := context.WithCancel(r.Context())
 		defer cancel()
 		r = r.WithContext(ctx)
@@ -649,10 +649,22 @@ func (g *Gateway) serveAgent(w http.ResponseWriter, r *http.Request, norm string
 	g.proxy.ServeHTTP(w, r)
 }
 
-// watch checks the credential behind an open upgraded connection (a
-// websocket) every RecheckInterval and cancels it, which closes both ends,
-// when the device is revoked, the token expires or the capability is
-// withdrawn.
+// wantsEventStream reports whether the client asked for server-sent events
+// (EventSource always sends "Accept: text/event-stream"): such a response
+// can stay open for hours, like a websocket.
+func wantsEventStream(h http.Header) bool {
+	for _, v := range h["Accept"] {
+		if strings.Contains(v, "text/event-stream") {
+			return true
+		}
+	}
+	return false
+}
+
+// watch checks the credential behind a long-lived exchange (a websocket, or
+// a server-sent event stream) every RecheckInterval and cancels it, which
+// closes both ends, when the device is revoked, the token expires or the
+// capability is withdrawn.
 func (g *Gateway) watch(ctx context.Context, cancel context.CancelFunc, cred credential, zone authz.Zone, c authz.Capability, client, path string) {
 	t := time.NewTicker(g.recheck)
 	defer t.Stop()

@@ -856,3 +856,37 @@ func TestCertificateExpiresOnOpenConnection(t *testing.T) {
 		t.Errorf("after expiry = %d, want 401", r.status)
 	}
 }
+
+func TestEventStreamClosedOnRevocation(t *testing.T) {
+	h := newHarness(t, func(o *GatewayOptions) { o.RecheckInterval = 200 * time.Millisecond })
+	pi := h.ca.device(t, "kitchen-pi")
+	for _, proto := range []struct {
+		name string
+		h2   bool
+	}{{"HTTP/1.1", false}, {"HTTP/2", true}} {
+		t.Run(proto.name, func(t *testing.T) {
+			h.dev.set("kitchen-pi", h.caps(t, "system:read"))
+			c := h.client(t, &pi, clientOpt{h2: proto.h2})
+			req, _ := http.NewRequest("GET", h.url+"/api/events/stream", nil)
+			req.Header.Set("Accept", "text/event-stream")
+			resp, err := c.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			br := bufio.NewReader(resp.Body)
+			if line, err := br.ReadString('\n'); err != nil || line != "data: first\n" {
+				t.Fatalf("first event = %q, %v", line, err)
+			}
+			h.dev.revoke("kitchen-pi")
+			start := time.Now()
+			rest, err := io.ReadAll(br)
+			if strings.Contains(string(rest), "second") {
+				t.Fatalf("stream went on after revocation: %q", rest)
+			}
+			if d := time.Since(start); d > 3*time.Second {
+				t.Errorf("stream ended %v after revocation (%v), want within a few seconds", d, err)
+			}
+		})
+	}
+}
