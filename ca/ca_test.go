@@ -945,3 +945,40 @@ func TestDeviceLifetimeBounds(t *testing.T) {
 		})
 	}
 }
+
+// TestStepSignAudit: smallstep's /1.0/sign with a hearth token is audited
+// before the answer; a token that is not the device's current one is
+// refused before smallstep consumes anything; and with a failing audit log
+// the signed certificate is revoked and the answer is 503.
+func TestStepSignAudit(t *testing.T) {
+	tc := newTestCA(t, Config{})
+	ctx := context.Background()
+	hc := tc.client(nil)
+	sign := func(tok, csr string) (int, map[string]any) {
+		return post(t, hc, tc.api.URL+"/1.0/sign", map[string]string{"ott": tok, "csr": csr})
+	}
+	old, _ := tc.AddDevice(ctx, "pi", []string{"status"}, 0, 0)
+	cur, _ := tc.AddDevice(ctx, "pi", []string{"status"}, 0, 0)
+	if st, out := sign(old.Token, tc.deviceCSR(t, "pi", newKey(t))); st != http.StatusUnauthorized {
+		t.Errorf("/1.0/sign with a replaced token = %d %v, want 401", st, out)
+	}
+	if st, out := sign(cur.Token, tc.deviceCSR(t, "pi", newKey(t))); st != http.StatusCreated {
+		t.Fatalf("/1.0/sign = %d %v", st, out)
+	}
+	if ev := tc.audit.named(audit.EventCertIssue, ""); len(ev) != 2 || ev[0].Outcome != audit.OutcomeFailure || ev[1].Outcome != audit.OutcomeSuccess || ev[1].Principal != "device:pi" {
+		t.Errorf("cert.issue entries = %+v, want a failure then a success for device:pi", ev)
+	}
+
+	tv, _ := tc.AddDevice(ctx, "tv", []string{"status"}, 0, 0)
+	tc.audit.setFail(true)
+	if st, out := sign(tv.Token, tc.deviceCSR(t, "tv", newKey(t))); st != http.StatusServiceUnavailable {
+		t.Fatalf("/1.0/sign with a failing audit log = %d %v, want 503", st, out)
+	}
+	certs := tc.certsOf(t, "tv")
+	if len(certs) != 1 || !certs[0].Revoked {
+		t.Errorf("tv's certificates after the failed audit = %+v, want one, revoked", certs)
+	}
+	if ok, _ := tc.sdb.IsRevoked(certs[0].Serial); !ok {
+		t.Error("the unissued certificate is not revoked in smallstep's database")
+	}
+}
