@@ -271,17 +271,12 @@ func (l *Log) run() {
 			return
 		}
 		batch = append(batch[:0], r)
-	fill:
-		for len(batch) < l.maxBatch {
-			select {
-			case r, ok := <-l.reqs:
-				if !ok {
-					break fill
-				}
-				batch = append(batch, r)
-			default:
-				break fill
-			}
+		batch = l.drain(batch)
+		if len(batch) < l.maxBatch && len(batch) > 1 {
+			// More are on their way (a batch was just answered): give them
+			// a moment to queue, once.
+			runtime.Gosched()
+			batch = l.drain(batch)
 		}
 		err := l.commit(batch)
 		if err != nil {
@@ -301,6 +296,22 @@ func (l *Log) run() {
 		// rather than wait a whole commit for the one after.
 		runtime.Gosched()
 	}
+}
+
+// drain adds to batch what is queued, up to maxBatch, without waiting.
+func (l *Log) drain(batch []*request) []*request {
+	for len(batch) < l.maxBatch {
+		select {
+		case r, ok := <-l.reqs:
+			if !ok {
+				return batch
+			}
+			batch = append(batch, r)
+		default:
+			return batch
+		}
+	}
+	return batch
 }
 
 // commit writes batch: the entries, their stored hashes, then one signed

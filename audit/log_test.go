@@ -1,6 +1,8 @@
 package audit
 
 import (
+	"errors"
+	"runtime"
 	"sync"
 	"testing"
 )
@@ -46,4 +48,47 @@ func TestRecordVerifyReopen(t *testing.T) {
 	}
 	l.Close()
 	mustVerify(t, dir, VerifyOptions{Strict: true})
+}
+
+// TestCloseWhileAppending: Close waits for submitted entries; every Append
+// either succeeds (and its entry is in the log) or returns ErrClosed.
+func TestCloseWhileAppending(t *testing.T) {
+	dir := newTestDir(t)
+	l := openTest(t, dir, Config{}, Options{})
+	var mu sync.Mutex
+	acked := map[int64]bool{}
+	var wg sync.WaitGroup
+	for g := range 16 {
+		wg.Go(func() {
+			for i := range 50 {
+				idx, err := l.Append(t.Context(), testEvent(g*1000+i))
+				if errors.Is(err, ErrClosed) {
+					return
+				}
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				acked[idx] = true
+				mu.Unlock()
+			}
+		})
+	}
+	for l.Size() < 50 {
+		runtime.Gosched()
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	res := mustVerify(t, dir, VerifyOptions{})
+	for i := range acked {
+		if i >= res.Entries {
+			t.Fatalf("acknowledged entry %d is not in the log of %d", i, res.Entries)
+		}
+	}
+	if int64(len(acked))+1 != res.Entries {
+		t.Fatalf("%d acknowledged entries, log has %d (audit.start included)", len(acked), res.Entries)
+	}
 }
