@@ -40,7 +40,8 @@ type VerifyOptions struct {
 type VerifyResult struct {
 	OK bool `json:"ok"`
 	// Entries is the number of entries verified: those covered by the
-	// final checkpoint.
+	// final checkpoint (on failure, those that matched a checkpoint before
+	// the failure).
 	Entries int64 `json:"entries"`
 	// Checkpoints is the number of signed checkpoints checked.
 	Checkpoints int `json:"checkpoints"`
@@ -99,6 +100,8 @@ func Verify(dir string, opts VerifyOptions) (*VerifyResult, error) {
 	v := &verifier{adir: filepath.Join(dir, DirName), res: &VerifyResult{}, hashDiverged: -1}
 	err := v.run(opts)
 	if err != nil {
+		// The entries that did match a signed checkpoint.
+		v.res.Entries = v.prevSize
 		var ve *VerifyError
 		if !errors.As(err, &ve) {
 			ve = &VerifyError{Index: -1, Err: err}
@@ -254,18 +257,18 @@ func (v *verifier) run(opts VerifyOptions) error {
 		return nil
 	}
 	count, err := v.scan(final.Size, check)
-	// Of an entry error and a signature error, report the earlier.
-	if serr := waitSignatures(); serr != nil && (err == nil || index(serr) < index(err)) {
-		return serr
+	if err == nil && count < final.Size {
+		err = bad(v.badAt(count), "the log ends at entry %d but checkpoint %d covers %d entries (truncated)", count, len(cps)-1, final.Size)
+	}
+	// Of an entry error, a signature error and a malformed checkpoint,
+	// report the earliest.
+	for _, e := range []error{waitSignatures(), cpErr} {
+		if e != nil && (err == nil || index(e) < index(err)) {
+			err = e
+		}
 	}
 	if err != nil {
 		return err
-	}
-	if count < final.Size {
-		return bad(v.badAt(count), "the log ends at entry %d but checkpoint %d covers %d entries (truncated)", count, len(cps)-1, final.Size)
-	}
-	if cpErr != nil {
-		return cpErr
 	}
 	v.res.Entries = final.Size
 	v.res.Root = final.Hash.String()
