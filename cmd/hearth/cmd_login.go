@@ -3,13 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"crypto/subtle"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/hex"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"io"
 	"net/http"
@@ -17,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hearth-home/hearth/ca"
 	"github.com/spf13/cobra"
 )
 
@@ -184,7 +181,7 @@ func gatewayClient(ctx context.Context, base, caFile, fingerprint string) (*http
 		}
 		cfg.RootCAs = pool
 	case fingerprint != "":
-		root, err := pinnedRoot(ctx, base, fingerprint)
+		root, err := ca.FetchPinnedRoot(ctx, base, fingerprint, nil)
 		if err != nil {
 			return nil, err
 		}
@@ -193,44 +190,4 @@ func gatewayClient(ctx context.Context, base, caFile, fingerprint string) (*http
 		cfg.RootCAs = pool
 	}
 	return &http.Client{Transport: &http.Transport{TLSClientConfig: cfg, ForceAttemptHTTP2: true}, Timeout: 60 * time.Second}, nil
-}
-
-// pinnedRoot fetches /.hearth/v1/roots.pem without verifying the server
-// (nothing secret is sent on that connection) and returns the certificate
-// whose SHA-256 equals the pinned fingerprint; the real connection then
-// verifies the gateway against it.
-func pinnedRoot(ctx context.Context, base, fingerprint string) (*x509.Certificate, error) {
-	want, err := hex.DecodeString(strings.ReplaceAll(strings.TrimSpace(fingerprint), ":", ""))
-	if err != nil || len(want) != sha256.Size {
-		return nil, fmt.Errorf("--fingerprint %q is not a hex SHA-256 (64 hex digits)", fingerprint)
-	}
-	hc := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{
-		InsecureSkipVerify: true, // only fetches the public root, checked against the pin below
-		MinVersion:         tls.VersionTLS12,
-	}}}
-	defer hc.CloseIdleConnections()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/.hearth/v1/roots.pem", nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := hc.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-	if err != nil {
-		return nil, err
-	}
-	for rest := b; ; {
-		var blk *pem.Block
-		if blk, rest = pem.Decode(rest); blk == nil {
-			break
-		}
-		sum := sha256.Sum256(blk.Bytes)
-		if blk.Type == "CERTIFICATE" && subtle.ConstantTimeCompare(sum[:], want) == 1 {
-			return x509.ParseCertificate(blk.Bytes)
-		}
-	}
-	return nil, fmt.Errorf("%s serves no root certificate with fingerprint %s", base, fingerprint)
 }

@@ -2,6 +2,8 @@ package main
 
 import (
 	"fmt"
+	"os"
+	"runtime/debug"
 
 	"github.com/spf13/cobra"
 
@@ -29,6 +31,12 @@ Flags override hearth.yaml. SIGTERM or Ctrl-C shuts down cleanly.`,
 				return err
 			}
 			o.Dir = dir
+			// argon2id holds 64 MiB per running hash; a soft limit keeps the
+			// collector from letting the heap grow to twice the live set
+			// under a flood of logins. GOMEMLIMIT overrides it.
+			if os.Getenv("GOMEMLIMIT") == "" {
+				debug.SetMemoryLimit(512 << 20)
+			}
 			o.Logger = newLogger(cmd, e)
 			o.Ready = func(a server.Addrs) {
 				fmt.Fprintf(e.stderr, "hearth: serving gateway on %s, CA on %s, admin socket %s\n", a.Gateway, a.CA, a.Socket)

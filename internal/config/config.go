@@ -74,6 +74,9 @@ func (c *Config) Validate() error {
 	if _, err := authz.New(c.Authz); err != nil {
 		return err
 	}
+	if err := c.Auth.Validate(); err != nil {
+		return err
+	}
 	if err := oidc.ValidateProviders(c.OIDC); err != nil {
 		return err
 	}
