@@ -47,7 +47,9 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -242,6 +244,18 @@ func serveHearth(dir, upstream string) error {
 		return err
 	}
 	announce(ln)
+	if path := os.Getenv("HEARTH_BENCH_CPUPROFILE"); path != "" {
+		// For looking into the gateway under load: the profile is written
+		// when the driver stops this process.
+		f, err := os.Create(path)
+		if err != nil {
+			return err
+		}
+		pprof.StartCPUProfile(f)
+		sig := make(chan os.Signal, 1)
+		signal.Notify(sig, os.Interrupt)
+		go func() { <-sig; pprof.StopCPUProfile(); f.Close(); os.Exit(0) }()
+	}
 	return g.Server(mtls.ServerTLSConfig(&cert, pool)).ServeTLS(ln, "", "")
 }
 
