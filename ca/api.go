@@ -120,6 +120,7 @@ func (c *CA) auditStepAPI(next http.Handler) http.Handler {
 			// other provisioners (none today) are left to smallstep.
 			var sr struct {
 				OTT string `json:"ott"`
+				CSR string `json:"csr"`
 			}
 			if json.Unmarshal(body, &sr) == nil && sr.OTT != "" {
 				dev, _, err := c.checkToken(sr.OTT)
@@ -133,6 +134,17 @@ func (c *CA) auditStepAPI(next http.Handler) http.Handler {
 					return
 				}
 				ev.Principal, ev.Resource = "device:"+dev, "device:"+dev
+				// Check the CSR as hearth's own enrollment does, before
+				// smallstep consumes the token: a CSR asking for more than
+				// the device's ID is refused and the token stays usable.
+				csr, err := ParseCSR([]byte(sr.CSR))
+				if err == nil {
+					err = c.checkCSRNames(csr, dev)
+				}
+				if err != nil {
+					c.refuse(w, r, ev, &httpError{status: http.StatusBadRequest, code: "bad_csr", msg: strings.TrimPrefix(err.Error(), "ca: ")})
+					return
+				}
 			}
 		}
 		bw := &bufferedWriter{h: http.Header{}}

@@ -962,11 +962,18 @@ func TestStepSignAudit(t *testing.T) {
 	if st, out := sign(old.Token, tc.deviceCSR(t, "pi", newKey(t))); st != http.StatusUnauthorized {
 		t.Errorf("/1.0/sign with a replaced token = %d %v, want 401", st, out)
 	}
+	// A CSR with names beyond the device's is refused on this path too,
+	// before smallstep consumes the token.
+	id, _ := url.Parse(tc.DeviceID("pi"))
+	extra := csrPEM(t, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "pi"}, URIs: []*url.URL{id}, DNSNames: []string{"bank.example"}}, newKey(t))
+	if st, out := sign(cur.Token, extra); st != http.StatusBadRequest || !strings.Contains(fmt.Sprint(out["error"]), "DNS:bank.example") {
+		t.Errorf("/1.0/sign with an extra DNS name = %d %v, want 400 naming it", st, out)
+	}
 	if st, out := sign(cur.Token, tc.deviceCSR(t, "pi", newKey(t))); st != http.StatusCreated {
 		t.Fatalf("/1.0/sign = %d %v", st, out)
 	}
-	if ev := tc.audit.named(audit.EventCertIssue, ""); len(ev) != 2 || ev[0].Outcome != audit.OutcomeFailure || ev[1].Outcome != audit.OutcomeSuccess || ev[1].Principal != "device:pi" {
-		t.Errorf("cert.issue entries = %+v, want a failure then a success for device:pi", ev)
+	if ev := tc.audit.named(audit.EventCertIssue, ""); len(ev) != 3 || ev[0].Outcome != audit.OutcomeFailure || ev[1].Outcome != audit.OutcomeFailure || ev[2].Outcome != audit.OutcomeSuccess || ev[2].Principal != "device:pi" {
+		t.Errorf("cert.issue entries = %+v, want two failures then a success for device:pi", ev)
 	}
 
 	tv, _ := tc.AddDevice(ctx, "tv", []string{"status"}, 0, 0)
