@@ -23,41 +23,48 @@ func (h hashFile) ReadHashes(indexes []int64) ([]tlog.Hash, error) {
 
 // hashStore is the writer's view of the stored hashes: those durable in
 // the file, then those of the batch being built (pending), which become
-// durable together with the batch.
+// durable together with the batch. Adding a record or computing the tree
+// hash needs only the tree's frontier, which it keeps in memory, so the
+// writer never reads the file.
 type hashStore struct {
-	file    hashFile
-	base    int64 // stored hashes in the file
-	records int64 // records covered by base (committed)
-	pending []tlog.Hash
-	pendRec int64 // records covered by base+pending
+	base      int64 // stored hashes in the file
+	pending   []tlog.Hash
+	front     frontier // of the committed records
+	pendFront frontier // of the committed and pending records
 }
 
-func (h *hashStore) ReadHashes(indexes []int64) ([]tlog.Hash, error) {
-	out := make([]tlog.Hash, len(indexes))
-	for i, x := range indexes {
-		if x >= h.base {
-			j := x - h.base
-			if j >= int64(len(h.pending)) {
-				return nil, fmt.Errorf("audit: stored hash %d not yet computed", x)
-			}
-			out[i] = h.pending[j]
+// newHashStore starts a store over a file holding the stored hashes of
+// records records, reading the frontier from it.
+func newHashStore(file io.ReaderAt, records int64) (*hashStore, error) {
+	h := &hashStore{base: tlog.StoredHashCount(records)}
+	h.front.n = records
+	for l := 0; l < 63; l++ {
+		if records>>l&1 == 0 {
 			continue
 		}
-		if _, err := h.file.r.ReadAt(out[i][:], x*tlog.HashSize); err != nil {
-			return nil, fmt.Errorf("audit: reading stored hash %d: %w", x, err)
+		if _, err := file.ReadAt(h.front.level[l][:], tlog.StoredHashIndex(l, records>>l-1)*tlog.HashSize); err != nil {
+			return nil, fmt.Errorf("audit: reading the tree's frontier: %w", err)
 		}
 	}
-	return out, nil
+	h.pendFront = h.front
+	return h, nil
 }
+
+// ReadHashes serves tlog.TreeHash for the committed and pending records.
+func (h *hashStore) ReadHashes(indexes []int64) ([]tlog.Hash, error) {
+	return h.pendFront.ReadHashes(indexes)
+}
+
+// records is the number of committed and pending records.
+func (h *hashStore) records() int64 { return h.pendFront.n }
 
 // add computes the stored hashes of the next record, whose leaf is data.
 func (h *hashStore) add(data []byte) error {
-	hs, err := tlog.StoredHashes(h.pendRec, data, h)
+	hs, err := h.pendFront.add(tlog.RecordHash(data))
 	if err != nil {
 		return err
 	}
 	h.pending = append(h.pending, hs...)
-	h.pendRec++
 	return nil
 }
 
@@ -71,13 +78,13 @@ func (h *hashStore) appendPending(dst []byte) []byte {
 
 func (h *hashStore) commit() {
 	h.base += int64(len(h.pending))
-	h.records = h.pendRec
+	h.front = h.pendFront
 	h.pending = h.pending[:0]
 }
 
 func (h *hashStore) rollback() {
 	h.pending = h.pending[:0]
-	h.pendRec = h.records
+	h.pendFront = h.front
 }
 
 // frontier holds only the hashes of the perfect subtrees that make up a

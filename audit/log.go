@@ -65,7 +65,7 @@ type Log struct {
 	segStart int64
 	segBytes int64
 	hashes   File
-	hs       hashStore
+	hs       *hashStore
 	cps      File
 	cpBytes  int64
 	wsize    int64
@@ -174,7 +174,9 @@ func (l *Log) openFiles(st *recovered) error {
 		return fmt.Errorf("audit: %w", err)
 	}
 	l.segStart, l.segBytes = st.segStart, st.segBytes
-	l.hs = hashStore{file: hashFile{l.hashes}, base: tlog.StoredHashCount(st.size), records: st.size, pendRec: st.size}
+	if l.hs, err = newHashStore(l.hashes, st.size); err != nil {
+		return err
+	}
 	l.cpBytes = st.cpBytes
 	l.wsize = st.size
 	l.size, l.cp, l.cpMsg = st.size, st.cp, st.cpMsg
@@ -339,7 +341,7 @@ func (l *Log) commit(batch []*request) error {
 		l.lineBuf = append(l.lineBuf, '\n')
 	}
 	size := l.wsize + int64(len(batch))
-	root, err := tlog.TreeHash(size, &l.hs)
+	root, err := tlog.TreeHash(size, l.hs)
 	if err != nil {
 		l.hs.rollback()
 		return err

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"sort"
 
 	"github.com/rs/zerolog"
 	"golang.org/x/mod/sumdb/note"
@@ -220,12 +221,14 @@ func recoverHashes(adir, hpath string, st *recovered, full bool) (bool, error) {
 		return false, nil
 	}
 	// Keep the longest prefix that holds the hashes of whole records.
-	var n int64
-	for n < st.size && tlog.StoredHashCount(n+1)*tlog.HashSize <= have {
-		n++
+	n := int64(sort.Search(int(st.size), func(k int) bool {
+		return tlog.StoredHashCount(int64(k)+1)*tlog.HashSize > have
+	}))
+	if err := f.Truncate(tlog.StoredHashCount(n) * tlog.HashSize); err != nil {
+		return false, fmt.Errorf("audit: %w", err)
 	}
-	hs := hashStore{file: hashFile{f}, base: tlog.StoredHashCount(n), records: n, pendRec: n}
-	if err := f.Truncate(hs.base * tlog.HashSize); err != nil {
+	hs, err := newHashStore(f, n)
+	if err != nil {
 		return false, fmt.Errorf("audit: %w", err)
 	}
 	var buf []byte
