@@ -34,8 +34,10 @@ certificate request with the one-time token, and writes to --out:
 
 With --renew the command keeps running and renews the certificate over
 mTLS at about two thirds of its lifetime, retrying with exponential backoff
-and jitter when the CA cannot be reached. Without --token, --renew renews
-the certificate already in --out.`,
+and jitter when the CA cannot be reached. It exits (status 1) when the CA
+refuses the device (revoked) or the certificate expired before a renewal
+succeeded: enroll again with a new token then. Without --token, --renew
+renews the certificate already in --out.`,
 		Example: `  hearth enroll --ca-url https://hearth.home.arpa:8443 --fingerprint 3f9a… --token eyJhbGciOi…
   hearth enroll --ca-url https://hearth.home.arpa:8443 --fingerprint 3f9a… --token - --out /etc/hearth-device --renew < token.txt
   hearth enroll --ca-url https://hearth.home.arpa:8443 --out /etc/hearth-device --renew`,
