@@ -53,11 +53,19 @@
 // Crash safety: see Open. Entries past the last complete checkpoint were
 // never acknowledged and are discarded; no acknowledged entry is lost.
 //
+// Entries are numbered in the order the writer takes them; an entry's time
+// is when Record was called, so times of concurrent entries may be slightly
+// out of order.
+//
 // # Reading and checking
 //
 // Reader and Verify work on the files alone, read only, whether or not a
 // process has the log open; they see the state of the latest complete
-// checkpoint. Log.Handler serves the latest checkpoint and inclusion and
+// checkpoint. Verify streams the entries in constant memory; its cost is
+// one SHA-256 per entry and node plus one Ed25519 signature check per
+// checkpoint, so a log written by many concurrent callers (large batches)
+// verifies faster than one written by a single caller (a checkpoint per
+// entry). Log.Handler serves the latest checkpoint and inclusion and
 // consistency proofs; CheckInclusion and CheckConsistency check them on a
 // client.
 package audit
