@@ -260,9 +260,15 @@ func (w logWriter) Write(p []byte) (int, error) {
 // credential is what a request presented, kept so that an open websocket
 // can be checked again.
 type credential struct {
-	cert  *x509.Certificate
-	token string
+	cert   *x509.Certificate
+	token  string
+	cookie bool // the token came from the browser session cookie
 }
+
+// SessionCookie is the browser session cookie that OIDC (and web) logins
+// set: HttpOnly, Secure, SameSite=Strict, holding a hearth access token. It
+// must equal oidc.SessionCookie.
+const SessionCookie = "__Host-hearth_session"
 
 // authFailure says why a request has no principal.
 type authFailure uint8
@@ -301,7 +307,7 @@ func presented(r *http.Request) (credential, authFailure) {
 	}
 	v := r.Header["Authorization"]
 	if len(v) == 0 {
-		return credential{}, authNone
+		return sessionCookie(r)
 	}
 	if len(v) > 1 {
 		return credential{}, authTokenMalformed
@@ -317,6 +323,47 @@ func presented(r *http.Request) (credential, authFailure) {
 		return credential{}, authTokenMalformed
 	}
 	return credential{token: tok}, authOK
+}
+
+// sessionCookie takes the token of the browser session cookie. The cookie
+// is SameSite=Strict, so browsers do not send it on cross-site requests; as
+// defence in depth (OWASP ASVS 5.0 V3.5), an unsafe method whose
+// Sec-Fetch-Site says another site started it is not authenticated by it.
+func sessionCookie(r *http.Request) (credential, authFailure) {
+	c, err := r.Cookie(SessionCookie)
+	if err != nil || c.Value == "" {
+		return credential{}, authNone
+	}
+	switch r.Method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions:
+	default:
+		if site := r.Header.Get("Sec-Fetch-Site"); site != "" && site != "same-origin" && site != "none" {
+			return credential{}, authNone
+		}
+	}
+	return credential{token: c.Value, cookie: true}, authOK
+}
+
+// withoutCookie removes the cookie named name from h's Cookie headers.
+func withoutCookie(h http.Header, name string) {
+	var kept []string
+	for _, line := range h["Cookie"] {
+		var parts []string
+		for _, part := range strings.Split(line, ";") {
+			k, _, _ := strings.Cut(strings.TrimSpace(part), "=")
+			if k != name && strings.TrimSpace(part) != "" {
+				parts = append(parts, strings.TrimSpace(part))
+			}
+		}
+		if len(parts) > 0 {
+			kept = append(kept, strings.Join(parts, "; "))
+		}
+	}
+	if len(kept) == 0 {
+		delete(h, "Cookie")
+	} else {
+		h["Cookie"] = kept
+	}
 }
 
 // bearer returns the token of an "Authorization: Bearer x" value (the
@@ -626,7 +673,9 @@ func (g *Gateway) serveAgent(w http.ResponseWriter, r *http.Request, norm string
 	// Allowed: tell the agent who this is, and forward exactly the
 	// normalised path that was authorized.
 	h := r.Header
-	if cred.token != "" {
+	if cred.cookie {
+		withoutCookie(h, SessionCookie) // hearth's token is not the agent's business
+	} else if cred.token != "" {
 		delete(h, "Authorization") // hearth's token is not the agent's business
 	}
 	h[HeaderPrincipal] = []string{pr.ID}

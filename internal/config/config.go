@@ -71,7 +71,14 @@ func Load(path string) (*Config, error) {
 
 // Validate checks what can be checked without opening anything.
 func (c *Config) Validate() error {
-	if _, err := authz.New(c.Authz); err != nil {
+	policy, err := authz.New(c.Authz)
+	if err != nil {
+		return err
+	}
+	if err := c.Gateway.Validate(policy); err != nil {
+		return err
+	}
+	if err := c.CA.Validate(); err != nil {
 		return err
 	}
 	if err := c.Auth.Validate(); err != nil {

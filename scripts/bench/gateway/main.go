@@ -71,11 +71,13 @@ func main() {
 	rate := flag.Int("rate", 1000, "total requests/s of the paced latency measurement")
 	nginx := flag.String("nginx", "auto", "auto: use nginx when installed; off: skip it")
 	rounds := flag.Int("rounds", 3, "rounds; proxies are interleaved and medians reported")
+	auditMode := flag.String("audit", "mem", "hearth's audit recorder: mem (in-memory, no fsync) or disk (the real signed log, group-committed and fsynced)")
 	x25519 := flag.Bool("x25519", false, "offer only X25519 (nginx's OpenSSL lacks the X25519MLKEM768 hybrid Go prefers)")
 	flag.Parse()
 	var err error
 	switch *role {
 	case "driver":
+		os.Setenv("HEARTH_BENCH_AUDIT", *auditMode) // inherited by the hearth role
 		err = drive(*duration, *clients, *rate, *rounds, *nginx, *x25519)
 	case "upstream":
 		err = serveUpstream()
@@ -229,10 +231,25 @@ func serveHearth(dir, upstream string) error {
 		return err
 	}
 	caps, _ := policy.Expand([]string{"system:read"})
+	var rec audit.Recorder = &memRecorder{}
+	if os.Getenv("HEARTH_BENCH_AUDIT") == "disk" {
+		adir, err := os.MkdirTemp(dir, "audit-")
+		if err != nil {
+			return err
+		}
+		if err := audit.Init(adir); err != nil {
+			return err
+		}
+		l, err := audit.Open(adir, audit.Config{}, audit.Options{})
+		if err != nil {
+			return err
+		}
+		rec = l
+	}
 	g, err := mtls.NewGateway(mtls.GatewayOptions{
 		Policy:   policy,
 		Devices:  staticDirectory{caps},
-		Audit:    &memRecorder{},
+		Audit:    rec,
 		Routes:   []mtls.Route{{Path: "/bench/*", Methods: []string{"GET"}, Capability: "status"}},
 		Upstream: up,
 	})
@@ -745,7 +762,11 @@ func drive(d time.Duration, n, rate, rounds int, nginxMode string, x25519 bool) 
 
 	fmt.Printf("hearth gateway benchmark: %d clients, %s per measurement, %d rounds (proxies interleaved, medians shown),\n", n, d, rounds)
 	fmt.Printf("paced latency at %d req/s in total, %d CPUs shared by the load generator, the proxies and the upstream\n", rate, numCPU())
-	fmt.Printf("audit recorder in the hearth gateway: memrecorder (in-memory, JSON-encodes each event, no disk, no fsync)\n\n")
+	if os.Getenv("HEARTH_BENCH_AUDIT") == "disk" {
+		fmt.Printf("audit recorder in the hearth gateway: the real signed log on disk (group commit, fsync per batch)\n\n")
+	} else {
+		fmt.Printf("audit recorder in the hearth gateway: memrecorder (in-memory, JSON-encodes each event, no disk, no fsync)\n\n")
+	}
 
 	samples := map[string][]sample{}
 	groups := map[string]string{}
