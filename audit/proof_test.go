@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 
@@ -205,4 +206,56 @@ func FuzzParseProofs(f *testing.F) {
 			CheckConsistency(p, Checkpoint{Size: p.Old}, Checkpoint{Size: p.Size})
 		}
 	})
+}
+
+func TestAdminHandler(t *testing.T) {
+	dir := newTestDir(t)
+	l := openTest(t, dir, Config{SegmentSize: 1024}, Options{})
+	defer l.Close()
+	for i := range 30 {
+		mustRecord(t, l, testEvent(i))
+	}
+	srv := httptest.NewServer(l.AdminHandler())
+	defer srv.Close()
+	get := func(q string) (int, AdminEntries) {
+		t.Helper()
+		resp, err := srv.Client().Get(srv.URL + AdminPath + q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var a AdminEntries
+		json.NewDecoder(resp.Body).Decode(&a)
+		return resp.StatusCode, a
+	}
+	idx := func(a AdminEntries) []int64 {
+		var out []int64
+		for _, e := range a.Entries {
+			out = append(out, e.Index)
+		}
+		return out
+	}
+	for _, tt := range []struct {
+		name, q string
+		want    []int64
+	}{
+		{"last three", "?n=3", []int64{28, 29, 30}},
+		{"by principal", "?n=2&principal=device:pi-1", []int64{26, 29}},
+		{"paging back", "?n=2&principal=device:pi-1&before=26", []int64{20, 23}},
+		{"by event", "?event=audit.start", []int64{0}},
+		{"since", "?since=2026-11-25T12:00:30Z", []int64{29, 30}},
+		{"nothing", "?event=auth.login", nil},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			code, a := get(tt.q)
+			if code != 200 || !slices.Equal(idx(a), tt.want) || a.Size != 31 || !strings.HasPrefix(a.Checkpoint, CheckpointHeader) {
+				t.Errorf("GET %s = %d, entries %v, size %d; want %v", tt.q, code, idx(a), a.Size, tt.want)
+			}
+		})
+	}
+	for _, q := range []string{"?n=0", "?n=1001", "?n=x", "?before=-1", "?since=yesterday", "?n=1&n=2", "?x=1"} {
+		if code, _ := get(q); code != 400 {
+			t.Errorf("GET %s = %d, want 400", q, code)
+		}
+	}
 }
