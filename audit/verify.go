@@ -46,10 +46,10 @@ type VerifyResult struct {
 	// Checkpoints is the number of signed checkpoints checked.
 	Checkpoints int `json:"checkpoints"`
 	// FirstBadIndex is the index of the first entry found changed,
-	// removed, reordered, injected or missing; absent when the failure is
+	// removed, reordered, injected or missing; null when the failure is
 	// not tied to one entry (or when OK).
-	FirstBadIndex *int64 `json:"first_bad_index,omitempty"`
-	Error         string `json:"error,omitempty"`
+	FirstBadIndex *int64 `json:"first_bad_index"`
+	Error         string `json:"error"`
 	// Pending counts entries past the final checkpoint, not verified:
 	// a batch being written by the process that has the log open.
 	Pending  int64    `json:"pending,omitempty"`
