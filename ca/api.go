@@ -122,7 +122,17 @@ func (c *CA) auditStepAPI(next http.Handler) http.Handler {
 				OTT string `json:"ott"`
 				CSR string `json:"csr"`
 			}
-			if json.Unmarshal(body, &sr) == nil && sr.OTT != "" {
+			// Decode as smallstep does (the first JSON value of the body,
+			// api/read.JSON) and refuse anything after it: the checks
+			// below must see exactly the request smallstep acts on. A body
+			// they cannot read is refused rather than passed on unchecked
+			// (OWASP ASVS 5.0 V1.5.3: one parser, or the same result from
+			// every parser, for security decisions).
+			if err := decodeFirstOnly(body, &sr); err != nil {
+				c.refuse(w, r, ev, badRequest("request body is not the expected JSON: "+err.Error()))
+				return
+			}
+			if sr.OTT != "" {
 				dev, _, err := c.checkToken(sr.OTT)
 				if err != nil {
 					var te *tokenError
@@ -195,6 +205,20 @@ func (c *CA) auditStepAPI(next http.Handler) http.Handler {
 		w.WriteHeader(bw.status)
 		w.Write(bw.body.Bytes())
 	})
+}
+
+// decodeFirstOnly decodes the first JSON value of b into v the way
+// smallstep's read.JSON does, and fails if anything but white space
+// follows it.
+func decodeFirstOnly(b []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return errors.New("data after the JSON object")
+	}
+	return nil
 }
 
 func leafOfSignResponse(b []byte) *x509.Certificate {
