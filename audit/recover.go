@@ -128,9 +128,10 @@ func recoverLog(adir string, k *keys, lg zerolog.Logger) (*recovered, error) {
 		st.segStart, st.segBytes = last.start, int64(cut)
 	}
 
-	// 3. The stored hashes: cut back to st.size records, or rebuilt.
+	// 3. The stored hashes: those of the last segment are recomputed (they
+	// are fsynced only when a segment is full), the rest kept if whole.
 	hpath := filepath.Join(adir, HashesFile)
-	rebuilt, err := recoverHashes(adir, hpath, st, false)
+	rebuilt, err := recoverHashes(adir, hpath, st, st.segStart)
 	if err != nil {
 		return nil, err
 	}
@@ -141,7 +142,7 @@ func recoverLog(adir string, k *keys, lg zerolog.Logger) (*recovered, error) {
 		root, err := rootFromFile(hpath, st.size)
 		if err != nil || root != st.cp.Hash {
 			lg.Warn().Msg("audit: stored hashes disagree with the last checkpoint; rebuilding them from the entries")
-			if _, err := recoverHashes(adir, hpath, st, true); err != nil {
+			if _, err := recoverHashes(adir, hpath, st, 0); err != nil {
 				return nil, err
 			}
 			if root, err = rootFromFile(hpath, st.size); err != nil {
@@ -193,10 +194,10 @@ func rootFromFile(hpath string, size int64) (tlog.Hash, error) {
 }
 
 // recoverHashes makes the hashes file hold exactly the stored hashes of
-// st.size records: it cuts a longer file, and recomputes from the entries
-// what a shorter one lacks (all of it when full is set). It reports
-// whether it recomputed anything.
-func recoverHashes(adir, hpath string, st *recovered, full bool) (bool, error) {
+// st.size records: it keeps those of the first keep records at most (as
+// many whole records as the file holds), and recomputes the rest from the
+// entries. It reports whether the file lacked hashes it had to recompute.
+func recoverHashes(adir, hpath string, st *recovered, keep int64) (bool, error) {
 	f, err := os.OpenFile(hpath, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return false, fmt.Errorf("audit: %w", err)
@@ -206,22 +207,10 @@ func recoverHashes(adir, hpath string, st *recovered, full bool) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("audit: %w", err)
 	}
-	want := tlog.StoredHashCount(st.size) * tlog.HashSize
 	have := fi.Size()
-	if full {
-		have = 0
-	}
-	if have >= want {
-		if have > want {
-			if err := f.Truncate(want); err != nil {
-				return false, fmt.Errorf("audit: %w", err)
-			}
-			return false, f.Sync()
-		}
-		return false, nil
-	}
+	lacking := have < tlog.StoredHashCount(st.size)*tlog.HashSize
 	// Keep the longest prefix that holds the hashes of whole records.
-	n := int64(sort.Search(int(st.size), func(k int) bool {
+	n := int64(sort.Search(int(keep), func(k int) bool {
 		return tlog.StoredHashCount(int64(k)+1)*tlog.HashSize > have
 	}))
 	if err := f.Truncate(tlog.StoredHashCount(n) * tlog.HashSize); err != nil {
@@ -258,7 +247,7 @@ func recoverHashes(adir, hpath string, st *recovered, full bool) (bool, error) {
 	if err := flush(); err != nil {
 		return false, err
 	}
-	return true, f.Sync()
+	return lacking, f.Sync()
 }
 
 // scanLines calls fn with each complete entry line (without newline) whose

@@ -56,19 +56,20 @@ func TestRecovery(t *testing.T) {
 			recs, _, _ := splitCheckpoints(b)
 			appendFile(t, auditPath(dir, CheckpointsFile), recs[len(recs)-1].msg[:50])
 		}, false, map[string]string{"entries": "5", "discarded": "1", "repaired": "torn checkpoint"}, 6},
-		{"hashes file lost", func(t *testing.T, dir string) { os.Truncate(auditPath(dir, HashesFile), 0) }, false,
+		{"hashes file lost", func(t *testing.T, dir string) { os.Truncate(auditPath(dir, HashesFile), 0) }, true,
 			map[string]string{"entries": "5", "repaired": "stored hashes"}, 6},
 		{"hashes file torn", func(t *testing.T, dir string) {
 			fi, _ := os.Stat(auditPath(dir, HashesFile))
 			os.Truncate(auditPath(dir, HashesFile), fi.Size()-40)
-		}, false, map[string]string{"entries": "5", "repaired": "stored hashes"}, 6},
+		}, true, map[string]string{"entries": "5", "repaired": "stored hashes"}, 6},
 		{"hashes file longer", func(t *testing.T, dir string) { appendFile(t, auditPath(dir, HashesFile), make([]byte, 64)) }, true,
 			map[string]string{"entries": "5"}, 6},
-		{"hashes file damaged", func(t *testing.T, dir string) {
+		{"hashes of the last segment damaged", func(t *testing.T, dir string) {
+			// Recomputed at every Open, as they are fsynced lazily.
 			b, _ := os.ReadFile(auditPath(dir, HashesFile))
 			b[len(b)-1] ^= 1
 			os.WriteFile(auditPath(dir, HashesFile), b, 0o600)
-		}, false, map[string]string{"entries": "5", "repaired": "stored hashes"}, 6},
+		}, false, map[string]string{"entries": "5"}, 6},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -92,6 +93,30 @@ func TestRecovery(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestRecoveryHashesOfFullSegments: damaged stored hashes of a full
+// segment (fsynced, so not a crash) fail Verify; the remedy it prints,
+// deleting the file, makes Open rebuild it from the entries.
+func TestRecoveryHashesOfFullSegments(t *testing.T) {
+	dir := smallLog(t, 9, 600)
+	if segs, _ := listSegments(auditPath(dir)); len(segs) < 3 {
+		t.Fatalf("%d segments, want 3 or more", len(segs))
+	}
+	b, _ := os.ReadFile(auditPath(dir, HashesFile))
+	b[0] ^= 1
+	os.WriteFile(auditPath(dir, HashesFile), b, 0o600)
+	if res, err := Verify(dir, VerifyOptions{}); err == nil || *res.FirstBadIndex != 0 || !strings.Contains(res.Error, "delete the file") {
+		t.Fatalf("Verify of a damaged hashes file = %+v", res)
+	}
+	os.Remove(auditPath(dir, HashesFile))
+	l := openTest(t, dir, Config{SegmentSize: 600}, Options{})
+	es, _ := l.Tail(1, nil)
+	l.Close()
+	if len(es) != 1 || es[0].Meta["repaired"] != "stored hashes" {
+		t.Fatalf("audit.start after reopening = %+v, want repaired stored hashes", es)
+	}
+	mustVerify(t, dir, VerifyOptions{})
 }
 
 // TestRecoveryRefusesDamage: states a crash cannot produce make Open fail.

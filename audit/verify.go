@@ -231,7 +231,14 @@ func (v *verifier) run(opts VerifyOptions) error {
 			return err
 		}
 		if hashes != nil && v.hashDiverged < 0 {
-			if ok, err := hashes.match(hs); err != nil || !ok {
+			ok, err := hashes.match(hs)
+			switch {
+			case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
+				// The tail of the hashes file is fsynced lazily; after a
+				// crash it may be short, and Open recomputes it.
+				v.res.Warnings = append(v.res.Warnings, fmt.Sprintf("the stored hashes file ends at entry %d (not yet synced when the system stopped; opening the log recomputes it)", i))
+				hashes = nil
+			case err != nil || !ok:
 				v.hashDiverged = i
 			}
 		}
