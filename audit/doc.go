@@ -38,9 +38,11 @@
 // # Guarantees
 //
 // Group commit: concurrent Records are batched (up to MaxBatchLimit); a
-// batch's entries and stored hashes are written and fsynced, then one
-// checkpoint covering them is written and fsynced, and only then is any
-// Record of the batch answered. So every acknowledged entry is covered by a
+// batch's entries are written and fsynced, then one checkpoint covering
+// them is written and fsynced, and only then is any Record of the batch
+// answered. (The stored hashes are written with the batch but fsynced only
+// when a segment fills up and at Close: Open recomputes those of the last
+// segment from its entries.) So every acknowledged entry is covered by a
 // durable signed checkpoint, and the cost of fsync is per batch, not per
 // entry.
 //
