@@ -132,7 +132,8 @@ func (c *CA) dropIssued(leaf *x509.Certificate) error {
 // (hearth enrollment, /1.0/sign, ACME). For a device certificate it
 // enforces the shape whatever the template or the request said: only the
 // device's SPIFFE ID, clientAuth only, digitalSignature only, not a CA,
-// and a lifetime of at most the device's.
+// and a lifetime of at most the device's. Any other certificate (ACME, for
+// household servers) may name only household names ([CA.checkACMENames]).
 type deviceEnforcer struct{ c *CA }
 
 // Enforce implements provisioner.CertificateEnforcer.
@@ -142,7 +143,8 @@ func (e deviceEnforcer) Enforce(crt *x509.Certificate) error {
 		return err
 	}
 	if name == "" {
-		return nil
+		// Not a device certificate: one for a household server, over ACME.
+		return e.c.checkACMENames(crt)
 	}
 	rec, err := e.c.devices.get(name)
 	if err != nil {

@@ -21,6 +21,12 @@ type Config struct {
 	MaxDeviceLifetime string `yaml:"max_device_lifetime,omitempty"`
 	// EnrollTokenTTL is the default validity of an enrollment token. Default "15m".
 	EnrollTokenTTL string `yaml:"enroll_token_ttl,omitempty"`
+	// ACMEDomains are the DNS suffixes ACME certificates may name (at any
+	// depth below them, e.g. nas.home.arpa for home.arpa); IP addresses
+	// must be private. Default [DefaultACMEDomains]. A public suffix here
+	// lets anyone who passes a challenge on the LAN mint certificates
+	// that the household's browsers trust for it.
+	ACMEDomains []string `yaml:"acme_domains,omitempty"`
 }
 
 // The defaults of [Config].
@@ -48,6 +54,7 @@ type settings struct {
 	lifetime       time.Duration
 	maxLifetime    time.Duration
 	enrollTokenTTL time.Duration
+	acmeDomains    []string
 }
 
 // Validate checks c without opening anything.
@@ -86,6 +93,17 @@ func (c Config) settings() (settings, error) {
 		}
 		*dst = d
 		return nil
+	}
+	s.acmeDomains = DefaultACMEDomains
+	if len(c.ACMEDomains) > 0 {
+		s.acmeDomains = nil
+		for _, d := range c.ACMEDomains {
+			d = strings.ToLower(strings.Trim(strings.TrimSpace(d), "."))
+			if !validTrustDomain(d) {
+				return s, fmt.Errorf("%w: ca.acme_domains: %q is not a DNS suffix such as home.arpa", ErrConfig, d)
+			}
+			s.acmeDomains = append(s.acmeDomains, d)
+		}
 	}
 	if err := parse("device_lifetime", c.DeviceLifetime, &s.lifetime); err != nil {
 		return s, err

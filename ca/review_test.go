@@ -2,8 +2,12 @@ package ca
 
 import (
 	"context"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"net"
 	"net/http"
+	"net/url"
 	"testing"
 )
 
@@ -44,5 +48,48 @@ func TestStepSignBodyParsedAsSmallstepParsesIt(t *testing.T) {
 	}
 	if certs := tc.certsOf(t, "pi"); len(certs) != 0 {
 		t.Errorf("pi holds %d certificates after replaced-token requests, want 0", len(certs))
+	}
+}
+
+// TestACMENamesBounded: a certificate that is not a device certificate
+// (ACME) may name only household names and private addresses, so that the
+// household root never vouches for a public name.
+func TestACMENamesBounded(t *testing.T) {
+	tc := newTestCA(t, Config{})
+	custom := newTestCA(t, Config{ACMEDomains: []string{"Example.NET."}})
+	cases := []struct {
+		name string
+		ca   *testCA
+		crt  x509.Certificate
+		ok   bool
+	}{
+		{"home.arpa name", tc, x509.Certificate{DNSNames: []string{"nas.home.arpa"}}, true},
+		{"deep home.arpa name", tc, x509.Certificate{DNSNames: []string{"grafana.nas.home.arpa"}}, true},
+		{".lan and .local", tc, x509.Certificate{DNSNames: []string{"printer.lan", "pi.local", "x.internal"}}, true},
+		{"private IPs", tc, x509.Certificate{IPAddresses: []net.IP{net.ParseIP("192.168.1.10"), net.ParseIP("fd00::1"), net.ParseIP("100.100.1.2")}}, true},
+		{"household CN", tc, x509.Certificate{Subject: pkix.Name{CommonName: "nas.home.arpa"}, DNSNames: []string{"nas.home.arpa"}}, true},
+		{"public name", tc, x509.Certificate{DNSNames: []string{"www.bank.example"}}, false},
+		{"public name after a household one", tc, x509.Certificate{DNSNames: []string{"nas.home.arpa", "bank.example"}}, false},
+		{"suffix alone", tc, x509.Certificate{DNSNames: []string{"home.arpa"}}, false},
+		{"suffix as a label prefix", tc, x509.Certificate{DNSNames: []string{"evilhome.arpa"}}, false},
+		{"suffix inside a public name", tc, x509.Certificate{DNSNames: []string{"home.arpa.bank.example"}}, false},
+		{"public IP", tc, x509.Certificate{IPAddresses: []net.IP{net.ParseIP("8.8.8.8")}}, false},
+		{"public CN", tc, x509.Certificate{Subject: pkix.Name{CommonName: "bank.example"}, DNSNames: []string{"nas.home.arpa"}}, false},
+		{"URI", tc, x509.Certificate{DNSNames: []string{"nas.home.arpa"}, URIs: []*url.URL{{Scheme: "https", Host: "bank.example"}}}, false},
+		{"e-mail", tc, x509.Certificate{EmailAddresses: []string{"a@bank.example"}}, false},
+		{"configured suffix", custom, x509.Certificate{DNSNames: []string{"media.example.net"}}, true},
+		{"default suffix not configured", custom, x509.Certificate{DNSNames: []string{"nas.home.arpa"}}, false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			crt := c.crt
+			err := deviceEnforcer{c.ca.CA}.Enforce(&crt)
+			if (err == nil) != c.ok {
+				t.Errorf("Enforce(%v %v %v) = %v, want ok %v", crt.DNSNames, crt.IPAddresses, crt.Subject.CommonName, err, c.ok)
+			}
+		})
+	}
+	if err := (Config{ACMEDomains: []string{"not a domain"}}).Validate(); err == nil {
+		t.Error("Validate(acme_domains: [\"not a domain\"]) = nil, want an error")
 	}
 }
