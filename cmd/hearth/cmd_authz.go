@@ -20,6 +20,8 @@ func newAuthzCmd(e *env) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "authz",
 		Short: "Ask the authorizer questions",
+		Example: `  hearth authz explain device:kitchen-pi plugins:install
+  hearth authz explain user:alice hearth:admin --via token --from remote`,
 	}
 	cmd.AddCommand(newAuthzExplainCmd(e))
 	return cmd
