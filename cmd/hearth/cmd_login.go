@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -52,6 +53,10 @@ terminal) and set first; every earlier session of the user ends.`,
 			base = strings.TrimRight(base, "/")
 			if base == "" || (user == "" && provider == "") {
 				return exitError{code: 2, msg: "login: --url and --user are required"}
+			}
+			// The password goes only over TLS (OWASP ASVS 5.0 V12.2.1).
+			if u, err := url.Parse(base); err != nil || !strings.EqualFold(u.Scheme, "https") || u.Host == "" {
+				return exitError{code: 2, msg: fmt.Sprintf("login: --url %q is not an https:// URL; give the gateway's address, e.g. https://hearth.home.arpa:8443 (a password is never sent without TLS)", base)}
 			}
 			if caFile != "" && fp != "" {
 				return exitError{code: 2, msg: "login: give --ca-file or --fingerprint, not both"}
@@ -189,5 +194,11 @@ func gatewayClient(ctx context.Context, base, caFile, fingerprint string) (*http
 		pool.AddCert(root)
 		cfg.RootCAs = pool
 	}
-	return &http.Client{Transport: &http.Transport{TLSClientConfig: cfg, ForceAttemptHTTP2: true}, Timeout: 60 * time.Second}, nil
+	return &http.Client{
+		Transport: &http.Transport{TLSClientConfig: cfg, ForceAttemptHTTP2: true},
+		Timeout:   60 * time.Second,
+		// A redirect would resend the password (307/308) to wherever it
+		// points, perhaps plain http: hearth's endpoints never redirect.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}, nil
 }

@@ -1,7 +1,10 @@
 package main
 
 import (
+	"net"
+	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/spf13/cobra"
@@ -22,5 +25,43 @@ func TestEveryCommandHasAnExample(t *testing.T) {
 	for _, mk := range commands {
 		c := mk(e)
 		walk(c.Name(), c)
+	}
+}
+
+// hearth login never sends a password over a URL that is not https, nor
+// follows a redirect with it (OWASP ASVS 5.0 V12.2.1: TLS for every
+// connection that carries credentials).
+func TestLoginRefusesPlainHTTP(t *testing.T) {
+	var hits atomic.Int32
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		w.Write([]byte(`{"token":"x"}`))
+	})}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	plain := "http://" + ln.Addr().String()
+	cases := []struct {
+		name string
+		url  string
+	}{
+		{"http", plain},
+		{"HTTP upper case", "HTTP://" + ln.Addr().String()},
+		{"no scheme", ln.Addr().String()},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, stderr, err := runCmd(t, "a long passphrase of words\n", "login", "--url", c.url, "--user", "alice")
+			var ee exitError
+			if err == nil || !asExit(err, &ee) || !strings.Contains(ee.msg, "https://") {
+				t.Errorf("login --url %s = %v (stderr %q), want an error asking for https://", c.url, err, stderr)
+			}
+		})
+	}
+	if n := hits.Load(); n != 0 {
+		t.Errorf("the plain HTTP listener got %d requests, want 0", n)
 	}
 }
