@@ -245,7 +245,7 @@ func adminMux(s *Server) http.Handler {
 	mux.Handle("/.hearth/v1/admin/devices/", s.ca.AdminHandler())
 	mux.Handle("/.hearth/v1/admin/users", s.auth.AdminHandler())
 	mux.Handle("/.hearth/v1/admin/users/", s.auth.AdminHandler())
-	mux.Handle("/.hearth/v1/admin/audit", s.audit.AdminHandler())
+	mux.Handle(audit.AdminPath, s.audit.AdminHandler())
 	if s.oidc != nil {
 		mux.Handle(oidc.AdminPath, s.oidc.AdminHandler())
 	}
