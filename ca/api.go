@@ -115,6 +115,22 @@ func (c *CA) auditStepAPI(next http.Handler) http.Handler {
 			return
 		}
 		r.Body = io.NopCloser(bytes.NewReader(body))
+		if name == audit.EventCertRenew && r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
+			// A device renews only a certificate the gateway would accept
+			// (recorded, unrevoked, current incarnation), as on hearth's
+			// own /.hearth/v1/renew; the storage hook refuses the rest too,
+			// but only as a 500 from smallstep.
+			peer := r.TLS.PeerCertificates[0]
+			if dev, err := c.deviceNameOf(peer); err != nil || dev != "" {
+				if _, _, err := c.LookupDevice(r.Context(), peer); err != nil {
+					if dev != "" {
+						ev.Principal, ev.Resource = "device:"+dev, "device:"+dev
+					}
+					c.refuse(w, r, ev, &httpError{status: http.StatusUnauthorized, code: "unknown_device", msg: "the device is unknown or revoked, or this certificate is not its current one", cause: err})
+					return
+				}
+			}
+		}
 		if name == audit.EventCertIssue {
 			// A hearth token must be its device's current one; tokens of
 			// other provisioners (none today) are left to smallstep.

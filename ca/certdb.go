@@ -83,7 +83,10 @@ func (d *certDB) StoreRenewedCertificate(old *x509.Certificate, chain ...*x509.C
 	if cd, err := d.DB.GetCertificateData(old.SerialNumber.String()); err == nil {
 		data, _ = json.Marshal(cd)
 	}
-	return d.c.storeDeviceCert(name, leaf, func(tx *database.Tx) {
+	if oldName, err := d.c.deviceNameOf(old); err != nil || oldName != name {
+		return fmt.Errorf("%w: %s: renewed from a certificate of another identity", ErrUnknownDevice, name)
+	}
+	return d.c.storeDeviceCertFrom(name, leaf, old, func(tx *database.Tx) {
 		serial := []byte(leaf.SerialNumber.String())
 		tx.Set(stepCertsTable, serial, leaf.Raw)
 		if data != nil {

@@ -439,10 +439,27 @@ func (c *CA) ListDevices(_ context.Context) ([]Device, error) {
 // the CA database. It refuses (and so smallstep refuses to hand the
 // certificate out) when the device is unknown or revoked.
 func (c *CA) storeDeviceCert(name string, leaf *x509.Certificate, extra func(tx *database.Tx)) error {
+	return c.storeDeviceCertFrom(name, leaf, nil, extra)
+}
+
+// storeDeviceCertFrom is storeDeviceCert for a renewal of old: it also
+// refuses unless old is a certificate recorded for the device's current
+// incarnation and not revoked there, the check LookupDevice makes, so
+// that every renewal path (smallstep's /renew and /rekey on the CA
+// listener too) renews only what the gateway would accept, whatever
+// smallstep's own revocation table says.
+func (c *CA) storeDeviceCertFrom(name string, leaf, old *x509.Certificate, extra func(tx *database.Tx)) error {
 	now := c.now()
 	return c.devices.updateIndex(name, func(r *deviceRecord, idx *certIndex) error {
 		if r.Revoked {
 			return fmt.Errorf("%w: %s", ErrUnknownDevice, name)
+		}
+		if old != nil {
+			fp := certFingerprint(old)
+			i := slices.IndexFunc(idx.Certs, func(cr certRecord) bool { return cr.SHA256 == fp })
+			if i < 0 || idx.Certs[i].Revoked || idx.Certs[i].Serial != old.SerialNumber.String() {
+				return fmt.Errorf("%w: %s: the certificate to renew (serial %s) is not a live certificate of this device", ErrUnknownDevice, name, old.SerialNumber)
+			}
 		}
 		// Drop certificates that expired, so the index stays small.
 		idx.Certs = slices.DeleteFunc(idx.Certs, func(cr certRecord) bool { return now.After(cr.NotAfter) })

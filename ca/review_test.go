@@ -93,3 +93,41 @@ func TestACMENamesBounded(t *testing.T) {
 		t.Error("Validate(acme_domains: [\"not a domain\"]) = nil, want an error")
 	}
 }
+
+// TestRenewNeedsARecordedLiveCertificate: smallstep's own renewal on the CA
+// listener renews a certificate only if hearth recorded it, unrevoked, for
+// the device's current incarnation, as hearth's /.hearth/v1/renew does.
+// The revocation in smallstep's table is the second line: RevokeDevice
+// only logs a failure to write it, and a certificate stored while a
+// revocation runs is missing from the list it revokes there. Without the
+// first line such a certificate of a revoked device renews into the
+// device's next incarnation once the name is added again.
+func TestRenewNeedsARecordedLiveCertificate(t *testing.T) {
+	tc := newTestCA(t, Config{})
+	ctx := context.Background()
+	cert, leaf := tc.enrolled(t, "laptop", "system:read")
+	if _, err := tc.RevokeDevice(ctx, "laptop"); err != nil {
+		t.Fatal(err)
+	}
+	// The state a failed (logged) or raced smallstep revocation leaves.
+	if err := tc.sdb.Del([]byte("revoked_x509_certs"), []byte(leaf.SerialNumber.String())); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tc.AddDevice(ctx, "laptop", []string{"system:admin"}, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{"/renew", "/1.0/renew", "/1.0/rekey"} {
+		st, out := post(t, tc.client(cert), tc.api.URL+path, []byte(`{}`))
+		if want := http.StatusUnauthorized; path != "/1.0/rekey" && st != want || st < 400 {
+			t.Errorf("POST %s with a revoked incarnation's certificate = %d %v, want 401", path, st, out)
+		}
+		if crt, ok := out["crt"].(string); ok {
+			if _, _, err := tc.LookupDevice(ctx, parseCertPEM(t, crt)); err == nil {
+				t.Errorf("POST %s: the renewed certificate is accepted by LookupDevice", path)
+			}
+		}
+	}
+	if n := len(tc.certsOf(t, "laptop")); n != 0 {
+		t.Errorf("the re-added laptop holds %d certificates, want 0", n)
+	}
+}
