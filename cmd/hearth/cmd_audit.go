@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"time"
@@ -53,7 +54,7 @@ entry and checks its format.`,
   hearth audit verify --checkpoint ~/hearth-checkpoint.txt`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			dir, err := dataDir(cmd)
+			dir, err := auditDataDir(cmd)
 			if err != nil {
 				return err
 			}
@@ -119,7 +120,7 @@ until interrupted. --since takes a time (RFC 3339) or a duration ago (1h30m).
   hearth audit tail --follow --principal device:kitchen-pi --json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			dir, err := dataDir(cmd)
+			dir, err := auditDataDir(cmd)
 			if err != nil {
 				return err
 			}
@@ -253,7 +254,7 @@ hearth audit verify --checkpoint FILE proves the log still extends it.`,
   hearth audit verify --checkpoint ~/hearth-checkpoint.txt`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			dir, err := dataDir(cmd)
+			dir, err := auditDataDir(cmd)
 			if err != nil {
 				return err
 			}
@@ -289,4 +290,18 @@ func auditReadFile(name string, limit int64) ([]byte, error) {
 		return nil, fmt.Errorf("%s is larger than %d bytes", name, limit)
 	}
 	return b, nil
+}
+
+// auditDataDir is dataDir for the audit commands, which read the log's
+// files directly: a data dir without a log is an error that says where
+// hearth looked and what to do.
+func auditDataDir(cmd *cobra.Command) (string, error) {
+	dir, err := dataDir(cmd)
+	if err != nil {
+		return "", err
+	}
+	if _, err := os.Stat(filepath.Join(dir, "audit")); err != nil {
+		return "", exitError{code: 1, msg: fmt.Sprintf("audit: no audit log in %s; pass the data dir of your hearth with --dir (or $HEARTH_DIR), or create one with `hearth init --dir %s`", dir, dir)}
+	}
+	return dir, nil
 }

@@ -65,3 +65,15 @@ func TestLoginRefusesPlainHTTP(t *testing.T) {
 		t.Errorf("the plain HTTP listener got %d requests, want 0", n)
 	}
 }
+
+// The audit commands on a dir without a log say what to do, not which
+// file stat failed.
+func TestAuditCommandsWithoutALog(t *testing.T) {
+	dir := t.TempDir()
+	for _, args := range [][]string{{"audit", "verify"}, {"audit", "tail"}, {"audit", "checkpoint"}} {
+		_, _, err := runCmd(t, "", append(args, "--dir", dir)...)
+		if err == nil || !strings.Contains(err.Error(), "hearth init --dir") || !strings.Contains(err.Error(), "--dir") {
+			t.Errorf("%v on an empty dir = %v, want an error naming --dir and hearth init", args, err)
+		}
+	}
+}
