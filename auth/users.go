@@ -68,12 +68,20 @@ func (s *Service) hashPassword(ctx context.Context, pw string) (string, error) {
 	return s.hasher.hash(n)
 }
 
+// reservedName is the name of the admin socket's principal (user:local,
+// mtls.LocalPrincipalID), which no user may take, so that audit entries
+// tell the owner at the machine from any account.
+const reservedName = "local"
+
 // AddUser creates user name with the granted capability or bundle names.
 // An empty password creates the user without one: issue a reset code
 // (ResetCode) so that the user chooses their own (ASVS 5.0 V6.4.6).
 func (s *Service) AddUser(ctx context.Context, name string, caps []string, password string) error {
 	if !validName(name) {
 		return ErrBadName
+	}
+	if name == reservedName {
+		return fmt.Errorf("%w; %q is reserved: the admin socket acts as user:%s", ErrBadName, name, name)
 	}
 	if _, err := s.policy.Expand(caps); err != nil {
 		return &CapsError{err}
