@@ -72,13 +72,14 @@ func main() {
 	nginx := flag.String("nginx", "auto", "auto: use nginx when installed; off: skip it")
 	rounds := flag.Int("rounds", 3, "rounds; proxies are interleaved and medians reported")
 	auditMode := flag.String("audit", "mem", "hearth's audit recorder: mem (in-memory, no fsync) or disk (the real signed log, group-committed and fsynced)")
+	baseline := flag.String("baseline", "", "another build of this benchmark whose hearth role runs side by side as \"baseline\" (before/after comparisons in one run)")
 	x25519 := flag.Bool("x25519", false, "offer only X25519 (nginx's OpenSSL lacks the X25519MLKEM768 hybrid Go prefers)")
 	flag.Parse()
 	var err error
 	switch *role {
 	case "driver":
 		os.Setenv("HEARTH_BENCH_AUDIT", *auditMode) // inherited by the hearth role
-		err = drive(*duration, *clients, *rate, *rounds, *nginx, *x25519)
+		err = drive(*duration, *clients, *rate, *rounds, *nginx, *x25519, *baseline)
 	case "upstream":
 		err = serveUpstream()
 	case "hearth":
@@ -332,7 +333,13 @@ func start(name string, args ...string) (*proc, error) {
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(self, args...)
+	return startBin(self, name, args...)
+}
+
+// startBin starts bin with args as the proxy name and reads the address it
+// announces.
+func startBin(bin, name string, args ...string) (*proc, error) {
+	cmd := exec.Command(bin, args...)
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -706,7 +713,7 @@ func median[T int64 | float64 | time.Duration](xs []T) T {
 	return s[len(s)/2]
 }
 
-func drive(d time.Duration, n, rate, rounds int, nginxMode string, x25519 bool) error {
+func drive(d time.Duration, n, rate, rounds int, nginxMode string, x25519 bool, baseline string) error {
 	dir, err := os.MkdirTemp("", "hearth-bench-")
 	if err != nil {
 		return err
@@ -747,6 +754,13 @@ func drive(d time.Duration, n, rate, rounds int, nginxMode string, x25519 bool) 
 	}()
 	for _, role := range []string{"hearth", "goproxy"} {
 		p, err := start(role, "-role", role, "-dir", dir, "-upstream", upURL)
+		if err != nil {
+			return err
+		}
+		procs = append(procs, p)
+	}
+	if baseline != "" {
+		p, err := startBin(baseline, "baseline", "-role", "hearth", "-dir", dir, "-upstream", upURL)
 		if err != nil {
 			return err
 		}
@@ -853,8 +867,8 @@ func drive(d time.Duration, n, rate, rounds int, nginxMode string, x25519 bool) 
 	fmt.Println()
 	base := sums[0]
 	for _, r := range sums[1:] {
-		fmt.Printf("hearth / %-8s keep-alive %.2fx (CPU per request %.2fx)   new connections %.2fx (CPU per request %.2fx)\n",
-			r.name, base.ka/r.ka, base.kaCPU/r.kaCPU, base.nc/r.nc, base.ncCPU/r.ncCPU)
+		fmt.Printf("hearth / %-8s keep-alive %.2fx (CPU per request %.2fx)   new connections %.2fx (CPU per request %.2fx)   added p50 %.2fx, p99 %.2fx\n",
+			r.name, base.ka/r.ka, base.kaCPU/r.kaCPU, base.nc/r.nc, base.ncCPU/r.ncCPU, float64(base.p50)/float64(r.p50), float64(base.p99)/float64(r.p99))
 	}
 	return nil
 }
