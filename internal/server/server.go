@@ -272,8 +272,15 @@ func (s *Server) principalInfo(w http.ResponseWriter, r *http.Request) {
 		httpx.Error(w, http.StatusBadRequest, "bad_request", "a principal is user:NAME or device:NAME")
 		return
 	}
-	if err != nil {
-		httpx.Error(w, http.StatusNotFound, "not_found", err.Error())
+	switch {
+	case errors.Is(err, ca.ErrUnknownDevice), errors.Is(err, errNoSuchUser):
+		httpx.Error(w, http.StatusNotFound, "not_found", "no such principal: "+id+" (see hearth device list, hearth user list)")
+		return
+	case err != nil:
+		// The store's error is for the log, not the client (DESIGN.md:
+		// 503 when the store is unavailable).
+		s.log.Error().Err(err).Str("principal", id).Msg("server: looking up a principal failed")
+		httpx.Unavailable(w)
 		return
 	}
 	httpx.JSON(w, http.StatusOK, map[string]any{"id": id, "capabilities": caps})
@@ -388,8 +395,11 @@ func (s *Server) userCapabilities(ctx context.Context, name string) ([]authz.Cap
 			return u.Capabilities, nil
 		}
 	}
-	return nil, fmt.Errorf("no user %q", name)
+	return nil, fmt.Errorf("%w: %q", errNoSuchUser, name)
 }
+
+// errNoSuchUser is userCapabilities' answer for an unknown user.
+var errNoSuchUser = errors.New("server: no such user")
 
 // localClient names the admin socket's clients "local" in audit entries and
 // throttling (a unix socket's peer has no address).
