@@ -131,3 +131,23 @@ func TestRenewNeedsARecordedLiveCertificate(t *testing.T) {
 		t.Errorf("the re-added laptop holds %d certificates, want 0", n)
 	}
 }
+
+// Enrollment bodies are exactly one JSON object: a stray closing brace or
+// bracket after it is refused like any other trailing data.
+func TestEnrollBodyTrailingData(t *testing.T) {
+	tc := newTestCA(t, Config{})
+	tok, _ := tc.AddDevice(context.Background(), "pi", []string{"status"}, 0, 0)
+	obj, _ := json.Marshal(EnrollRequest{Token: tok.Token, CSR: tc.deviceCSR(t, "pi", newKey(t))})
+	for _, tail := range []string{"}", "]", "{}", "x"} {
+		body := append(append([]byte{}, obj...), tail...)
+		if st, out := post(t, tc.client(nil), tc.gateway.URL+EnrollPath, body); st != http.StatusBadRequest {
+			t.Errorf("enroll with %q after the object = %d %v, want 400", tail, st, out)
+		}
+		if _, _, err := ParseEnrollRequest(body); err == nil {
+			t.Errorf("ParseEnrollRequest with %q after the object = nil error", tail)
+		}
+	}
+	if st, out := post(t, tc.client(nil), tc.gateway.URL+EnrollPath, obj); st != http.StatusCreated {
+		t.Errorf("enroll = %d %v, want 201 (the token must still be usable)", st, out)
+	}
+}

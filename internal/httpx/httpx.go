@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strconv"
 	"time"
@@ -74,7 +75,14 @@ func DecodeJSON(w http.ResponseWriter, r *http.Request, limit int64, v any) bool
 		Error(w, http.StatusBadRequest, "bad_request", "request body is not the expected JSON: "+err.Error())
 		return false
 	}
-	if dec.More() {
+	// dec.More reports false for a stray '}' or ']', so ask for the next
+	// token instead: only the end of the body may follow.
+	if _, err := dec.Token(); err != io.EOF {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			Error(w, http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("request body is larger than %d bytes", limit))
+			return false
+		}
 		Error(w, http.StatusBadRequest, "bad_request", "request body has data after the JSON object")
 		return false
 	}
