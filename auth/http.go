@@ -89,7 +89,7 @@ func (s *Service) writeErr(w http.ResponseWriter, err error) {
 	case errors.Is(err, ErrBadCode):
 		httpx.Error(w, http.StatusBadRequest, "bad_code", strings.TrimPrefix(err.Error(), "auth: "))
 	case errors.Is(err, ErrNoUser):
-		httpx.Error(w, http.StatusNotFound, "no_user", "no such user")
+		httpx.Error(w, http.StatusNotFound, "no_user", "no such user; `hearth user list` shows the users")
 	case errors.Is(err, ErrUserExists):
 		httpx.Error(w, http.StatusConflict, "user_exists", "a user of that name exists")
 	case errors.Is(err, ErrBusy):

@@ -108,7 +108,7 @@ func writeAdminError(w http.ResponseWriter, err error) {
 	case errors.Is(err, ErrDeviceExists):
 		httpx.Error(w, http.StatusConflict, "exists", msg)
 	case errors.Is(err, ErrUnknownDevice):
-		httpx.Error(w, http.StatusNotFound, "not_found", "no such device")
+		httpx.Error(w, http.StatusNotFound, "not_found", "no such device; `hearth device list` shows the devices")
 	default:
 		httpx.Unavailable(w)
 	}

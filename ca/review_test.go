@@ -5,9 +5,12 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/json"
+	"fmt"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
+	"strings"
 	"testing"
 )
 
@@ -149,5 +152,16 @@ func TestEnrollBodyTrailingData(t *testing.T) {
 	}
 	if st, out := post(t, tc.client(nil), tc.gateway.URL+EnrollPath, obj); st != http.StatusCreated {
 		t.Errorf("enroll = %d %v, want 201 (the token must still be usable)", st, out)
+	}
+}
+
+// Revoking an unknown device says how to see the devices.
+func TestRevokeUnknownDeviceSaysWhatToDo(t *testing.T) {
+	tc := newTestCA(t, Config{})
+	srv := httptest.NewServer(tc.AdminHandler())
+	t.Cleanup(srv.Close)
+	st, out := post(t, srv.Client(), srv.URL+AdminDevicesPath+"/nope/revoke", []byte(""))
+	if st != http.StatusNotFound || !strings.Contains(fmt.Sprint(out["error"]), "hearth device list") {
+		t.Errorf("revoke nope = %d %v, want 404 pointing to hearth device list", st, out)
 	}
 }

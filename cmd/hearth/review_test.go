@@ -77,3 +77,12 @@ func TestAuditCommandsWithoutALog(t *testing.T) {
 		}
 	}
 }
+
+// An admin command naming an unknown user says how to see who exists.
+func TestUnknownUserSaysWhatToDo(t *testing.T) {
+	dir, _, _ := userServer(t)
+	_, _, err := runCmd(t, "", "user", "unlock", "nobody", "--dir", dir)
+	if err == nil || !strings.Contains(err.Error(), "hearth user list") {
+		t.Errorf("user unlock nobody = %v, want an error pointing to hearth user list", err)
+	}
+}
