@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -166,16 +167,21 @@ func (c *CA) RevokeDevice(ctx context.Context, name string) (*Device, error) {
 	// Then every certificate, in the index and in smallstep's revocation
 	// table (renewals check it). A failure here still leaves the device
 	// refused by hearth, so it is logged, not returned.
+	// The list to revoke in smallstep's table is the one read in that
+	// write, not the one read before the audit entry: a certificate stored
+	// in between is in the index by now and must be revoked there too.
+	certs := idx.Certs
 	err = c.devices.updateIndex(name, func(_ *deviceRecord, idx *certIndex) error {
 		for i := range idx.Certs {
 			idx.Certs[i].Revoked = true
 		}
+		certs = slices.Clone(idx.Certs)
 		return nil
 	}, nil)
 	if err != nil {
 		c.log.Error().Err(err).Str("device", name).Msg("ca: marking the certificates revoked failed")
 	}
-	for _, cr := range idx.Certs {
+	for _, cr := range certs {
 		if err := c.revokeInStep(cr.Serial, cr.NotAfter, "device revoked"); err != nil {
 			c.log.Error().Err(err).Str("device", name).Str("serial", cr.Serial).Msg("ca: revoking in the CA database failed")
 		}

@@ -34,9 +34,18 @@ type memAudit struct {
 	mu     sync.Mutex
 	events []audit.Event
 	fail   bool
+	// onRecord, if set, runs before each entry is recorded, outside the
+	// lock: a test's way to act at the moment an operation audits.
+	onRecord func(audit.Event)
 }
 
 func (m *memAudit) Record(_ context.Context, e audit.Event) error {
+	m.mu.Lock()
+	hook := m.onRecord
+	m.mu.Unlock()
+	if hook != nil {
+		hook(e)
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.fail {

@@ -12,6 +12,8 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+
+	"github.com/hearth-home/hearth/audit"
 )
 
 // TestStepSignBodyParsedAsSmallstepParsesIt: hearth's checks in front of
@@ -163,5 +165,34 @@ func TestRevokeUnknownDeviceSaysWhatToDo(t *testing.T) {
 	st, out := post(t, srv.Client(), srv.URL+AdminDevicesPath+"/nope/revoke", []byte(""))
 	if st != http.StatusNotFound || !strings.Contains(fmt.Sprint(out["error"]), "hearth device list") {
 		t.Errorf("revoke nope = %d %v, want 404 pointing to hearth device list", st, out)
+	}
+}
+
+// TestRevokeDeviceRevokesCertificatesStoredMeanwhile: a certificate stored
+// for the device while RevokeDevice runs (here: while it writes its audit
+// entry) is revoked in smallstep's table too, not only in hearth's index.
+func TestRevokeDeviceRevokesCertificatesStoredMeanwhile(t *testing.T) {
+	tc := newTestCA(t, Config{})
+	ctx := context.Background()
+	tc.enrolled(t, "laptop", "system:read")
+	_, late := tc.enrolled(t, "phone", "system:read") // a real certificate to reuse as laptop's
+	lateCert := *late
+	id, _ := url.Parse(tc.DeviceID("laptop"))
+	lateCert.URIs = []*url.URL{id}
+	lateCert.Raw = append([]byte("distinct DER "), late.Raw...)
+	stored := false
+	tc.audit.onRecord = func(e audit.Event) {
+		if e.Name == audit.EventCertRevoke && !stored {
+			stored = true
+			if err := tc.storeDeviceCert("laptop", &lateCert, nil); err != nil {
+				t.Errorf("storing laptop's late certificate: %v", err)
+			}
+		}
+	}
+	if _, err := tc.RevokeDevice(ctx, "laptop"); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := tc.sdb.IsRevoked(lateCert.SerialNumber.String()); !ok || err != nil {
+		t.Errorf("smallstep IsRevoked(late certificate) = %v %v, want true", ok, err)
 	}
 }
