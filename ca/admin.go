@@ -162,6 +162,7 @@ func (c *CA) RevokeDevice(ctx context.Context, name string) (*Device, error) {
 		return r, nil
 	})
 	if err != nil {
+		c.undone(ctx, audit.EventCertRevoke, "device:"+name, "device revoked", err)
 		return nil, err
 	}
 	// Then every certificate, in the index and in smallstep's revocation

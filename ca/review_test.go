@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -194,5 +195,34 @@ func TestRevokeDeviceRevokesCertificatesStoredMeanwhile(t *testing.T) {
 	}
 	if ok, err := tc.sdb.IsRevoked(lateCert.SerialNumber.String()); !ok || err != nil {
 		t.Errorf("smallstep IsRevoked(late certificate) = %v %v, want true", ok, err)
+	}
+}
+
+// TestAddDeviceRefusedAfterItsEntry: when the device enrolls while
+// AddDevice writes its audit entry, the store write refuses the new token
+// (the device is enrolled now) and the log says so after the success
+// entry, rather than claiming a token that was never handed out.
+func TestAddDeviceRefusedAfterItsEntry(t *testing.T) {
+	tc := newTestCA(t, Config{})
+	ctx := context.Background()
+	first, err := tc.AddDevice(ctx, "pi", []string{"status"}, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	once := false
+	tc.audit.onRecord = func(e audit.Event) {
+		if e.Name == audit.EventDeviceAdd && e.Outcome == audit.OutcomeSuccess && !once {
+			once = true
+			if st, out := tc.enroll(t, first.Token, tc.deviceCSR(t, "pi", newKey(t))); st != http.StatusCreated {
+				t.Errorf("enroll = %d %v", st, out)
+			}
+		}
+	}
+	if _, err := tc.AddDevice(ctx, "pi", []string{"status"}, 0, 0); !errors.Is(err, ErrDeviceExists) {
+		t.Fatalf("AddDevice while pi enrolls = %v, want ErrDeviceExists", err)
+	}
+	adds := tc.audit.named(audit.EventDeviceAdd, "")
+	if len(adds) != 3 || adds[1].Outcome != audit.OutcomeSuccess || adds[2].Outcome != audit.OutcomeError || adds[2].Meta["corrects"] != adds[1].Meta["token_id"] {
+		t.Errorf("device.add entries = %+v, want success, success, then an error correcting the second", adds)
 	}
 }

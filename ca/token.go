@@ -137,6 +137,7 @@ func (c *CA) AddDevice(ctx context.Context, name string, caps []string, ttl, lif
 		}, nil
 	})
 	if err != nil {
+		c.undone(ctx, audit.EventDeviceAdd, "device:"+name, jti, err)
 		return nil, err
 	}
 	return &EnrollToken{
@@ -236,4 +237,20 @@ func (c *CA) checkToken(tok string) (name, jti string, err error) {
 		return "", "", &tokenError{"the enrollment token was already used or replaced"}
 	}
 	return name, cl.ID, nil
+}
+
+// undone records that an operation whose success entry was already
+// written did not take effect (its store write failed or was refused), so
+// that the log never claims what did not happen (OWASP ASVS 5.0 V16.3:
+// the log records outcomes truthfully). ref names the entry it corrects.
+func (c *CA) undone(ctx context.Context, event, resource, ref string, cause error) {
+	err := c.audit.Record(ctx, audit.Event{
+		Name: event, Outcome: audit.OutcomeError,
+		Principal: principalOf(ctx), Resource: resource, Client: clientOf(ctx),
+		Reason: "not done: the store refused the change after it was recorded: " + strings.TrimPrefix(cause.Error(), "ca: "),
+		Meta:   map[string]string{"corrects": ref},
+	})
+	if err != nil {
+		c.log.Error().Err(err).Str("event", event).Str("resource", resource).Msg("ca: could not record that a recorded change did not happen")
+	}
 }
