@@ -29,8 +29,8 @@ import (
 // be its device's current token (so a replaced token fails even if unused),
 // and every sign, renew and revoke is recorded in the audit log before the
 // answer leaves (a failure to record turns into 503 and the new certificate
-// is revoked). hearth's own /.hearth/v1/enroll and roots.pem are served
-// here too.
+// is revoked). hearth's own /.hearth/v1/enroll, renew and roots.pem are
+// served here too.
 func (c *CA) APIHandler() http.Handler {
 	c.apiOnce.Do(func() {
 		mux := chi.NewRouter()
@@ -50,6 +50,7 @@ func (c *CA) APIHandler() http.Handler {
 		mux.Route("/2.0/acme", func(r chi.Router) { acmeAPI.Route(r) })
 		pub := c.PublicHandler()
 		mux.Handle(EnrollPath, pub)
+		mux.Handle(RenewPath, pub) // `hearth enroll --renew` against this listener
 		mux.Handle(RootsPath, pub)
 		c.apiHandler = mux
 	})

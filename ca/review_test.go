@@ -226,3 +226,34 @@ func TestAddDeviceRefusedAfterItsEntry(t *testing.T) {
 		t.Errorf("device.add entries = %+v, want success, success, then an error correcting the second", adds)
 	}
 }
+
+// A device enrolled against the CA listener (which `hearth enroll
+// --ca-url` accepts) renews against it too: `hearth enroll --renew`
+// otherwise met 404, retried until expiry and lost its certificate.
+func TestRenewViaTheCAListener(t *testing.T) {
+	tc := newTestCA(t, Config{})
+	ctx := context.Background()
+	tok, err := tc.AddDevice(ctx, "tv", []string{"status"}, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := t.TempDir()
+	res, err := Enroll(ctx, EnrollOptions{CAURL: tc.api.URL, Fingerprint: tok.Fingerprint, Token: tok.Token, OutDir: out})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r2, err := Renew(ctx, RenewOptions{CAURL: tc.api.URL, Dir: out})
+	if err != nil {
+		t.Fatalf("Renew via the CA listener: %v", err)
+	}
+	if r2.Serial == res.Serial {
+		t.Error("Renew via the CA listener kept the serial")
+	}
+	if ev := tc.audit.named(audit.EventCertRenew, audit.OutcomeSuccess); len(ev) != 1 || ev[0].Principal != "device:tv" {
+		t.Errorf("cert.renew entries = %+v, want one for device:tv", ev)
+	}
+	// Without a client certificate it is refused, as on the gateway.
+	if st, _ := post(t, tc.client(nil), tc.api.URL+RenewPath, []byte("")); st != http.StatusUnauthorized {
+		t.Errorf("renew without mTLS on the CA listener = %d, want 401", st)
+	}
+}
