@@ -24,6 +24,7 @@ import (
 // issue 3 (what the agent receives and what it never sees), whoami,
 // `hearth authz explain`, and a revoked device's open websocket closed.
 func TestInteropGateway(t *testing.T) {
+	t.Parallel()
 	openssl := interopTool(t, "openssl")
 	step := interopTool(t, "step")
 	h := startInteropHearth(t, nil)
@@ -389,6 +390,8 @@ func TestInteropGateway(t *testing.T) {
 			t.Errorf("step ca certificate reused the token:\n%s", out)
 		}
 	})
+
+	h.stop(t)
 }
 
 // deviceTLS is a TLS client config presenting devDir's certificate and

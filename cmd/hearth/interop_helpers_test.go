@@ -19,6 +19,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -60,6 +61,12 @@ type interopHearth struct {
 // nil, may change hearth.yaml between the two.
 func startInteropHearth(t *testing.T, edit func(yaml string) string) *interopHearth {
 	t.Helper()
+	if raceEnabled && os.Getenv("GORACE") == "" {
+		// A -race binary sleeps atexit_sleep_ms (default 1000) before
+		// every exit: a second per CLI command. Reports are printed when
+		// a race is found, not at exit, so none is lost.
+		os.Setenv("GORACE", "atexit_sleep_ms=0")
+	}
 	h := &interopHearth{dir: filepath.Join(t.TempDir(), "data"), curl: interopTool(t, "curl")}
 	var in initOut
 	if err := json.Unmarshal([]byte(mustHearth(t, h.dir, "init", "--owner", "alice", "--json")), &in); err != nil {
@@ -80,6 +87,22 @@ func startInteropHearth(t *testing.T, edit func(yaml string) string) *interopHea
 	h.agent, upstream = startAgent(t)
 	h.srv = startServe(t, h.dir, upstream)
 	return h
+}
+
+// stop sends SIGTERM and requires a clean exit with no data race reported
+// (the binary runs under -race when the tests do): the interop traffic
+// above is also a race test of the real server.
+func (h *interopHearth) stop(t *testing.T) {
+	t.Helper()
+	h.srv.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-h.srv.exited:
+	case <-time.After(20 * time.Second):
+		t.Fatalf("serve did not stop within 20s of SIGTERM; stderr:\n%s", h.srv.stderr.String())
+	}
+	if !h.srv.cmd.ProcessState.Success() || strings.Contains(h.srv.stderr.String(), "DATA RACE") {
+		t.Errorf("serve exited with %v after SIGTERM; stderr:\n%s", h.srv.cmd.ProcessState, h.srv.stderr.String())
+	}
 }
 
 // base is the gateway's URL.
