@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"strconv"
 	"strings"
 	"time"
@@ -200,7 +201,8 @@ func ParseEntry(line []byte) (Entry, error) {
 	if err := dec.Decode(&e); err != nil {
 		return Entry{}, fmt.Errorf("audit: entry: %w", err)
 	}
-	if dec.More() {
+	// More misses a stray '}' or ']'; only EOF means nothing follows.
+	if _, err := dec.Token(); err != io.EOF {
 		return Entry{}, errors.New("audit: entry: data after the JSON object")
 	}
 	if e.Index < 0 {

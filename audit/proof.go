@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 
 	"golang.org/x/mod/sumdb/tlog"
 )
@@ -142,7 +143,8 @@ func decodeStrict(b []byte, v any) error {
 	if err := dec.Decode(v); err != nil {
 		return err
 	}
-	if dec.More() {
+	// More misses a stray '}' or ']'; only EOF means nothing follows.
+	if _, err := dec.Token(); err != io.EOF {
 		return errors.New("data after the JSON object")
 	}
 	return nil
