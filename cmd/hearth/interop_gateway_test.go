@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -8,6 +9,8 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"os/exec"
+	"path"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -248,6 +251,74 @@ func TestInteropGateway(t *testing.T) {
 		}
 	})
 
+	t.Run("curl/path normalisation attacks never reach a route the device lacks", func(t *testing.T) {
+		// system:read may use status and conversations; every target below
+		// means settings or plugins, which it lacks. curl --path-as-is
+		// sends each path byte for byte.
+		for _, tc := range []struct{ name, method, path string }{
+			{"dot-dot", "GET", "/api/status/../settings"},
+			{"dot-dot from an allowed prefix", "GET", "/api/conversations/../settings"},
+			{"encoded dots", "GET", "/api/conversations/%2e%2e/settings"},
+			{"mixed-case encoded dots", "GET", "/api/conversations/%2E%2e/settings"},
+			{"encoded slash", "GET", "/api/conversations/..%2fsettings"},
+			{"encoded slash upper", "GET", "/api/conversations%2F..%2F..%2Fapi%2Fsettings"},
+			{"double slash", "GET", "//api/settings"},
+			{"double slash inside", "GET", "/api//settings"},
+			{"dot segment", "GET", "/api/./settings"},
+			{"semicolon", "GET", "/api/settings;jsessionid=1"},
+			{"semicolon dot-dot", "GET", "/api/conversations/..;/settings"},
+			{"backslash", "GET", "/api/conversations/..\\settings"},
+			{"encoded backslash", "GET", "/api/conversations/..%5csettings"},
+			{"NUL", "GET", "/api/conversations/%00/../../settings"},
+			{"double encoding", "GET", "/api/conversations/%252e%252e/settings"},
+			{"upper case", "GET", "/API/SETTINGS"},
+			{"plugin dot-dot", "POST", "/api/conversations/../plugins/evil"},
+			{"plugin encoded", "POST", "/api/conversations/%2e%2e/plugins/evil"},
+			{"trailing dot", "GET", "/api/settings/."},
+			{"trailing slash", "GET", "/api/settings/"},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				before := len(h.agent.Seen())
+				r := h.curlDo(t, append(devCurlArgs(reader), "--path-as-is", "-X", tc.method, h.base()+tc.path)...)
+				if r.exit != 0 {
+					t.Fatalf("curl %s: exit %d %s", tc.path, r.exit, r.stderr)
+				}
+				for _, s := range h.agent.Seen()[before:] {
+					p := strings.ToLower(path.Clean(strings.ReplaceAll(s.Path, "\\", "/")))
+					if strings.HasPrefix(p, "/api/settings") || strings.HasPrefix(p, "/api/plugins") {
+						t.Errorf("%s %s reached the agent as %q (status %d)", tc.method, tc.path, s.Path, r.status)
+					}
+				}
+				if r.status == http.StatusOK && len(h.agent.Seen()) == before {
+					t.Errorf("%s %s = 200 but the agent saw nothing", tc.method, tc.path)
+				}
+				t.Logf("%s %s → %d", tc.method, tc.path, r.status)
+			})
+		}
+	})
+
+	t.Run("curl/a 200 KiB header is 431 and a 2 MiB body 413", func(t *testing.T) {
+		tmp := t.TempDir()
+		hdr := filepath.Join(tmp, "hdr")
+		if err := os.WriteFile(hdr, []byte("X-Big: "+strings.Repeat("a", 200<<10)+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		body := filepath.Join(tmp, "body")
+		if err := os.WriteFile(body, []byte(`{"x":"`+strings.Repeat("b", 2<<20)+`"}`), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		before := len(h.agent.Seen())
+		if r := h.curlDo(t, append(devCurlArgs(admin), "--http1.1", "-H", "@"+hdr, h.base()+"/api/status")...); r.status != http.StatusRequestHeaderFieldsTooLarge {
+			t.Errorf("200 KiB header = %d (exit %d %s), want 431", r.status, r.exit, r.stderr)
+		}
+		if r := h.curlDo(t, append(devCurlArgs(admin), "-X", "PUT", "--data-binary", "@"+body, h.base()+"/api/settings")...); r.status != http.StatusRequestEntityTooLarge {
+			t.Errorf("2 MiB body = %d %s (exit %d %s), want 413", r.status, r.body, r.exit, r.stderr)
+		}
+		if n := len(h.agent.Seen()) - before; n != 0 {
+			t.Errorf("the agent saw %d oversized requests", n)
+		}
+	})
+
 	t.Run("whoami", func(t *testing.T) {
 		for _, tc := range []struct {
 			dev          string
@@ -388,6 +459,78 @@ func TestInteropGateway(t *testing.T) {
 		// The token was single-use for step as well.
 		if out, code := runTool(t, work, "", env, step, "ca", "certificate", "stepdev", "again.crt", "again.key", "--token", tok.Token); code == 0 {
 			t.Errorf("step ca certificate reused the token:\n%s", out)
+		}
+	})
+
+	t.Run("openssl/resumed TLS session refused after revocation", func(t *testing.T) {
+		dev := h.enroll(t, "resumer", "system:read")
+		tmp := t.TempDir()
+		// s_client resumes with a TLS 1.3 ticket (RFC 8446 §2.2): the
+		// client certificate is not sent again, so the gateway must look
+		// the device up from what the ticket remembers, per request.
+		get := func(path, sessIn, sessOut string) string {
+			t.Helper()
+			args := []string{"s_client", "-connect", gw, "-tls1_3", "-CAfile", h.rootFile, "-ign_eof",
+				"-cert", filepath.Join(dev, "device.crt"), "-cert_chain", filepath.Join(dev, "device.crt"),
+				"-key", filepath.Join(dev, "device.key"), "-sess_out", filepath.Join(tmp, sessOut)}
+			if sessIn != "" {
+				args = append(args, "-sess_in", filepath.Join(tmp, sessIn))
+			}
+			out, _ := runTool(t, "", "GET "+path+" HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n", nil, openssl, args...)
+			return out
+		}
+		if out := get("/api/conversations/resume-0", "", "s0"); !strings.Contains(out, "HTTP/1.1 200") || !strings.Contains(out, "New, TLSv1.3") {
+			t.Fatalf("full handshake: want New, TLSv1.3 and 200:\n%s", out)
+		}
+		if out := get("/api/conversations/resume-1", "s0", "s1"); !strings.Contains(out, "Reused, TLSv1.3") || !strings.Contains(out, "HTTP/1.1 200") {
+			t.Fatalf("resumed session before revocation: want Reused, TLSv1.3 and 200:\n%s", out)
+		}
+		mustHearth(t, h.dir, "device", "revoke", "resumer")
+		out := get("/api/conversations/resume-2", "s1", "s2")
+		if !strings.Contains(out, "Reused, TLSv1.3") {
+			t.Errorf("the session was not resumed, so this checks nothing:\n%s", out)
+		}
+		if !strings.Contains(out, "HTTP/1.1 401") && !strings.Contains(out, "HTTP/1.1 403") {
+			t.Errorf("resumed session after revocation: want 401 or 403:\n%s", out)
+		}
+		if s := h.seen("/api/conversations/resume-2"); len(s) != 0 {
+			t.Errorf("the agent saw a revoked device's request over a resumed session: %+v", s)
+		}
+		if s := h.seen("/api/conversations/resume-1"); len(s) != 1 || s[0].Principal != "device:resumer" {
+			t.Errorf("agent saw %+v for the resumed request, want device:resumer", s)
+		}
+	})
+
+	t.Run("curl/server-sent events are flushed as they come", func(t *testing.T) {
+		// The sample agent sends one event a second, five in all: the
+		// first must reach curl long before the stream ends.
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		args := append([]string{"-sS", "-N", "--http2", "--cacert", h.rootFile}, devCurlArgs(reader)...)
+		cmd := exec.CommandContext(ctx, h.curl, append(args, h.base()+"/api/events")...)
+		stdout, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		sc := bufio.NewScanner(stdout)
+		var at []time.Duration
+		for sc.Scan() {
+			if strings.HasPrefix(sc.Text(), "data: tick") {
+				at = append(at, time.Since(start))
+			}
+		}
+		if err := cmd.Wait(); err != nil {
+			t.Fatalf("curl -N /api/events: %v", err)
+		}
+		if len(at) != 5 {
+			t.Fatalf("got %d events, want 5", len(at))
+		}
+		if gap := at[4] - at[0]; gap < 3*time.Second {
+			t.Errorf("events arrived %v apart: buffered until the end, not flushed (%v)", gap, at)
 		}
 	})
 
