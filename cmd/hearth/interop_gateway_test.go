@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+
+	"github.com/hearth-home/hearth/auth"
 )
 
 // TestInteropGateway drives one running hearth with curl, openssl
@@ -501,37 +503,74 @@ func TestInteropGateway(t *testing.T) {
 		}
 	})
 
-	t.Run("curl/server-sent events are flushed as they come", func(t *testing.T) {
-		// The sample agent sends one event a second, five in all: the
-		// first must reach curl long before the stream ends.
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		args := append([]string{"-sS", "-N", "--http2", "--cacert", h.rootFile}, devCurlArgs(reader)...)
-		cmd := exec.CommandContext(ctx, h.curl, append(args, h.base()+"/api/events")...)
-		stdout, err := cmd.StdoutPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		start := time.Now()
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		sc := bufio.NewScanner(stdout)
-		var at []time.Duration
-		for sc.Scan() {
-			if strings.HasPrefix(sc.Text(), "data: tick") {
-				at = append(at, time.Since(start))
+	// The two slow ones (argon2 under -race, a 5 s event stream) overlap.
+	t.Run("slow", func(t *testing.T) {
+		t.Run("curl/password spraying is throttled per client address", func(t *testing.T) {
+			t.Parallel()
+			// Ten attempts per address (auth.DefaultClientBurst), across
+			// accounts, then 429 with Retry-After; devices keep working.
+			// The bucket refills one attempt every auth.DefaultClientRefill,
+			// so a slow machine (-race) may see a few more 401s first.
+			start := time.Now()
+			unauthorized := 0
+			var throttled curlResult
+			for i := 0; i < auth.DefaultClientBurst+10 && throttled.status == 0; i++ {
+				body := fmt.Sprintf(`{"username":"spray-%d","password":"not the password of anyone"}`, i)
+				r := h.curlDo(t, "-H", "Content-Type: application/json", "--data-binary", body, h.base()+"/.hearth/v1/auth/login")
+				switch r.status {
+				case http.StatusUnauthorized:
+					unauthorized++
+				case http.StatusTooManyRequests:
+					throttled = r
+				default:
+					t.Fatalf("spraying attempt %d = %d %s, want 401 or 429", i, r.status, r.body)
+				}
 			}
-		}
-		if err := cmd.Wait(); err != nil {
-			t.Fatalf("curl -N /api/events: %v", err)
-		}
-		if len(at) != 5 {
-			t.Fatalf("got %d events, want 5", len(at))
-		}
-		if gap := at[4] - at[0]; gap < 3*time.Second {
-			t.Errorf("events arrived %v apart: buffered until the end, not flushed (%v)", gap, at)
-		}
+			refilled := int(time.Since(start) / auth.DefaultClientRefill)
+			if throttled.status == 0 || unauthorized < auth.DefaultClientBurst || unauthorized > auth.DefaultClientBurst+refilled {
+				t.Errorf("%d attempts answered 401 before the first 429 (429 seen: %v), want %d (+%d refilled)", unauthorized, throttled.status != 0, auth.DefaultClientBurst, refilled)
+			}
+			if ra := throttled.header.Get("Retry-After"); ra == "" || ra == "0" {
+				t.Errorf("429 Retry-After = %q, want a positive number of seconds", ra)
+			}
+			if r := h.curlDo(t, append(devCurlArgs(reader), h.base()+"/api/status")...); r.status != http.StatusOK {
+				t.Errorf("device while its address is throttled for logins = %d, want 200", r.status)
+			}
+		})
+
+		t.Run("curl/server-sent events are flushed as they come", func(t *testing.T) {
+			t.Parallel()
+			// The sample agent sends one event a second, five in all: the
+			// first must reach curl long before the stream ends.
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			args := append([]string{"-sS", "-N", "--http2", "--cacert", h.rootFile}, devCurlArgs(reader)...)
+			cmd := exec.CommandContext(ctx, h.curl, append(args, h.base()+"/api/events")...)
+			stdout, err := cmd.StdoutPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			start := time.Now()
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			sc := bufio.NewScanner(stdout)
+			var at []time.Duration
+			for sc.Scan() {
+				if strings.HasPrefix(sc.Text(), "data: tick") {
+					at = append(at, time.Since(start))
+				}
+			}
+			if err := cmd.Wait(); err != nil {
+				t.Fatalf("curl -N /api/events: %v", err)
+			}
+			if len(at) != 5 {
+				t.Fatalf("got %d events, want 5", len(at))
+			}
+			if gap := at[4] - at[0]; gap < 3*time.Second {
+				t.Errorf("events arrived %v apart: buffered until the end, not flushed (%v)", gap, at)
+			}
+		})
 	})
 
 	h.stop(t)

@@ -50,6 +50,7 @@ func interopTool(t *testing.T, name string) string {
 // agent, with the data dir's root and fingerprint.
 type interopHearth struct {
 	dir         string
+	init        initOut // what `hearth init --json` printed
 	fingerprint string
 	rootFile    string // the root certificate (PEM), as a client would hold it
 	agent       *sampleagent.Agent
@@ -72,7 +73,7 @@ func startInteropHearth(t *testing.T, edit func(yaml string) string) *interopHea
 	if err := json.Unmarshal([]byte(mustHearth(t, h.dir, "init", "--owner", "alice", "--json")), &in); err != nil {
 		t.Fatal(err)
 	}
-	h.fingerprint, h.rootFile = in.Fingerprint, in.RootCert
+	h.init, h.fingerprint, h.rootFile = in, in.Fingerprint, in.RootCert
 	if edit != nil {
 		p := filepath.Join(h.dir, "hearth.yaml")
 		b, err := os.ReadFile(p)

@@ -19,7 +19,16 @@ import (
 // working; `hearth user unlock` ends the lockout; logout kills the token.
 func TestInteropPassword(t *testing.T) {
 	t.Parallel()
-	h := startInteropHearth(t, nil)
+	// The per-address bucket (10 attempts) is exercised by
+	// TestInteropGateway; here it is widened so that the per-account
+	// rules are what answers.
+	h := startInteropHearth(t, func(y string) string {
+		const at = "\nauth:\n"
+		if !strings.Contains(y, at) {
+			t.Fatalf("hearth.yaml has no auth section:\n%s", y)
+		}
+		return strings.Replace(y, at, at+"  client_burst: 1000\n", 1)
+	})
 	reader := h.enroll(t, "reader", "system:read")
 	const pw = "kettle lantern orbit meadow 97"
 
@@ -53,6 +62,7 @@ func TestInteropPassword(t *testing.T) {
 	}
 
 	mustHearthIn(t, pw+"\n", "user", "add", "bob", "--caps", "system:read")
+	mustHearthIn(t, pw+"\n", "user", "add", "carol", "--caps", "system:read")
 
 	var tok string
 	t.Run("login prints a Bearer token", func(t *testing.T) {
@@ -159,6 +169,25 @@ func TestInteropPassword(t *testing.T) {
 		}
 	})
 
+	t.Run("locked, disabled and unknown accounts look the same", func(t *testing.T) {
+		// An unknown name is throttled like a real one: five failures,
+		// then 429 whatever the password, so a lockout reveals nothing.
+		for i := 1; i <= 5; i++ {
+			if r := loginCurl(t, "ghost", pw); r.status != http.StatusUnauthorized {
+				t.Fatalf("unknown user attempt #%d = %d, want 401", i, r.status)
+			}
+		}
+		ghost, bob := loginCurl(t, "ghost", pw), loginCurl(t, "bob", pw)
+		if ghost.status != http.StatusTooManyRequests || bob.status != http.StatusTooManyRequests || string(ghost.body) != string(bob.body) {
+			t.Errorf("locked unknown user = %d %s, locked bob = %d %s; want the same 429", ghost.status, ghost.body, bob.status, bob.body)
+		}
+		mustHearth(t, h.dir, "user", "disable", "carol")
+		disabled, unknown := loginCurl(t, "carol", pw), loginCurl(t, "nobody-else", pw)
+		if disabled.status != http.StatusUnauthorized || string(disabled.body) != string(unknown.body) {
+			t.Errorf("disabled user with the right password = %d %s, unknown user = %d %s; want the same 401", disabled.status, disabled.body, unknown.status, unknown.body)
+		}
+	})
+
 	var tok2 string
 	t.Run("unlock lets bob log in again", func(t *testing.T) {
 		mustHearth(t, h.dir, "user", "unlock", "bob")
@@ -189,6 +218,29 @@ func TestInteropPassword(t *testing.T) {
 		}
 		if r := h.curlDo(t, "-H", "Authorization: Bearer "+tok2, h.base()+"/.hearth/v1/whoami"); r.status != http.StatusUnauthorized {
 			t.Errorf("whoami after logout = %d, want 401", r.status)
+		}
+	})
+
+	t.Run("a recovery code from init works once", func(t *testing.T) {
+		code := h.init.RecoveryCodes[3]
+		const newPW = "a brand new passphrase for alice"
+		recover := func() (string, string, error) {
+			return hearthCmd(t, h.dir, newPW+"\n", "login", "--url", h.base(), "--user", "alice", "--fingerprint", h.fingerprint, "--recovery-code", code)
+		}
+		out, errOut, err := recover()
+		if err != nil {
+			t.Fatalf("hearth login --recovery-code: %v\n%s%s", err, out, errOut)
+		}
+		r := bearer(t, strings.TrimSpace(out), "/.hearth/v1/whoami")
+		if r.status != http.StatusOK || !strings.Contains(string(r.body), `"principal":"user:alice"`) {
+			t.Errorf("alice's token after recovery: whoami = %d %s", r.status, r.body)
+		}
+		if out, _, err := recover(); err == nil {
+			t.Errorf("the same recovery code worked twice: %q", out)
+		}
+		// The one-time password from init is gone with the recovery.
+		if r := loginCurl(t, "alice", h.init.Password); r.status == http.StatusOK {
+			t.Error("init's password still logs in after recovery")
 		}
 	})
 
