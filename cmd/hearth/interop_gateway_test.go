@@ -366,12 +366,16 @@ func TestInteropGateway(t *testing.T) {
 		for _, tc := range []struct {
 			principal, capability, verdict, reason string
 			exit                                   bool // true: exit 0
+			flags                                  []string
 		}{
-			{"device:reader", "plugins:install", "deny", "lacks plugins:install", false},
-			{"device:reader", "status", "allow", "", true},
-			{"device:admin", "plugins:install", "allow", "", true},
+			{"device:reader", "plugins:install", "deny", "device:reader lacks plugins:install", false, nil},
+			{"device:reader", "status", "allow", "", true, nil},
+			{"device:admin", "plugins:install", "allow", "", true, nil},
+			// The owner has everything, but not over a remote password token.
+			{"user:alice", "plugins:install", "deny", "requires a device or local session", false, []string{"--via", "token", "--from", "remote"}},
+			{"user:alice", "plugins:install", "allow", "", true, []string{"--via", "local"}},
 		} {
-			out, errOut, err := hearthCmd(t, h.dir, "", "authz", "explain", tc.principal, tc.capability)
+			out, errOut, err := hearthCmd(t, h.dir, "", append([]string{"authz", "explain", tc.principal, tc.capability}, tc.flags...)...)
 			if (err == nil) != tc.exit {
 				t.Errorf("authz explain %s %s: err = %v, want success %v\n%s%s", tc.principal, tc.capability, err, tc.exit, out, errOut)
 			}
@@ -379,6 +383,11 @@ func TestInteropGateway(t *testing.T) {
 			if lines[0] != tc.verdict || len(lines) < 2 || !strings.Contains(lines[1], tc.reason) {
 				t.Errorf("authz explain %s %s =\n%s\nwant %q then a reason with %q", tc.principal, tc.capability, out, tc.verdict, tc.reason)
 			}
+		}
+		// A principal the server does not know cannot be explained (exit 2).
+		_, errOut, err := hearthCmd(t, h.dir, "", "authz", "explain", "device:nosuch", "status")
+		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 2 {
+			t.Errorf("authz explain device:nosuch: %v %s, want exit 2", err, errOut)
 		}
 	})
 
@@ -461,6 +470,29 @@ func TestInteropGateway(t *testing.T) {
 		// The token was single-use for step as well.
 		if out, code := runTool(t, work, "", env, step, "ca", "certificate", "stepdev", "again.crt", "again.key", "--token", tok.Token); code == 0 {
 			t.Errorf("step ca certificate reused the token:\n%s", out)
+		}
+		// step renews over mTLS with the binary's CA; the renewed
+		// certificate works, and after `hearth device revoke` neither it
+		// nor a further renewal does.
+		if out, code := runTool(t, work, "", env, step, "ca", "renew", "stepdev.crt", "stepdev.key", "--force"); code != 0 {
+			t.Fatalf("step ca renew: exit %d\n%s", code, out)
+		}
+		if renewed := readPEMCert(t, filepath.Join(work, "stepdev.crt")); renewed.SerialNumber.Cmp(crt.SerialNumber) == 0 {
+			t.Error("step ca renew left the certificate unchanged")
+		}
+		certArgs := []string{"--cert", filepath.Join(work, "stepdev.crt"), "--key", filepath.Join(work, "stepdev.key")}
+		if r := h.curlDo(t, append(certArgs, h.base()+"/api/conversations/by-step-renewed")...); r.status != http.StatusOK {
+			t.Errorf("curl with step's renewed certificate = %d %s", r.status, r.body)
+		}
+		mustHearth(t, h.dir, "device", "revoke", "stepdev")
+		if r := h.curlDo(t, append(certArgs, h.base()+"/api/conversations/by-step-revoked")...); r.status != http.StatusUnauthorized && r.status != http.StatusForbidden {
+			t.Errorf("curl with a revoked device's certificate = %d (exit %d), want 401 or 403", r.status, r.exit)
+		}
+		if s := h.seen("/api/conversations/by-step-revoked"); len(s) != 0 {
+			t.Errorf("agent saw a revoked device: %+v", s)
+		}
+		if out, code := runTool(t, work, "", env, step, "ca", "renew", "stepdev.crt", "stepdev.key", "--force"); code == 0 {
+			t.Errorf("step ca renew of a revoked device succeeded:\n%s", out)
 		}
 	})
 
