@@ -247,25 +247,42 @@ func (l *Log) Append(ctx context.Context, e Event) (int64, error) {
 	if len(ev)+40 > MaxEntrySize {
 		return -1, fmt.Errorf("%w: %s: entry longer than %d bytes", ErrInvalidEvent, e.Name, MaxEntrySize)
 	}
-	r := &request{event: ev, done: make(chan error, 1)}
+	r := requests.Get().(*request)
+	r.event = ev
 	l.sendMu.RLock()
 	if l.closed {
 		l.sendMu.RUnlock()
+		putRequest(r)
 		return -1, ErrClosed
 	}
 	select {
 	case l.reqs <- r:
 	case <-ctx.Done():
 		l.sendMu.RUnlock()
+		putRequest(r)
 		return -1, fmt.Errorf("audit: %w", ctx.Err())
 	}
 	l.sendMu.RUnlock()
 	// Once submitted, wait for the outcome whatever ctx says: an error
 	// must mean that the entry is not in the log.
-	if err := <-r.done; err != nil {
+	err = <-r.done
+	index := r.index
+	// The writer is done with r once it has answered: it never touches an
+	// answered request again.
+	putRequest(r)
+	if err != nil {
 		return -1, err
 	}
-	return r.index, nil
+	return index, nil
+}
+
+// requests recycles requests and their answer channels: one fewer pair of
+// allocations per entry.
+var requests = sync.Pool{New: func() any { return &request{done: make(chan error, 1)} }}
+
+func putRequest(r *request) {
+	r.event, r.index = nil, 0
+	requests.Put(r)
 }
 
 // run is the writer: it takes what is queued, up to maxBatch entries,
