@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -532,6 +533,94 @@ func TestInteropGateway(t *testing.T) {
 		}
 		if s := h.seen("/api/conversations/resume-1"); len(s) != 1 || s[0].Principal != "device:resumer" {
 			t.Errorf("agent saw %+v for the resumed request, want device:resumer", s)
+		}
+	})
+
+	t.Run("HTTP/2: revocation refuses the next request on the same connection", func(t *testing.T) {
+		dev := h.enroll(t, "h2dev", "system:read")
+		conns := 0
+		tr := &http.Transport{TLSClientConfig: deviceTLS(t, dev), ForceAttemptHTTP2: true, MaxConnsPerHost: 1,
+			DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+				conns++
+				var d net.Dialer
+				return d.DialContext(ctx, network, addr)
+			}}
+		defer tr.CloseIdleConnections()
+		hc := &http.Client{Transport: tr, Timeout: 30 * time.Second}
+		get := func(path string) (int, string) {
+			t.Helper()
+			resp, err := hc.Get(h.base() + path)
+			if err != nil {
+				t.Fatalf("GET %s: %v", path, err)
+			}
+			resp.Body.Close()
+			return resp.StatusCode, resp.Proto
+		}
+		if st, proto := get("/api/conversations/h2-before"); st != http.StatusOK || proto != "HTTP/2.0" {
+			t.Fatalf("before revocation: %d %s, want 200 over HTTP/2.0", st, proto)
+		}
+		mustHearth(t, h.dir, "device", "revoke", "h2dev")
+		if st, _ := get("/api/conversations/h2-after"); st != http.StatusUnauthorized && st != http.StatusForbidden {
+			t.Errorf("after revocation: %d, want 401 or 403", st)
+		}
+		if conns != 1 {
+			t.Errorf("%d connections, want both requests on one HTTP/2 connection", conns)
+		}
+		if s := h.seen("/api/conversations/h2-after"); len(s) != 0 {
+			t.Errorf("agent saw %+v", s)
+		}
+	})
+
+	t.Run("openssl/certificates from hearth's own intermediate that hearth did not issue", func(t *testing.T) {
+		// Made with the data dir's intermediate key, as if by someone who
+		// copied it: the gateway checks the clientAuth EKU in the
+		// handshake, and then that this very certificate is one hearth
+		// issued to a device on record, so even a well-formed one is 401.
+		caDir := filepath.Join(h.dir, "ca")
+		td := readPEMCert(t, filepath.Join(reader, "device.crt")).URIs[0]
+		trust := td.Scheme + "://" + td.Host
+		for _, tc := range []struct{ name, uri, ext string }{
+			{"well-formed, never issued by hearth", trust + "/device/reader", "extendedKeyUsage=clientAuth\nkeyUsage=critical,digitalSignature\nbasicConstraints=critical,CA:FALSE\n"},
+			{"serverAuth only", trust + "/device/reader", "extendedKeyUsage=serverAuth\nkeyUsage=critical,digitalSignature\nbasicConstraints=critical,CA:FALSE\n"},
+			{"no EKU", trust + "/device/reader", "keyUsage=critical,digitalSignature\nbasicConstraints=critical,CA:FALSE\n"},
+			{"a CA", trust + "/device/reader", "extendedKeyUsage=clientAuth\nkeyUsage=critical,digitalSignature,keyCertSign\nbasicConstraints=critical,CA:TRUE\n"},
+			{"device never added", trust + "/device/ghost", "extendedKeyUsage=clientAuth\nkeyUsage=critical,digitalSignature\nbasicConstraints=critical,CA:FALSE\n"},
+			{"another trust domain", "spiffe://elsewhere.example/device/reader", "extendedKeyUsage=clientAuth\nkeyUsage=critical,digitalSignature\nbasicConstraints=critical,CA:FALSE\n"},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				tmp := t.TempDir()
+				if err := os.WriteFile(filepath.Join(tmp, "ext.cnf"), []byte("subjectAltName=URI:"+tc.uri+"\n"+tc.ext), 0o600); err != nil {
+					t.Fatal(err)
+				}
+				for _, args := range [][]string{
+					{"req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", "leaf.key", "-out", "leaf.csr", "-subj", "/CN=minted"},
+					{"x509", "-req", "-in", "leaf.csr", "-CA", filepath.Join(caDir, "intermediate_ca.crt"), "-CAkey", filepath.Join(caDir, "intermediate_ca.key"),
+						"-set_serial", "777", "-days", "1", "-extfile", "ext.cnf", "-out", "leaf.crt"},
+				} {
+					if out, code := runTool(t, tmp, "", nil, openssl, args...); code != 0 {
+						t.Fatalf("openssl %v: exit %d\n%s", args, code, out)
+					}
+				}
+				chain, err := os.ReadFile(filepath.Join(tmp, "leaf.crt"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				inter, err := os.ReadFile(filepath.Join(caDir, "intermediate_ca.crt"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(filepath.Join(tmp, "chain.crt"), append(chain, inter...), 0o600); err != nil {
+					t.Fatal(err)
+				}
+				path := "/api/conversations/minted-" + strings.ReplaceAll(tc.name, " ", "-")
+				r := h.curlDo(t, "--cert", filepath.Join(tmp, "chain.crt"), "--key", filepath.Join(tmp, "leaf.key"), h.base()+path)
+				if r.status != 0 && r.status != http.StatusUnauthorized {
+					t.Errorf("%s: %d %s, want a refused handshake or 401", tc.name, r.status, r.body)
+				}
+				if s := h.seen(path); len(s) != 0 {
+					t.Errorf("agent saw %+v", s)
+				}
+			})
 		}
 	})
 
