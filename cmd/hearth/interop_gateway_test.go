@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -538,10 +539,10 @@ func TestInteropGateway(t *testing.T) {
 
 	t.Run("HTTP/2: revocation refuses the next request on the same connection", func(t *testing.T) {
 		dev := h.enroll(t, "h2dev", "system:read")
-		conns := 0
+		var conns atomic.Int32
 		tr := &http.Transport{TLSClientConfig: deviceTLS(t, dev), ForceAttemptHTTP2: true, MaxConnsPerHost: 1,
 			DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-				conns++
+				conns.Add(1)
 				var d net.Dialer
 				return d.DialContext(ctx, network, addr)
 			}}
@@ -563,8 +564,8 @@ func TestInteropGateway(t *testing.T) {
 		if st, _ := get("/api/conversations/h2-after"); st != http.StatusUnauthorized && st != http.StatusForbidden {
 			t.Errorf("after revocation: %d, want 401 or 403", st)
 		}
-		if conns != 1 {
-			t.Errorf("%d connections, want both requests on one HTTP/2 connection", conns)
+		if n := conns.Load(); n != 1 {
+			t.Errorf("%d connections, want both requests on one HTTP/2 connection", n)
 		}
 		if s := h.seen("/api/conversations/h2-after"); len(s) != 0 {
 			t.Errorf("agent saw %+v", s)

@@ -1,12 +1,17 @@
 package main
 
 import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"net/http"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/coder/websocket"
 
 	"github.com/hearth-home/hearth/auth"
 )
@@ -205,6 +210,26 @@ func TestInteropPassword(t *testing.T) {
 		if tok2 == "" {
 			t.Fatal("no token: the unlock step failed")
 		}
+		// A websocket opened with the token is closed by the logout too.
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		pool := x509.NewCertPool()
+		pool.AddCert(readPEMCert(t, h.rootFile))
+		ws, _, err := websocket.Dial(ctx, "wss://"+h.srv.gateway+"/ws", &websocket.DialOptions{
+			HTTPClient: &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}},
+			HTTPHeader: http.Header{"Authorization": {"Bearer " + tok2}},
+		})
+		if err != nil {
+			t.Fatalf("websocket with bob's token: %v", err)
+		}
+		defer ws.CloseNow()
+		if err := ws.Write(ctx, websocket.MessageText, []byte("hi")); err != nil {
+			t.Fatal(err)
+		}
+		if _, msg, err := ws.Read(ctx); err != nil || string(msg) != "hi" {
+			t.Fatalf("echo = %q %v", msg, err)
+		}
+
 		r := h.curlDo(t, "-X", "POST", "-H", "Authorization: Bearer "+tok2, h.base()+"/.hearth/v1/auth/logout")
 		if r.status/100 != 2 {
 			t.Fatalf("logout = %d %s, want 2xx", r.status, r.body)
@@ -219,11 +244,24 @@ func TestInteropPassword(t *testing.T) {
 		if r := h.curlDo(t, "-H", "Authorization: Bearer "+tok2, h.base()+"/.hearth/v1/whoami"); r.status != http.StatusUnauthorized {
 			t.Errorf("whoami after logout = %d, want 401", r.status)
 		}
+		loggedOut := time.Now()
+		rctx, rcancel := context.WithTimeout(ctx, 10*time.Second)
+		defer rcancel()
+		_, _, err = ws.Read(rctx)
+		if took := time.Since(loggedOut); err == nil || rctx.Err() != nil || took > 5*time.Second {
+			t.Errorf("websocket after logout: read = %v after %v, want closed within 5s", err, took)
+		}
 	})
 
 	t.Run("a recovery code from init works once", func(t *testing.T) {
 		code := h.init.RecoveryCodes[3]
 		const newPW = "a brand new passphrase for alice"
+		// A session from init's password, which recovery must end.
+		before := loginCurl(t, "alice", h.init.Password)
+		var old struct{ Token string }
+		if before.status != http.StatusOK || json.Unmarshal(before.body, &old) != nil || old.Token == "" {
+			t.Fatalf("alice's login with init's password = %d %s", before.status, before.body)
+		}
 		recover := func() (string, string, error) {
 			return hearthCmd(t, h.dir, newPW+"\n", "login", "--url", h.base(), "--user", "alice", "--fingerprint", h.fingerprint, "--recovery-code", code)
 		}
@@ -237,6 +275,9 @@ func TestInteropPassword(t *testing.T) {
 		}
 		if out, _, err := recover(); err == nil {
 			t.Errorf("the same recovery code worked twice: %q", out)
+		}
+		if r := bearer(t, old.Token, "/.hearth/v1/whoami"); r.status != http.StatusUnauthorized {
+			t.Errorf("alice's earlier token after recovery: whoami = %d, want 401 (recovery ends every session)", r.status)
 		}
 		// The one-time password from init is gone with the recovery.
 		if r := loginCurl(t, "alice", h.init.Password); r.status == http.StatusOK {
