@@ -148,7 +148,7 @@ func devCurlArgs(devDir string) []string {
 	return []string{"--cert", filepath.Join(devDir, "device.crt"), "--key", filepath.Join(devDir, "device.key")}
 }
 
-// curl runs curl against the gateway, trusting only hearth's root
+// curlDo runs curl against the gateway, trusting only hearth's root
 // (--cacert; curl also checks the name 127.0.0.1 against the gateway
 // certificate's IP SAN).
 func (h *interopHearth) curlDo(t *testing.T, args ...string) curlResult {
