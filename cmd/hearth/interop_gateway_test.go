@@ -312,11 +312,16 @@ func TestInteropGateway(t *testing.T) {
 			t.Fatal(err)
 		}
 		before := len(h.agent.Seen())
-		if r := h.curlDo(t, append(devCurlArgs(admin), "--http1.1", "-H", "@"+hdr, h.base()+"/api/status")...); r.status != http.StatusRequestHeaderFieldsTooLarge {
-			t.Errorf("200 KiB header = %d (exit %d %s), want 431", r.status, r.exit, r.stderr)
-		}
-		if r := h.curlDo(t, append(devCurlArgs(admin), "-X", "PUT", "--data-binary", "@"+body, h.base()+"/api/settings")...); r.status != http.StatusRequestEntityTooLarge {
-			t.Errorf("2 MiB body = %d %s (exit %d %s), want 413", r.status, r.body, r.exit, r.stderr)
+		for _, proto := range []string{"--http1.1", "--http2"} {
+			// Over HTTP/2, Go's HPACK decoder may reject so long a field
+			// with a connection error (RFC 7541 §4.1 bounds the header
+			// list) instead of a 431: refused either way.
+			if r := h.curlDo(t, append(devCurlArgs(admin), proto, "-H", "@"+hdr, h.base()+"/api/status")...); r.status != http.StatusRequestHeaderFieldsTooLarge && (proto != "--http2" || r.status != 0 || r.exit == 0) {
+				t.Errorf("%s 200 KiB header = %d (exit %d %s), want 431", proto, r.status, r.exit, r.stderr)
+			}
+			if r := h.curlDo(t, append(devCurlArgs(admin), proto, "-X", "PUT", "--data-binary", "@"+body, h.base()+"/api/settings")...); r.status != http.StatusRequestEntityTooLarge {
+				t.Errorf("%s 2 MiB body = %d %s (exit %d %s), want 413", proto, r.status, r.body, r.exit, r.stderr)
+			}
 		}
 		if n := len(h.agent.Seen()) - before; n != 0 {
 			t.Errorf("the agent saw %d oversized requests", n)
