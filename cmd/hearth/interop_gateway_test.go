@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -632,6 +633,45 @@ func TestInteropGateway(t *testing.T) {
 
 	// The two slow ones (argon2 under -race, a 5 s event stream) overlap.
 	t.Run("slow", func(t *testing.T) {
+		t.Run("slow clients are cut off", func(t *testing.T) {
+			t.Parallel()
+			// A client that never finishes its handshake, and one that
+			// never finishes its headers, are both closed by the server
+			// (mtls.DefaultReadHeaderTimeout, 10s), not held forever.
+			const limit = 20 * time.Second
+			for _, tc := range []struct {
+				name string
+				dial func() (net.Conn, error)
+			}{
+				{"TCP, no TLS handshake", func() (net.Conn, error) { return net.Dial("tcp", gw) }},
+				{"TLS, half a request", func() (net.Conn, error) {
+					c, err := tls.Dial("tcp", gw, deviceTLS(t, reader))
+					if err == nil {
+						_, err = io.WriteString(c, "GET /api/status HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+					}
+					return c, err
+				}},
+			} {
+				t.Run(tc.name, func(t *testing.T) {
+					t.Parallel()
+					start := time.Now()
+					c, err := tc.dial()
+					if err != nil {
+						t.Fatal(err)
+					}
+					defer c.Close()
+					c.SetReadDeadline(start.Add(limit))
+					_, err = io.Copy(io.Discard, c)
+					took := time.Since(start)
+					if ne, ok := err.(net.Error); ok && ne.Timeout() {
+						t.Errorf("the server still held the connection after %v", limit)
+					} else if took < 2*time.Second {
+						t.Errorf("closed after %v (%v): refused at once, so no timeout was exercised", took, err)
+					}
+					t.Logf("closed after %v (%v)", time.Since(start).Round(100*time.Millisecond), err)
+				})
+			}
+		})
 		t.Run("curl/password spraying is throttled per client address", func(t *testing.T) {
 			t.Parallel()
 			// Ten attempts per address (auth.DefaultClientBurst), across
