@@ -25,12 +25,18 @@ import (
 	"github.com/hearth-home/hearth/auth"
 )
 
-// TestInteropGateway drives one running hearth with curl, openssl
-// s_client, the step CLI and a websocket client: TLS 1.3 only, the
-// gateway chain verifying against the root, mTLS over HTTP/1.1 and
-// HTTP/2, certificates of a foreign CA refused, the authorization of
-// issue 3 (what the agent receives and what it never sees), whoami,
-// `hearth authz explain`, and a revoked device's open websocket closed.
+// TestInteropGateway drives one running hearth with clients hearth did
+// not write — curl, openssl s_client, the step CLI, Go's HTTP/2 and
+// coder/websocket clients — over loopback: TLS 1.3 only and the gateway
+// chain verifying against the root; mTLS over HTTP/1.1 and HTTP/2;
+// certificates of a foreign CA, or minted with hearth's own intermediate
+// key but never issued, refused; the authorization of issue 3 (what the
+// agent receives, and what it never sees: refused routes, spoofed identity
+// headers, path tricks, oversized requests); whoami; `hearth authz
+// explain`; revocation on a kept HTTP/2 connection, a resumed TLS session
+// and an open websocket; step's enrollment and renewal; login spraying;
+// event streams; slow clients. It ends with a clean SIGTERM and no data
+// race in the server.
 func TestInteropGateway(t *testing.T) {
 	t.Parallel()
 	openssl := interopTool(t, "openssl")
