@@ -26,6 +26,8 @@ const (
 	errSemicolon     = pathError("a ';' path parameter is not allowed")
 	errFragment      = pathError("a fragment is not allowed")
 	errPathTooLong   = pathError("it is longer than 8 KiB")
+	errDoubleEncoded = pathError("a double-encoded escape (%25 followed by two hex digits) is not allowed")
+	errNeverUTF8     = pathError("an escape of a byte that is never valid UTF-8 (%C0, %C1, %F5-%FF) is not allowed")
 	maxPathLen       = 8 << 10
 	upperhex         = "0123456789ABCDEF"
 	pathParamRefusal = ';'
@@ -48,8 +50,11 @@ const (
 // V1.2/V4 path canonicalisation): encoded slashes and backslashes
 // (%2F, %5C), raw backslashes, NUL and other control characters, invalid
 // escapes, and ";" (path parameters, which some servers strip, e.g. the
-// "/..;/" bypass). Double encoding is not decoded again: "%252e" stays
-// "%252E", a literal "%2e" name to the agent, never "..".
+// "/..;/" bypass). Double encoding ("%252e", also spelt "%25%32%65") and
+// bytes that are never valid UTF-8 (the overlong lead bytes %C0 and %C1,
+// %F5-%FF) are refused too: an agent that decodes once more, or a lenient
+// UTF-8 decoder, would otherwise read a different path from the one that
+// was authorized.
 //
 // The result starts with "/" and keeps a trailing slash. When raw is
 // already canonical NormalizePath returns it without allocating.
@@ -72,6 +77,9 @@ func NormalizePath(raw string) (string, error) {
 			v := unhex(raw[i+1])<<4 | unhex(raw[i+2])
 			if err := refuseDecoded(v); err != nil {
 				return "", err
+			}
+			if v == '%' && i+4 < len(raw) && ishex(raw[i+3]) && ishex(raw[i+4]) {
+				return "", errDoubleEncoded
 			}
 			if unreserved(v) || raw[i+1] >= 'a' || raw[i+2] >= 'a' {
 				clean = false
@@ -101,7 +109,15 @@ func NormalizePath(raw string) (string, error) {
 	if clean {
 		return raw, nil
 	}
-	return normalizeSlow(raw), nil
+	out := normalizeSlow(raw)
+	// Decoding unreserved escapes can make a double encoding appear
+	// ("%25%32%65" is "%252e").
+	for i := 0; i+4 < len(out); i++ {
+		if out[i] == '%' && out[i+1] == '2' && out[i+2] == '5' && ishex(out[i+3]) && ishex(out[i+4]) {
+			return "", errDoubleEncoded
+		}
+	}
+	return out, nil
 }
 
 // refuseDecoded refuses escapes that decode to separators or NUL.
@@ -111,6 +127,8 @@ func refuseDecoded(v byte) error {
 		return errEncodedSlash
 	case v == 0:
 		return errNUL
+	case v == 0xc0 || v == 0xc1 || v >= 0xf5:
+		return errNeverUTF8
 	}
 	return nil
 }

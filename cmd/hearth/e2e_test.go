@@ -43,6 +43,12 @@ func TestMain(m *testing.M) {
 		fmt.Fprintf(os.Stderr, "building hearth: %v\n%s", err, out)
 		os.Exit(2)
 	}
+	if raceEnabled && os.Getenv("GORACE") == "" {
+		// A -race binary sleeps atexit_sleep_ms (default 1000) before
+		// every exit: a second per CLI command. Reports are printed when
+		// a race is found, not at exit, so none is lost.
+		os.Setenv("GORACE", "atexit_sleep_ms=0")
+	}
 	code := m.Run()
 	os.RemoveAll(tmp)
 	os.Exit(code)

@@ -62,12 +62,6 @@ type interopHearth struct {
 // nil, may change hearth.yaml between the two.
 func startInteropHearth(t *testing.T, edit func(yaml string) string) *interopHearth {
 	t.Helper()
-	if raceEnabled && os.Getenv("GORACE") == "" {
-		// A -race binary sleeps atexit_sleep_ms (default 1000) before
-		// every exit: a second per CLI command. Reports are printed when
-		// a race is found, not at exit, so none is lost.
-		os.Setenv("GORACE", "atexit_sleep_ms=0")
-	}
 	h := &interopHearth{dir: filepath.Join(t.TempDir(), "data"), curl: interopTool(t, "curl")}
 	var in initOut
 	if err := json.Unmarshal([]byte(mustHearth(t, h.dir, "init", "--owner", "alice", "--json")), &in); err != nil {
