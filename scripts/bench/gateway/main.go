@@ -16,12 +16,21 @@
 // so that RSS is the proxy's own. The load generator is this process; on a
 // small machine it competes with the proxy for CPU, equally for every proxy.
 //
-// hearth's gateway runs with an in-memory audit recorder ("memrecorder":
-// JSON-encodes each event under a mutex, keeps none, no fsync), a static
-// device directory, and one route (GET /bench/* → status). The numbers are
-// therefore the gateway's own cost, not the audit log's fsync.
+// hearth's gateway runs with a static device directory, one route
+// (GET /bench/* → status) and, by default (-audit mem), an in-memory audit
+// recorder ("memrecorder": JSON-encodes each event under a mutex, keeps
+// none, no fsync): the numbers are then the gateway's own cost. With
+// -audit disk it records into the real signed log in a temp dir, every
+// request waiting until its entry and a checkpoint covering it are
+// fsynced. Each client then waits about one and a half group commits (two
+// fsyncs each) per request, so with few clients keep-alive throughput is
+// bound by fsync latency (Little's law: clients / latency), not by CPU;
+// more clients make bigger batches (-clients 128 narrows the gap).
 //
-// Usage: go run ./scripts/bench/gateway [-duration 3s] [-rounds 3] [-clients 32] [-rate 1000] [-x25519] [-nginx auto|off]
+// -baseline BIN runs the hearth role of another build of this program
+// side by side, as "baseline" (gateway.sh does it for a git revision).
+//
+// Usage: go run ./scripts/bench/gateway [-duration 3s] [-rounds 3] [-clients 32] [-rate 1000] [-audit mem|disk] [-baseline BIN] [-x25519] [-nginx auto|off]
 // or scripts/bench/gateway.sh with the same flags.
 package main
 
