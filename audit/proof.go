@@ -1,12 +1,10 @@
 package audit
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 
+	"github.com/hearth-home/hearth/internal/httpx"
 	"golang.org/x/mod/sumdb/tlog"
 )
 
@@ -113,7 +111,10 @@ func CheckConsistency(p *ConsistencyProof, old, c Checkpoint) error {
 // ParseInclusionProof decodes the JSON of an inclusion proof strictly.
 func ParseInclusionProof(b []byte) (*InclusionProof, error) {
 	var p InclusionProof
-	if err := decodeStrict(b, &p); err != nil {
+	if len(b) > maxProofJSON {
+		return nil, errors.New("audit: proof: too large")
+	}
+	if err := httpx.DecodeStrict(b, &p); err != nil {
 		return nil, fmt.Errorf("audit: inclusion proof: %w", err)
 	}
 	if p.Index < 0 || p.Size < 1 || p.Index >= p.Size || len(p.Proof) > maxProofLen {
@@ -122,30 +123,21 @@ func ParseInclusionProof(b []byte) (*InclusionProof, error) {
 	return &p, nil
 }
 
+// maxProofJSON bounds a proof's JSON, which comes from a server the client
+// does not trust yet.
+const maxProofJSON = 64 << 10
+
 // ParseConsistencyProof decodes the JSON of a consistency proof strictly.
 func ParseConsistencyProof(b []byte) (*ConsistencyProof, error) {
 	var p ConsistencyProof
-	if err := decodeStrict(b, &p); err != nil {
+	if len(b) > maxProofJSON {
+		return nil, errors.New("audit: proof: too large")
+	}
+	if err := httpx.DecodeStrict(b, &p); err != nil {
 		return nil, fmt.Errorf("audit: consistency proof: %w", err)
 	}
 	if p.Old < 1 || p.Old > p.Size || len(p.Proof) > maxProofLen {
 		return nil, errors.New("audit: consistency proof: sizes or length out of range")
 	}
 	return &p, nil
-}
-
-func decodeStrict(b []byte, v any) error {
-	if len(b) > 64<<10 {
-		return errors.New("too large")
-	}
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return err
-	}
-	// More misses a stray '}' or ']'; only EOF means nothing follows.
-	if _, err := dec.Token(); err != io.EOF {
-		return errors.New("data after the JSON object")
-	}
-	return nil
 }

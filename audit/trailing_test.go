@@ -21,10 +21,12 @@ func TestParseEntryRefusesTrailingData(t *testing.T) {
 			t.Errorf("ParseEntry(entry + %q) = nil error, want a refusal", tail)
 		}
 	}
-	var v struct{ A int }
-	for _, b := range []string{`{"A":1}}`, `{"A":1}]`} {
-		if err := decodeStrict([]byte(b), &v); err == nil {
-			t.Errorf("decodeStrict(%q) = nil error", b)
+	if _, err := ParseConsistencyProof([]byte(`{"old":1,"size":2,"proof":[]}`)); err != nil {
+		t.Fatalf("ParseConsistencyProof(valid) = %v", err)
+	}
+	for _, b := range []string{`{"old":1,"size":2,"proof":[]}}`, `{"old":1,"size":2,"proof":[]}]`} {
+		if _, err := ParseConsistencyProof([]byte(b)); err == nil {
+			t.Errorf("ParseConsistencyProof(%q) = nil error", b)
 		}
 	}
 }

@@ -4,8 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -289,21 +287,11 @@ func (c *connCounter) count() int { c.mu.Lock(); defer c.mu.Unlock(); return c.n
 // certificate, trusts only hearth's root and counts its TLS connections.
 func deviceClient(t *testing.T, devDir string) (*http.Client, *connCounter) {
 	t.Helper()
-	cert, err := tls.LoadX509KeyPair(filepath.Join(devDir, "device.crt"), filepath.Join(devDir, "device.key"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	rootPEM, err := os.ReadFile(filepath.Join(devDir, "root.crt"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(rootPEM) {
-		t.Fatal("root.crt holds no certificate")
-	}
+	cfg := deviceTLS(t, devDir)
+	cfg.ServerName = "localhost"
 	cc := &connCounter{}
 	tr := &http.Transport{
-		TLSClientConfig: &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{cert}, ServerName: "localhost", MinVersion: tls.VersionTLS13},
+		TLSClientConfig: cfg,
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			cc.mu.Lock()
 			cc.n++
