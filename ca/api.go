@@ -106,6 +106,11 @@ func (c *CA) auditStepAPI(next http.Handler) http.Handler {
 			return
 		}
 		ev := audit.Event{Name: name, Client: r.RemoteAddr, Resource: r.URL.Path}
+		// Failures are throttled per address before the body is read
+		// (see failThrottle); a success gives its attempt back below.
+		if !c.admit(w, r, ev, true) {
+			return
+		}
 		if r.ContentLength > httpx.MaxJSONBody {
 			c.refuse(w, r, ev, &httpError{status: http.StatusRequestEntityTooLarge, code: "too_large", msg: "request body is too large"})
 			return
@@ -215,6 +220,9 @@ func (c *CA) auditStepAPI(next http.Handler) http.Handler {
 			}
 			httpx.Unavailable(w)
 			return
+		}
+		if bw.status < 300 {
+			c.thr.refund(r.RemoteAddr)
 		}
 		for k, v := range bw.h {
 			w.Header()[k] = v

@@ -85,6 +85,7 @@ type CA struct {
 	acmeDB acme.DB
 
 	devices *deviceStore
+	thr     *failThrottle // per-address budget of failed enroll/sign/renew/revoke
 
 	apiOnce    sync.Once
 	apiHandler http.Handler
@@ -121,6 +122,7 @@ func Open(dir string, cfg Config, opts Options) (*CA, error) {
 	if c.now == nil {
 		c.now = time.Now
 	}
+	c.thr = newFailThrottle(c.now)
 	if err := c.loadPKI(); err != nil {
 		return nil, err
 	}

@@ -72,7 +72,8 @@ func principalOf(ctx context.Context) string {
 //
 //   - POST /.hearth/v1/enroll {token, csr} → 201 {certificate, chain,
 //     expires_at, serial}; 400 bad CSR, 401 bad token, 413 body over 64 KiB,
-//     503 audit or store unavailable;
+//     429 with Retry-After after too many failed attempts from the client's
+//     address (see failThrottle), 503 audit or store unavailable;
 //   - POST /.hearth/v1/renew over mTLS, optional {csr} → 201 the same;
 //     401 without a valid, unrevoked device certificate;
 //   - GET /.hearth/v1/roots.pem → the root certificate.
@@ -191,6 +192,11 @@ func (c *CA) refuse(w http.ResponseWriter, r *http.Request, ev audit.Event, he *
 
 func (c *CA) handleEnroll(w http.ResponseWriter, r *http.Request) {
 	ev := audit.Event{Name: audit.EventDeviceEnroll}
+	// Throttle failures per address before the body is read, any token
+	// looked at or any CSR parsed.
+	if !c.admit(w, r, ev, false) {
+		return
+	}
 	var req EnrollRequest
 	if he := decodeBody(r, &req, false); he != nil {
 		c.refuse(w, r, ev, he)
@@ -205,6 +211,7 @@ func (c *CA) handleEnroll(w http.ResponseWriter, r *http.Request) {
 		c.refuse(w, r, ev, he)
 		return
 	}
+	c.thr.refund(r.RemoteAddr)
 	httpx.JSON(w, http.StatusCreated, resp)
 }
 
@@ -315,6 +322,9 @@ func (c *CA) verifyPeer(certs []*x509.Certificate) (*x509.Certificate, error) {
 
 func (c *CA) handleRenew(w http.ResponseWriter, r *http.Request) {
 	ev := audit.Event{Name: audit.EventCertRenew}
+	if !c.admit(w, r, ev, false) {
+		return
+	}
 	if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
 		c.refuse(w, r, ev, &httpError{status: http.StatusUnauthorized, code: "unauthenticated", msg: "renewal needs the device's current certificate as the TLS client certificate"})
 		return
@@ -367,5 +377,6 @@ func (c *CA) handleRenew(w http.ResponseWriter, r *http.Request) {
 		httpx.Unavailable(w)
 		return
 	}
+	c.thr.refund(r.RemoteAddr)
 	httpx.JSON(w, http.StatusCreated, certResponse(chain))
 }
