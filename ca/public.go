@@ -3,7 +3,6 @@ package ca
 import (
 	"context"
 	"crypto/x509"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -133,22 +132,8 @@ func decodeBody(r *http.Request, v any, emptyOK bool) *httpError {
 	if emptyOK && len(strings.TrimSpace(string(b))) == 0 {
 		return nil
 	}
-	if err := decodeStrict(b, v); err != nil {
+	if err := httpx.DecodeStrict(b, v); err != nil {
 		return badRequest("request body is not the expected JSON: " + err.Error())
-	}
-	return nil
-}
-
-func decodeStrict(b []byte, v any) error {
-	dec := json.NewDecoder(strings.NewReader(string(b)))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return err
-	}
-	// dec.More reports false for a stray '}' or ']'; only the end of the
-	// body may follow the object.
-	if _, err := dec.Token(); err != io.EOF {
-		return errors.New("data after the JSON object")
 	}
 	return nil
 }
@@ -160,7 +145,7 @@ func ParseEnrollRequest(body []byte) (*EnrollRequest, *x509.CertificateRequest, 
 		return nil, nil, fmt.Errorf("ca: request body is larger than %d bytes", httpx.MaxJSONBody)
 	}
 	var req EnrollRequest
-	if err := decodeStrict(body, &req); err != nil {
+	if err := httpx.DecodeStrict(body, &req); err != nil {
 		return nil, nil, fmt.Errorf("ca: request body is not the expected JSON: %w", err)
 	}
 	if req.Token == "" || len(req.Token) > maxTokenLen {
