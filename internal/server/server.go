@@ -35,6 +35,7 @@ import (
 	"github.com/hearth-home/hearth/internal/admin"
 	"github.com/hearth-home/hearth/internal/config"
 	"github.com/hearth-home/hearth/internal/httpx"
+	"github.com/hearth-home/hearth/internal/webui"
 	"github.com/hearth-home/hearth/mtls"
 )
 
@@ -231,12 +232,26 @@ func (s *Server) hearthMux() http.Handler {
 		mux.Handle(oidc.PathPrefix, s.oidc)
 	}
 	mux.Handle("/.hearth/v1/audit/", requirePrincipal(s.audit.Handler()))
+	mux.Handle(webui.Prefix, s.webUI().Handler())
 	admin := s.gateway.Require(authz.CapHearthAdmin, adminMux(s))
 	mux.Handle("/.hearth/v1/admin/", admin)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		httpx.Error(w, http.StatusNotFound, "not_found", "no such hearth endpoint: "+r.URL.Path)
 	})
 	return mux
+}
+
+// webUI builds the web pages (/.hearth/ui/…): login, logout, who you are,
+// and devices and audit entries for hearth:admin.
+func (s *Server) webUI() *webui.UI {
+	var providers []webui.OIDCProvider
+	for _, p := range s.cfg.OIDC {
+		providers = append(providers, webui.OIDCProvider{Name: p.Name, DisplayName: p.DisplayName})
+	}
+	return webui.New(webui.Options{
+		Auth: s.auth, Policy: s.policy, Devices: s.ca, Audit: s.audit, Recorder: s.audit,
+		OIDCProviders: providers, Now: s.opts.Now, Logger: s.log,
+	})
 }
 
 func adminMux(s *Server) http.Handler {
