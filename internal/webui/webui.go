@@ -130,7 +130,10 @@ func (u *UI) Handler() http.Handler {
 // securityHeaders sets the headers of every page: a CSP that allows no
 // script, no frame and forms only to hearth itself (OWASP ASVS 5.0 V3.4),
 // no framing (clickjacking), no caching of pages that show who you are and
-// what happened (V14.3), no MIME sniffing and no Referer.
+// what happened (V14.3), no MIME sniffing, and no Referer to other sites.
+// The referrer policy is same-origin, not no-referrer: under no-referrer
+// browsers send "Origin: null" on form posts (Fetch standard, "serializing
+// a request origin"), which the same-origin check must refuse.
 func securityHeaders(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		hd := w.Header()
@@ -138,7 +141,7 @@ func securityHeaders(h http.Handler) http.Handler {
 		hd.Set("X-Frame-Options", "DENY")
 		hd.Set("Cache-Control", "no-store")
 		hd.Set("X-Content-Type-Options", "nosniff")
-		hd.Set("Referrer-Policy", "no-referrer")
+		hd.Set("Referrer-Policy", "same-origin")
 		h.ServeHTTP(w, r)
 	})
 }

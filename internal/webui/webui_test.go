@@ -24,6 +24,7 @@ func checkPageHeaders(t *testing.T, r resp) {
 		"X-Frame-Options":         "DENY",
 		"Cache-Control":           "no-store",
 		"X-Content-Type-Options":  "nosniff",
+		"Referrer-Policy":         "same-origin", // not no-referrer: that makes browsers send Origin: null
 	} {
 		if got := r.header.Get(k); got != want {
 			t.Errorf("%s = %q, want %q", k, got, want)
