@@ -208,6 +208,9 @@ func (u *UI) renderLogin(w http.ResponseWriter, status int, msg, username string
 // (logging a victim into the attacker's account) and forced logout
 // (OWASP ASVS 5.0 V3.5.1).
 func sameOrigin(r *http.Request) bool {
+	if r.Host == "" {
+		return false
+	}
 	if o := r.Header.Values("Origin"); len(o) > 0 {
 		if len(o) != 1 {
 			return false
