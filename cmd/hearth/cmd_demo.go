@@ -134,11 +134,14 @@ hearth is guarding the sample agent. Try, from another terminal:
   # no certificate: 401
   curl --cacert %s https://%s/api/status
 
+  # the web page: sign in as "owner" with the password printed at init
+  https://%s/.hearth/ui/   (the browser will not know hearth's root: trust %s, or accept the warning)
+
   # what happened, and proof that the log is intact
   go run ./cmd/hearth audit tail --dir %s
   go run ./cmd/hearth audit verify --dir %s
 
 Ctrl-C stops hearth.
-`, curl, addrs.Gateway, curl, addrs.Gateway, filepath.Join(devDir, "root.crt"), addrs.Gateway, dir, dir)
+`, curl, addrs.Gateway, curl, addrs.Gateway, filepath.Join(devDir, "root.crt"), addrs.Gateway, addrs.Gateway, filepath.Join(devDir, "root.crt"), dir, dir)
 	return <-errc
 }
