@@ -8,8 +8,10 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -89,6 +91,11 @@ type Service struct {
 	done     chan struct{}
 	closeErr error
 	once     sync.Once
+
+	// failCommit, set only by tests, is called at the end of every
+	// commit's transaction; an error it returns rolls the transaction
+	// back, as a failed bbolt commit (I/O error, disk full) would.
+	failCommit atomic.Pointer[func() error]
 }
 
 var _ mtls.TokenAuthenticator = (*Service)(nil)
@@ -302,32 +309,95 @@ type memEffect struct{ apply, undo func() }
 // commit runs fn in a write transaction and records the events it returns
 // in the audit log before the transaction commits: if the log cannot be
 // written, the transaction rolls back and nothing changes (fail closed).
+// If the change then does not happen although entries were recorded (the
+// store write fails, or the log fails part-way through the events), each
+// recorded entry is followed by a correcting one, so that the log never
+// claims a change that did not happen.
 func (s *Service) commit(ctx context.Context, fn func(tx *bbolt.Tx) ([]audit.Event, error), effects ...memEffect) error {
 	applied := false
+	var recorded []recordedEvent
 	err := s.db.Update(func(tx *bbolt.Tx) error {
 		evs, err := fn(tx)
 		if err != nil {
 			return err
 		}
 		for _, e := range evs {
-			if err := s.audit.Record(ctx, e); err != nil {
+			idx, err := s.appendEntry(ctx, e)
+			if err != nil {
 				return fmt.Errorf("%w: %v", ErrUnavailable, err)
 			}
+			recorded = append(recorded, recordedEvent{e, idx})
 		}
 		for _, m := range effects {
 			m.apply()
 		}
 		applied = true
+		if f := s.failCommit.Load(); f != nil {
+			return (*f)() // test hook: an error here rolls back, as a failed commit does
+		}
 		return nil
 	})
-	if err != nil && applied {
+	if err == nil {
+		return nil
+	}
+	if applied {
 		for _, m := range effects {
 			if m.undo != nil {
 				m.undo()
 			}
 		}
+		s.log.Error().Err(err).Msg("auth: the store write failed after its audit entries were recorded; recording that they did not take effect")
+		err = fmt.Errorf("%w: the store write failed: %w", ErrUnavailable, err)
+		s.correct(ctx, recorded, "not applied: the store write failed")
+	} else {
+		s.correct(ctx, recorded, "not applied: the audit log failed before all of the change's entries were recorded")
 	}
 	return err
+}
+
+// recordedEvent is an event commit recorded, with its index in the log
+// (-1 if the recorder does not say).
+type recordedEvent struct {
+	ev  audit.Event
+	idx int64
+}
+
+// appender is implemented by recorders that return the index of the entry
+// they recorded (*audit.Log does).
+type appender interface {
+	Append(ctx context.Context, e audit.Event) (int64, error)
+}
+
+// appendEntry records e and returns its index in the log, or -1 if the
+// recorder does not say.
+func (s *Service) appendEntry(ctx context.Context, e audit.Event) (int64, error) {
+	if a, ok := s.audit.(appender); ok {
+		return a.Append(ctx, e)
+	}
+	return -1, s.audit.Record(ctx, e)
+}
+
+// correct records, for each entry of a change that did not take effect,
+// an entry with outcome error naming the one it corrects (OWASP ASVS 5.0
+// V16.3: the log records outcomes truthfully), as ca does. It is written
+// even if ctx was cancelled; a failure is logged (the log is then most
+// likely down, and the caller answers 503).
+func (s *Service) correct(ctx context.Context, recorded []recordedEvent, reason string) {
+	ctx = context.WithoutCancel(ctx)
+	for _, r := range recorded {
+		meta := map[string]string{"corrects": r.ev.Name + " " + r.ev.Resource + " " + r.ev.Time.UTC().Format(time.RFC3339Nano)}
+		if r.idx >= 0 {
+			meta["corrects_index"] = strconv.FormatInt(r.idx, 10)
+		}
+		err := s.audit.Record(ctx, audit.Event{
+			Time: s.now().UTC(), Name: r.ev.Name, Outcome: audit.OutcomeError,
+			Principal: r.ev.Principal, Resource: r.ev.Resource, Client: r.ev.Client,
+			Reason: reason, Meta: meta,
+		})
+		if err != nil {
+			s.log.Error().Err(err).Str("event", r.ev.Name).Str("resource", r.ev.Resource).Msg("auth: could not record that a recorded change did not happen")
+		}
+	}
 }
 
 // record writes one audit event outside a transaction.
