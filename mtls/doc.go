@@ -37,6 +37,17 @@
 //     the method must be listed, and authz decides. The decision is recorded
 //     in the audit log and the request waits for it: if the log cannot be
 //     written the answer is 503 and the agent sees nothing.
+//     A remote client (not in a trusted network) whose agent requests keep
+//     failing authentication gets 429 with Retry-After once over its budget
+//     (GatewayOptions.AnonBurst, AnonRefill; per address, IPv6 per /64),
+//     before the audit log is touched: each 401 is one durable entry and
+//     the log is fail-closed, so an anonymous flood could otherwise fill
+//     the disk and refuse the household (OWASP ASVS 5.0 V2.4.1
+//     anti-automation). Every decision is still audited (issue 3), the throttled ones
+//     in aggregate: one entry per address per 10 s, with meta
+//     similar_unrecorded (how many were left out) and retry_after.
+//     Credentials are still checked, so an authenticated request is never
+//     limited, even from a throttled address; lan clients are exempt.
 //  5. Allowed requests are proxied with exactly the normalised path,
 //     without the client's X-Hearth-* headers or hearth's bearer token, and
 //     with X-Hearth-Principal, X-Hearth-Method, X-Hearth-Capabilities and

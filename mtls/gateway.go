@@ -96,6 +96,14 @@ type GatewayOptions struct {
 	RecheckInterval time.Duration
 	// Transport reaches the agent. Default: a pooled http.Transport.
 	Transport http.RoundTripper
+	// AnonBurst is how many agent requests that fail authentication (401)
+	// one remote client address (IPv6: its /64) may make at once before it
+	// is answered 429; lan clients are never limited. Default
+	// DefaultAnonBurst (20).
+	AnonBurst int
+	// AnonRefill is how often one more failed authentication is allowed
+	// to an address over its burst. Default DefaultAnonRefill (3s).
+	AnonRefill time.Duration
 }
 
 // Gateway authenticates, authorizes, audits and proxies requests. It is an
@@ -120,6 +128,7 @@ type Gateway struct {
 	recheck           time.Duration
 	bodyTimeout       time.Duration
 
+	anon  *anonLimiter // failed authentications per remote address
 	proxy *httputil.ReverseProxy
 }
 
@@ -152,6 +161,7 @@ func NewGateway(opts GatewayOptions) (*Gateway, error) {
 		idleTimeout:       opts.IdleTimeout,
 		recheck:           opts.RecheckInterval,
 		bodyTimeout:       opts.BodyReadTimeout,
+		anon:              newAnonLimiter(opts.AnonBurst, opts.AnonRefill),
 	}
 	if g.upstream == nil {
 		g.upstream, _ = Config{}.UpstreamURL()
@@ -601,6 +611,11 @@ func (g *Gateway) serveAgent(w http.ResponseWriter, r *http.Request, norm string
 	}
 	if fail == authUnavailable {
 		httpx.Unavailable(w)
+		return
+	}
+	if pr == nil && zone != authz.ZoneLAN && !g.admitAnon(w, r, norm, fail, now, zone) {
+		// Over its budget of failed authentications: 429, audited in
+		// aggregate (anonlimit.go). The household's network is exempt.
 		return
 	}
 	m := g.routes.match(norm, r.Method)
