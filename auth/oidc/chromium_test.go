@@ -25,29 +25,14 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
-)
 
-// chromiumPath finds the browser or fails the test with what to do.
-func chromiumPath(t *testing.T) string {
-	t.Helper()
-	if p := os.Getenv("HEARTH_CHROMIUM"); p != "" {
-		return p
-	}
-	for _, name := range []string{"chromium", "chromium-browser", "google-chrome", "google-chrome-stable"} {
-		if p, err := exec.LookPath(name); err == nil {
-			return p
-		}
-	}
-	t.Fatalf("headless Chromium is required for the browser test and was not found on PATH: " +
-		"install it (Debian: apt-get install -y chromium) or set HEARTH_CHROMIUM to its path")
-	return ""
-}
+	"github.com/hearth-home/hearth/internal/testbrowser"
+)
 
 // testNames mints a CA and a certificate for hearth.test and idp.test, and
 // a Go transport that trusts the CA and resolves *.test to 127.0.0.1. It
@@ -100,28 +85,16 @@ func testNames(t *testing.T) (*netNames, string) {
 }
 
 func TestChromiumLogin(t *testing.T) {
-	path := chromiumPath(t)
 	names, pin := testNames(t)
 	hs := newHarnessNet(t, names, nil)
 	hs.ids.LinkIdentity(context.Background(), "alice", hs.op.issuer, "sub-alice")
 
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(path),
-		chromedp.Headless,
-		chromedp.NoSandbox, // the CI runs as root
-		chromedp.DisableGPU,
-		chromedp.Flag("disable-background-networking", true),
+	ctx := testbrowser.New(t, 60*time.Second,
 		chromedp.Flag("host-resolver-rules", "MAP *.test 127.0.0.1"),
 		// Trust exactly the test certificate's key; everything else about
 		// TLS stays as strict as in a real deployment.
 		chromedp.Flag("ignore-certificate-errors-spki-list", pin),
 	)
-	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	defer cancelAlloc()
-	ctx, cancel := chromedp.NewContext(actx)
-	defer cancel()
-	ctx, cancelT := context.WithTimeout(ctx, 60*time.Second)
-	defer cancelT()
 
 	if err := chromedp.Do(ctx, chromedp.Navigate(hs.base+PathPrefix+"test/login?return="+"/test/whoami")); err != nil {
 		t.Fatalf("navigate: %v", err)

@@ -16,7 +16,6 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"os"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -24,25 +23,10 @@ import (
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
 
+	"github.com/hearth-home/hearth/internal/testbrowser"
 	"github.com/hearth-home/hearth/internal/webui"
 	"github.com/hearth-home/hearth/mtls"
 )
-
-// chromiumPath finds the browser or fails the test with what to do.
-func chromiumPath(t *testing.T) string {
-	t.Helper()
-	if p := os.Getenv("HEARTH_CHROMIUM"); p != "" {
-		return p
-	}
-	for _, name := range []string{"chromium", "chromium-browser", "google-chrome", "google-chrome-stable"} {
-		if p, err := exec.LookPath(name); err == nil {
-			return p
-		}
-	}
-	t.Fatalf("headless Chromium is required for the browser test and was not found on PATH: " +
-		"install it (Debian: apt-get install -y chromium) or set HEARTH_CHROMIUM to its path")
-	return ""
-}
 
 // run runs one browser action that yields a value.
 func run[T any](t *testing.T, ctx context.Context, a chromedp.Action[T]) T {
@@ -55,31 +39,17 @@ func run[T any](t *testing.T, ctx context.Context, a chromedp.Action[T]) T {
 }
 
 func TestChromiumLoginForm(t *testing.T) {
-	path := chromiumPath(t)
 	e := newEnv(t, envOpts{})
 	leaf, err := x509.ParseCertificate(e.ca.ServerCertificate().Certificate[0])
 	if err != nil {
 		t.Fatal(err)
 	}
 	spki := sha256.Sum256(leaf.RawSubjectPublicKeyInfo)
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(path),
-		chromedp.Headless,
-		chromedp.NoSandbox, // the CI runs as root
-		chromedp.DisableGPU,
-		chromedp.NoFirstRun,
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.UserDataDir(t.TempDir()),
+	ctx := testbrowser.New(t, 20*time.Second,
 		// Trust exactly hearth's server key (its root is not in the
 		// browser's store); TLS is otherwise as strict as in use.
 		chromedp.Flag("ignore-certificate-errors-spki-list", base64.StdEncoding.EncodeToString(spki[:])),
 	)
-	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	defer cancelAlloc()
-	ctx, cancel := chromedp.NewContext(actx)
-	defer cancel()
-	ctx, cancelT := context.WithTimeout(ctx, 20*time.Second)
-	defer cancelT()
 
 	if err := chromedp.Do(ctx, chromedp.Navigate(e.url+webui.Prefix)); err != nil { // no session: sent to the login page
 		t.Fatalf("navigate: %v", err)
