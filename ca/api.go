@@ -107,7 +107,7 @@ func (c *CA) auditStepAPI(next http.Handler) http.Handler {
 		}
 		ev := audit.Event{Name: name, Client: r.RemoteAddr, Resource: r.URL.Path}
 		// Failures are throttled per address before the body is read
-		// (see failThrottle); a success gives its attempt back below.
+		// (see newFailThrottle); a success gives its attempt back below.
 		if !c.admit(w, r, ev, true) {
 			return
 		}
@@ -222,7 +222,7 @@ func (c *CA) auditStepAPI(next http.Handler) http.Handler {
 			return
 		}
 		if bw.status < 300 {
-			c.thr.refund(r.RemoteAddr)
+			c.thr.GiveBack(r.RemoteAddr)
 		}
 		for k, v := range bw.h {
 			w.Header()[k] = v

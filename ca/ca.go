@@ -31,6 +31,7 @@ import (
 
 	"github.com/hearth-home/hearth/audit"
 	"github.com/hearth-home/hearth/authz"
+	"github.com/hearth-home/hearth/internal/ratelimit"
 	"github.com/hearth-home/hearth/mtls"
 )
 
@@ -85,7 +86,8 @@ type CA struct {
 	acmeDB acme.DB
 
 	devices *deviceStore
-	thr     *failThrottle // per-address budget of failed enroll/sign/renew/revoke
+	thr     *ratelimit.Limiter // per-address budget of failed enroll/sign/renew/revoke
+	thrNow  func() time.Time   // thr's clock: c.now unless a test fakes it
 
 	apiOnce    sync.Once
 	apiHandler http.Handler
@@ -122,7 +124,7 @@ func Open(dir string, cfg Config, opts Options) (*CA, error) {
 	if c.now == nil {
 		c.now = time.Now
 	}
-	c.thr = newFailThrottle(c.now)
+	c.thr, c.thrNow = newFailThrottle(failBurst), c.now
 	if err := c.loadPKI(); err != nil {
 		return nil, err
 	}

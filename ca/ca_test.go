@@ -336,7 +336,7 @@ func TestEnrollBadTokens(t *testing.T) {
 
 func TestEnrollBadCSRs(t *testing.T) {
 	tc := newTestCA(t, Config{})
-	tc.thr.burst = 100 // more refusals here than one address's budget (TestEnrollThrottle tests that)
+	tc.thr = newFailThrottle(100) // more refusals here than one address's budget (TestEnrollThrottle tests that)
 	ctx := context.Background()
 	tok, err := tc.AddDevice(ctx, "pi", []string{"status"}, 0, 0)
 	if err != nil {

@@ -72,7 +72,7 @@ func principalOf(ctx context.Context) string {
 //   - POST /.hearth/v1/enroll {token, csr} → 201 {certificate, chain,
 //     expires_at, serial}; 400 bad CSR, 401 bad token, 413 body over 64 KiB,
 //     429 with Retry-After after too many failed attempts from the client's
-//     address (see failThrottle), 503 audit or store unavailable;
+//     address (see newFailThrottle), 503 audit or store unavailable;
 //   - POST /.hearth/v1/renew over mTLS, optional {csr} → 201 the same;
 //     401 without a valid, unrevoked device certificate;
 //   - GET /.hearth/v1/roots.pem → the root certificate.
@@ -196,7 +196,7 @@ func (c *CA) handleEnroll(w http.ResponseWriter, r *http.Request) {
 		c.refuse(w, r, ev, he)
 		return
 	}
-	c.thr.refund(r.RemoteAddr)
+	c.thr.GiveBack(r.RemoteAddr)
 	httpx.JSON(w, http.StatusCreated, resp)
 }
 
@@ -362,6 +362,6 @@ func (c *CA) handleRenew(w http.ResponseWriter, r *http.Request) {
 		httpx.Unavailable(w)
 		return
 	}
-	c.thr.refund(r.RemoteAddr)
+	c.thr.GiveBack(r.RemoteAddr)
 	httpx.JSON(w, http.StatusCreated, certResponse(chain))
 }

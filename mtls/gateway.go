@@ -23,6 +23,7 @@ import (
 	"github.com/hearth-home/hearth/audit"
 	"github.com/hearth-home/hearth/authz"
 	"github.com/hearth-home/hearth/internal/httpx"
+	"github.com/hearth-home/hearth/internal/ratelimit"
 )
 
 // The identity headers the gateway sets on every proxied request. A client
@@ -128,7 +129,7 @@ type Gateway struct {
 	recheck           time.Duration
 	bodyTimeout       time.Duration
 
-	anon  *anonLimiter // failed authentications per remote address
+	anon  *ratelimit.Limiter // failed authentications per remote address
 	proxy *httputil.ReverseProxy
 }
 
