@@ -14,7 +14,9 @@ import (
 // Defaults of the anonymous-request budget (GatewayOptions.AnonBurst and
 // AnonRefill).
 //
-// Every agent request that ends in 401 writes one durable audit entry, and
+// Every agent request that ends in 401 writes one durable audit entry (and
+// so does every anonymous request to hearth's admin API, [Gateway.Require]),
+// and
 // the audit log is fail-closed: without a budget, an internet flood of
 // anonymous requests fills the disk and then refuses the household too. A
 // remote client address may therefore fail authentication AnonBurst times
@@ -58,12 +60,23 @@ func newAnonLimiter(burst int, refill time.Duration) *ratelimit.Limiter {
 }
 
 // admitAnon counts a failed authentication on an agent path from a remote
-// client. Within budget it returns true and the caller answers 401 and
-// audits it as usual. Over budget it answers 429 with Retry-After, without
-// an audit entry except one per anonAuditEvery per address (with the
-// number left out and the retry delay), and returns false; if that entry
-// cannot be written the answer is 503, as for every unrecorded decision.
+// client (see admitAnonFor); fail is why it failed.
 func (g *Gateway) admitAnon(w http.ResponseWriter, r *http.Request, norm string, fail authFailure, now time.Time, zone authz.Zone) bool {
+	return g.admitAnonFor(w, r, norm, fail.reason(), now, zone, nil)
+}
+
+// admitAnonFor counts a request from a remote client that failed
+// authentication, on an agent path (admitAnon) or on one of hearth's own
+// endpoints guarded by [Gateway.Require]: both take from the same budget
+// per address, so a client cannot double its allowance by alternating
+// between them. Within budget it returns true and the caller answers 401
+// and audits it as usual. Over budget it answers 429 with Retry-After,
+// without an audit entry except one per anonAuditEvery per address (with
+// the number left out and the retry delay; last says why the latest
+// request failed, meta is added to the entry's), and returns false; if
+// that entry cannot be written the answer is 503, as for every unrecorded
+// decision.
+func (g *Gateway) admitAnonFor(w http.ResponseWriter, r *http.Request, resource, last string, now time.Time, zone authz.Zone, meta map[string]string) bool {
 	retry, ok := g.anon.Take(r.RemoteAddr, now)
 	if ok {
 		return true
@@ -73,8 +86,8 @@ func (g *Gateway) admitAnon(w http.ResponseWriter, r *http.Request, norm string,
 			Time:     now.UTC(),
 			Name:     audit.EventAuthzDecision,
 			Outcome:  audit.OutcomeDeny,
-			Resource: norm,
-			Reason:   "throttled: too many failed authentications from this address (last: " + fail.reason() + ")",
+			Resource: resource,
+			Reason:   "throttled: too many failed authentications from this address (last: " + last + ")",
 			Client:   r.RemoteAddr,
 			Meta: map[string]string{
 				"method":      r.Method,
@@ -82,6 +95,9 @@ func (g *Gateway) admitAnon(w http.ResponseWriter, r *http.Request, norm string,
 				"throttled":   "true",
 				"retry_after": retry.Round(time.Second).String(),
 			},
+		}
+		for k, v := range meta {
+			ev.Meta[k] = v
 		}
 		if unrecorded > 0 {
 			ev.Meta["similar_unrecorded"] = strconv.Itoa(unrecorded)

@@ -159,10 +159,27 @@ func (g *Gateway) record(r *http.Request, pr *authz.Principal, d authz.Decision,
 // decision in the audit log and waits for it, then answers 401 (no
 // principal), 403 (denied, naming the capability), 503 (audit failed), or
 // calls h.
+//
+// A request without a principal from a remote client (its real peer
+// address, as the gateway computes the zone, is not in a trusted network)
+// first takes from the gateway's budget of failed authentications for its
+// address, the same one agent paths use: over it the answer is 429 with
+// Retry-After and the refusal is audited in aggregate (anonlimit.go), so an
+// anonymous flood cannot make the fail-closed audit log write one entry per
+// request (OWASP ASVS 5.0 V2.4.1, V16.3.4). Lan clients, the admin socket
+// (whose principal [Gateway.LocalPrincipal] always sets) and authenticated
+// requests are never limited.
 func (g *Gateway) Require(c authz.Capability, h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		pr := PrincipalFrom(r.Context())
 		now := g.now()
+		if pr == nil {
+			zone := g.zone(r.RemoteAddr)
+			if zone != authz.ZoneLAN && !g.admitAnonFor(w, r, r.URL.Path, "no authenticated principal for "+string(c), now, zone,
+				map[string]string{"capability": string(c), "source": "require"}) {
+				return
+			}
+		}
 		d := g.policy.Decide(pr, c, now)
 		if err := g.record(r, pr, d, now, "require"); err != nil {
 			httpx.Unavailable(w)

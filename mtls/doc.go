@@ -43,11 +43,14 @@
 //     before the audit log is touched: each 401 is one durable entry and
 //     the log is fail-closed, so an anonymous flood could otherwise fill
 //     the disk and refuse the household (OWASP ASVS 5.0 V2.4.1
-//     anti-automation). Every decision is still audited (issue 3), the throttled ones
-//     in aggregate: one entry per address per 10 s, with meta
-//     similar_unrecorded (how many were left out) and retry_after.
-//     Credentials are still checked, so an authenticated request is never
-//     limited, even from a throttled address; lan clients are exempt.
+//     anti-automation). Anonymous remote requests to hearth's own admin
+//     API ([Gateway.Require]) take from the same budget of the same
+//     address, so alternating between the two buys nothing. Every decision
+//     is still audited (issue 3), the throttled ones in aggregate: one
+//     entry per address per 10 s, with meta similar_unrecorded (how many
+//     were left out) and retry_after. Credentials are still checked, so an
+//     authenticated request is never limited, even from a throttled
+//     address; lan clients and the admin socket are exempt.
 //  5. Allowed requests are proxied with exactly the normalised path,
 //     without the client's X-Hearth-* headers or hearth's bearer token, and
 //     with X-Hearth-Principal, X-Hearth-Method, X-Hearth-Capabilities and
