@@ -85,15 +85,7 @@ func TestAnonLimitRemote(t *testing.T) {
 
 	// Over it: 429 with Retry-After, one aggregated entry.
 	n := h.rec.count()
-	r := get("")
-	if r.status != http.StatusTooManyRequests || r.resp.Header.Get("Retry-After") != "60" || !strings.Contains(r.body, `"throttled"`) {
-		t.Fatalf("over budget = %d Retry-After %q %s, want 429, 60, throttled", r.status, r.resp.Header.Get("Retry-After"), r.body)
-	}
-	evs := h.rec.since(n)
-	if len(evs) != 1 {
-		t.Fatalf("throttled refusal wrote %d entries, want 1: %+v", len(evs), evs)
-	}
-	ev := evs[0]
+	ev := expectThrottled(t, get(""), h.rec, n, "60")
 	if ev.Name != audit.EventAuthzDecision || ev.Outcome != audit.OutcomeDeny || ev.Resource != "/api/status" ||
 		!strings.HasPrefix(ev.Reason, "throttled:") || ev.Meta["throttled"] != "true" || ev.Meta["retry_after"] != "1m0s" ||
 		ev.Meta["zone"] != string(authz.ZoneRemote) || ev.Principal != "" {
@@ -138,13 +130,8 @@ func TestAnonLimitRemote(t *testing.T) {
 	// 10 s later the next refusal is recorded with the count left out.
 	clk.advance(10 * time.Second)
 	n = h.rec.count()
-	r = get("")
-	if r.status != http.StatusTooManyRequests || r.resp.Header.Get("Retry-After") != "50" {
-		t.Fatalf("after 10 s = %d Retry-After %q, want 429, 50", r.status, r.resp.Header.Get("Retry-After"))
-	}
-	evs = h.rec.since(n)
-	if len(evs) != 1 || evs[0].Meta["similar_unrecorded"] != "4" || evs[0].Meta["retry_after"] != "50s" {
-		t.Fatalf("second aggregated entry = %+v, want similar_unrecorded 4, retry_after 50s", evs)
+	if ev := expectThrottled(t, get(""), h.rec, n, "50"); ev.Meta["similar_unrecorded"] != "4" || ev.Meta["retry_after"] != "50s" {
+		t.Fatalf("second aggregated entry = %+v, want similar_unrecorded 4, retry_after 50s", ev)
 	}
 
 	// Once a token has refilled, one more failure is allowed and audited.
@@ -232,4 +219,19 @@ func TestAnonLimitAuditFailureFailsClosed(t *testing.T) {
 	if r := do(t, c, "GET", h.url+"/api/status", nil, nil); r.status != http.StatusServiceUnavailable {
 		t.Fatalf("throttled with the log down = %d, want 503 (its entry is due)", r.status)
 	}
+}
+
+// expectThrottled checks that r is a 429 with Retry-After retry and a
+// "throttled" JSON code, and that exactly one (aggregated) audit entry was
+// written since the recorder held n; it returns that entry.
+func expectThrottled(t *testing.T, r result, rec *recorder, n int, retry string) audit.Event {
+	t.Helper()
+	if r.status != http.StatusTooManyRequests || r.resp.Header.Get("Retry-After") != retry || !strings.Contains(r.body, `"throttled"`) {
+		t.Fatalf("over budget = %d Retry-After %q %s, want 429, %s, throttled", r.status, r.resp.Header.Get("Retry-After"), r.body, retry)
+	}
+	evs := rec.since(n)
+	if len(evs) != 1 {
+		t.Fatalf("throttled refusal wrote %d entries, want 1: %+v", len(evs), evs)
+	}
+	return evs[0]
 }

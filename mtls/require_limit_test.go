@@ -82,15 +82,7 @@ func TestRequireLimitRemote(t *testing.T) {
 	// Over it: 429 with Retry-After, exactly one aggregated entry, and the
 	// admin handler never runs.
 	n := h.rec.count()
-	r := get("")
-	if r.status != http.StatusTooManyRequests || r.resp.Header.Get("Retry-After") != "60" || !strings.Contains(r.body, `"throttled"`) {
-		t.Fatalf("over budget = %d Retry-After %q %s, want 429, 60, throttled", r.status, r.resp.Header.Get("Retry-After"), r.body)
-	}
-	evs := h.rec.since(n)
-	if len(evs) != 1 {
-		t.Fatalf("throttled refusal wrote %d entries, want 1: %+v", len(evs), evs)
-	}
-	ev := evs[0]
+	ev := expectThrottled(t, get(""), h.rec, n, "60")
 	if ev.Name != audit.EventAuthzDecision || ev.Outcome != audit.OutcomeDeny || ev.Resource != adminPath ||
 		!strings.HasPrefix(ev.Reason, "throttled:") || !strings.Contains(ev.Reason, "hearth:admin") ||
 		ev.Meta["throttled"] != "true" || ev.Meta["retry_after"] != "1m0s" || ev.Meta["zone"] != string(authz.ZoneRemote) ||
