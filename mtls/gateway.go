@@ -105,6 +105,18 @@ type GatewayOptions struct {
 	// AnonRefill is how often one more failed authentication is allowed
 	// to an address over its burst. Default DefaultAnonRefill (3s).
 	AnonRefill time.Duration
+	// Agent is what the agent trusts from hearth (scopes header and map,
+	// on-host client address, more headers to strip; see [Agent]). The
+	// zero Agent sends only the X-Hearth-* headers.
+	Agent Agent
+	// ProbeAuditEvery is how often a probe route's requests are recorded:
+	// one audit entry per route per this long, with the number left out.
+	// Default DefaultProbeAuditEvery (10m).
+	ProbeAuditEvery time.Duration
+	// CloseGrace is how long a websocket whose credentials no longer hold
+	// may take to finish the frame it is sending before hearth's close
+	// frame (1008) goes out and the connection drops. Default 2s.
+	CloseGrace time.Duration
 }
 
 // Gateway authenticates, authorizes, audits and proxies requests. It is an
@@ -129,8 +141,11 @@ type Gateway struct {
 	recheck           time.Duration
 	bodyTimeout       time.Duration
 
-	anon  *ratelimit.Limiter // failed authentications per remote address
-	proxy *httputil.ReverseProxy
+	anon   *ratelimit.Limiter // failed authentications per remote address
+	agent  *agentProfile
+	probes *probeAudit
+	grace  time.Duration
+	proxy  *httputil.ReverseProxy
 }
 
 // NewGateway checks opts and builds a gateway.
@@ -145,7 +160,14 @@ func NewGateway(opts GatewayOptions) (*Gateway, error) {
 	if err != nil {
 		return nil, err
 	}
+	ap, err := compileAgent(opts.Agent, opts.Policy)
+	if err != nil {
+		return nil, err
+	}
 	g := &Gateway{
+		agent:             ap,
+		probes:            newProbeAudit(opts.ProbeAuditEvery),
+		grace:             opts.CloseGrace,
 		policy:            opts.Policy,
 		devices:           opts.Devices,
 		tokens:            opts.Tokens,
@@ -195,6 +217,9 @@ func NewGateway(opts GatewayOptions) (*Gateway, error) {
 	if g.bodyTimeout <= 0 {
 		g.bodyTimeout = DefaultBodyReadTimeout
 	}
+	if g.grace <= 0 {
+		g.grace = 2 * time.Second
+	}
 	upTimeout := opts.UpstreamTimeout
 	if upTimeout <= 0 {
 		upTimeout = DefaultUpstreamTimeout
@@ -207,17 +232,18 @@ func NewGateway(opts GatewayOptions) (*Gateway, error) {
 				Timeout:   5 * time.Second,
 				KeepAlive: 30 * time.Second,
 			}).DialContext,
-			MaxIdleConns:          1024,
-			MaxIdleConnsPerHost:   512,
-			IdleConnTimeout:       90 * time.Second,
-			ResponseHeaderTimeout: upTimeout,
+			MaxIdleConns:        1024,
+			MaxIdleConnsPerHost: 512,
+			IdleConnTimeout:     90 * time.Second,
+			// No ResponseHeaderTimeout: ttfbTransport bounds the wait per
+			// route (Route.Timeout, default UpstreamTimeout).
 			ExpectContinueTimeout: time.Second,
 			DisableCompression:    true, // pass the client's Accept-Encoding through untouched
 		}
 	}
 	g.proxy = &httputil.ReverseProxy{
 		Rewrite:      g.rewrite,
-		Transport:    tr,
+		Transport:    ttfbTransport{rt: tr, def: upTimeout},
 		BufferPool:   bufferPool{},
 		ErrorHandler: g.proxyError,
 		ErrorLog:     log.New(logWriter{g.log}, "", 0),
@@ -532,7 +558,10 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		httpx.Error(w, http.StatusBadRequest, "bad_path", err.Error())
 		return
 	}
-	stripHearthHeaders(r.Header)
+	// Every client-supplied address and identity header goes, whatever the
+	// path: hearth sets its own (ClientAddressHeaders, the agent's scopes
+	// header and Agent.StripHeaders).
+	g.agent.strip.strip(r.Header)
 	if norm == "/.hearth/healthz" {
 		setPath(r.URL, norm)
 		g.healthz(w, r) // liveness needs no authentication
@@ -606,8 +635,22 @@ func (g *Gateway) serveAgent(w http.ResponseWriter, r *http.Request, norm string
 		httpx.Error(w, http.StatusBadRequest, "token_in_url", "a token is accepted only in the Authorization header (Bearer), never in the URL")
 		return
 	}
-	if r.ContentLength > g.maxBody {
-		httpx.Error(w, http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("request body is larger than %d bytes", g.maxBody))
+	method, upgrade, ok := requestMethod(r)
+	if !ok {
+		httpx.Error(w, http.StatusBadRequest, "bad_upgrade", "only websocket upgrades (RFC 6455) are proxied")
+		return
+	}
+	m := g.routes.match(norm, method)
+	if m.entry != nil && m.entry.probe {
+		g.serveProbe(w, r, norm, m.node.pattern, now, zone)
+		return
+	}
+	maxBody := g.maxBody
+	if m.entry != nil && m.entry.limits.maxBody > 0 {
+		maxBody = m.entry.limits.maxBody
+	}
+	if r.ContentLength > maxBody {
+		httpx.Error(w, http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("request body is larger than %d bytes", maxBody))
 		return
 	}
 	if fail == authUnavailable {
@@ -619,7 +662,6 @@ func (g *Gateway) serveAgent(w http.ResponseWriter, r *http.Request, norm string
 		// aggregate (anonlimit.go). The household's network is exempt.
 		return
 	}
-	m := g.routes.match(norm, r.Method)
 	var c authz.Capability
 	if m.entry != nil {
 		c = m.entry.cap
@@ -635,10 +677,10 @@ func (g *Gateway) serveAgent(w http.ResponseWriter, r *http.Request, norm string
 		reason = "not authenticated: " + fail.reason()
 	case m.node == nil:
 		deny = agentDenial{http.StatusForbidden, "forbidden"}
-		reason = "no route maps " + r.Method + " " + norm + " to a capability (default deny)"
+		reason = "no route maps " + method + " " + norm + " to a capability (default deny)"
 	case m.entry == nil:
 		deny = agentDenial{http.StatusForbidden, "forbidden"}
-		reason = "route " + m.node.pattern + " does not allow " + r.Method + " (allows " + m.node.methods() + ")"
+		reason = "route " + m.node.pattern + " does not allow " + method + " (allows " + m.node.methods() + ")"
 	default:
 		d = g.policy.Decide(pr, c, now)
 		if !d.Allow {
@@ -655,7 +697,7 @@ func (g *Gateway) serveAgent(w http.ResponseWriter, r *http.Request, norm string
 		Resource: norm,
 		Reason:   reason,
 		Client:   r.RemoteAddr,
-		Meta:     map[string]string{"method": r.Method, "capability": string(c), "zone": string(zone)},
+		Meta:     map[string]string{"method": method, "capability": string(c), "zone": string(zone)},
 	}
 	if deny.status != 0 {
 		ev.Outcome = audit.OutcomeDeny
@@ -697,21 +739,64 @@ func (g *Gateway) serveAgent(w http.ResponseWriter, r *http.Request, norm string
 	h[HeaderPrincipal] = []string{pr.ID}
 	h[HeaderMethod] = []string{string(pr.Method)}
 	h[HeaderCapabilities] = []string{joinCaps(pr.Caps)}
+	if g.agent.scopesHeader != "" {
+		// Present even when empty: for OpenClaw an empty header means no
+		// scopes, a missing one every operator scope.
+		h[g.agent.scopesHeader] = []string{g.agent.scopesFor(g.policy, pr, now)}
+	}
 	setPath(r.URL, norm)
+	if m.entry.limits.timeout > 0 {
+		r = r.WithContext(context.WithValue(r.Context(), ttfbKey{}, m.entry.limits.timeout))
+	}
 	if r.Body != nil && r.Body != http.NoBody {
-		cb := &clientBody{ReadCloser: http.MaxBytesReader(w, r.Body, g.maxBody)}
+		cb := &clientBody{ReadCloser: http.MaxBytesReader(w, r.Body, maxBody), limit: maxBody}
 		r.Body = cb
 		r = r.WithContext(context.WithValue(r.Context(), clientBodyKey{}, cb))
 		// Best effort: a writer that cannot set deadlines has its own.
 		_ = http.NewResponseController(w).SetReadDeadline(now.Add(g.bodyTimeout))
 	}
-	if r.Header.Get("Upgrade") != "" || wantsEventStream(r.Header) {
+	if upgrade || wantsEventStream(r.Header) {
 		ctx, cancel := context.WithCancel(r.Context())
 		defer cancel()
 		r = r.WithContext(ctx)
-		go g.watch(ctx, cancel, cred, zone, c, r.RemoteAddr, norm)
+		var ws *wsCloser
+		if upgrade {
+			ws = &wsCloser{}
+			w = ws.wrap(w)
+		}
+		go g.watch(ctx, cancel, ws, cred, zone, c, r.RemoteAddr, norm)
 	}
 	g.proxy.ServeHTTP(w, r)
+}
+
+// requestMethod is the method routes match: MethodWebsocket for a
+// websocket upgrade (a GET whose Connection lists "upgrade" and whose
+// Upgrade names websocket, RFC 6455 §4.1), else r.Method. ok is false for
+// an upgrade to any other protocol, which is not proxied. A plain request's
+// stray Upgrade header is hop-by-hop and never reaches the agent.
+func requestMethod(r *http.Request) (method string, upgrade, ok bool) {
+	if !headerHasToken(r.Header["Connection"], "upgrade") || len(r.Header["Upgrade"]) == 0 {
+		return r.Method, false, true
+	}
+	if r.Method == http.MethodGet && headerHasToken(r.Header["Upgrade"], "websocket") {
+		return MethodWebsocket, true, true
+	}
+	return r.Method, false, false
+}
+
+// headerHasToken reports whether a comma-separated header lists token,
+// ignoring ASCII case (RFC 9110 §5.6.1).
+func headerHasToken(vs []string, token string) bool {
+	for _, v := range vs {
+		for v != "" {
+			var t string
+			t, v, _ = strings.Cut(v, ",")
+			if strings.EqualFold(strings.TrimSpace(t), token) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // wantsEventStream reports whether the client asked for server-sent events
@@ -730,7 +815,11 @@ func wantsEventStream(h http.Header) bool {
 // a server-sent event stream) every RecheckInterval and cancels it, which
 // closes both ends, when the device is revoked, the token expires or the
 // capability is withdrawn.
-func (g *Gateway) watch(ctx context.Context, cancel context.CancelFunc, cred credential, zone authz.Zone, c authz.Capability, client, path string) {
+//
+// A websocket (ws non-nil) gets a close frame first, status 1008 (policy
+// violation, RFC 6455 §7.4.1) with the reason, so that the client learns
+// why instead of seeing an abnormal closure (1006).
+func (g *Gateway) watch(ctx context.Context, cancel context.CancelFunc, ws *wsCloser, cred credential, zone authz.Zone, c authz.Capability, client, path string) {
 	t := time.NewTicker(g.recheck)
 	defer t.Stop()
 	for {
@@ -744,11 +833,11 @@ func (g *Gateway) watch(ctx context.Context, cancel context.CancelFunc, cred cre
 		if fail == authUnavailable {
 			continue // a store hiccup is not a revocation; the next tick decides
 		}
-		var reason, id string
+		var reason, id, short string
 		if pr == nil {
-			reason = "connection closed: " + fail.reason()
+			reason, short = "connection closed: "+fail.reason(), fail.reason()
 		} else if d := g.policy.Decide(pr, c, now); !d.Allow {
-			reason, id = "connection closed: "+d.Reason(), pr.ID
+			reason, id, short = "connection closed: "+d.Reason(), pr.ID, d.Reason()
 		} else {
 			continue
 		}
@@ -759,6 +848,9 @@ func (g *Gateway) watch(ctx context.Context, cancel context.CancelFunc, cred cre
 			Principal: id, Resource: path, Reason: reason, Client: client,
 			Meta: map[string]string{"capability": string(c), "zone": string(zone), "upgrade": "closed"},
 		})
+		if ws != nil {
+			ws.close(closePolicyViolation, "hearth: "+short, g.grace)
+		}
 		cancel()
 		return
 	}
@@ -776,13 +868,13 @@ func (g *Gateway) rewrite(pr *httputil.ProxyRequest) {
 		setPath(out.URL, g.basePath+pr.In.URL.RawPath)
 	}
 	out.Host = ""
-	for _, k := range [...]string{HeaderPrincipal, HeaderMethod, HeaderCapabilities} {
-		if v, ok := pr.In.Header[k]; ok {
+	for _, k := range [...]string{HeaderPrincipal, HeaderMethod, HeaderCapabilities, g.agent.scopesHeader} {
+		if v, ok := pr.In.Header[k]; ok && k != "" {
 			out.Header[k] = v
 		}
 	}
 	if host, _, err := net.SplitHostPort(pr.In.RemoteAddr); err == nil {
-		out.Header["X-Forwarded-For"] = []string{host}
+		out.Header["X-Forwarded-For"] = []string{g.agent.forwardedFor(host)}
 	}
 	out.Header["X-Forwarded-Proto"] = forwardedProto(pr.In)
 	if pr.In.Host != "" {
@@ -829,6 +921,7 @@ func joinCaps(cs []authz.Capability) string {
 // agent for them (the server may report them only as a canceled context).
 type clientBody struct {
 	io.ReadCloser
+	limit  int64 // the route's body limit, for the 413 message
 	failed atomic.Pointer[clientBodyError]
 }
 
@@ -859,14 +952,16 @@ func (g *Gateway) proxyError(w http.ResponseWriter, r *http.Request, err error) 
 	var mbe *http.MaxBytesError
 	var cbe clientBodyError
 	var ne net.Error
+	limit := g.maxBody
 	if b, ok := r.Context().Value(clientBodyKey{}).(*clientBody); ok {
+		limit = b.limit
 		if e := b.failed.Load(); e != nil {
 			err = *e
 		}
 	}
 	switch {
 	case errors.As(err, &mbe):
-		httpx.Error(w, http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("request body is larger than %d bytes", g.maxBody))
+		httpx.Error(w, http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("request body is larger than %d bytes", limit))
 	case errors.As(err, &cbe):
 		if errors.As(cbe.err, &ne) && ne.Timeout() {
 			httpx.Error(w, http.StatusRequestTimeout, "timeout", "the request body did not arrive in time")

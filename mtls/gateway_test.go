@@ -43,7 +43,7 @@ type harness struct {
 
 func testRoutes() []Route {
 	return append(DefaultRoutes(),
-		Route{Path: "/ws", Methods: []string{"GET"}, Capability: "status"},
+		Route{Path: "/ws", Methods: []string{MethodWebsocket}, Capability: "status"},
 		Route{Path: "/api/events/*", Methods: []string{"GET"}, Capability: "conversations:read"},
 		Route{Path: "/api/slow", Methods: []string{"GET"}, Capability: "status"},
 		Route{Path: "/api/upload", Methods: []string{"POST"}, Capability: "status"},
@@ -764,6 +764,11 @@ func TestWebsocketAndRevocation(t *testing.T) {
 	_, _, err = ws.Read(ctx)
 	if err == nil {
 		t.Fatal("read succeeded after revocation")
+	}
+	// hearth's close frame, not an abnormal closure (1006).
+	var ce websocket.CloseError
+	if !errors.As(err, &ce) || ce.Code != websocket.StatusPolicyViolation || !strings.HasPrefix(ce.Reason, "hearth: ") {
+		t.Errorf("read after revocation: %v, want close 1008 with hearth's reason", err)
 	}
 	if d := time.Since(start); d > 3*time.Second {
 		t.Errorf("websocket closed %v after revocation, want within a few seconds", d)

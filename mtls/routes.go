@@ -101,13 +101,24 @@ type routeNode struct {
 }
 
 type routeEntry struct {
-	methods []string // upper case; "*" is any; GET implies HEAD
+	methods []string // upper case; "*" is any plain method; GET implies HEAD; MethodWebsocket is an upgrade
 	cap     authz.Capability
+	limits  routeLimits
+	probe   bool // answered without a credential, audited in aggregate (probe.go)
 }
 
+// MethodWebsocket, listed among a route's methods, matches a websocket
+// upgrade (RFC 6455 §4.1: a GET with "Connection: upgrade" and "Upgrade:
+// websocket"). An upgrade matches only a route that lists it, never GET or
+// "*", so that loading a page and opening an operator websocket on the same
+// path can need different capabilities.
+const MethodWebsocket = "WEBSOCKET"
+
+// allows reports whether the entry matches method, where an upgrade
+// request's method is MethodWebsocket.
 func (e *routeEntry) allows(method string) bool {
 	for _, m := range e.methods {
-		if m == method || m == "*" || m == "GET" && method == "HEAD" {
+		if m == method || m == "GET" && method == "HEAD" || m == "*" && method != MethodWebsocket {
 			return true
 		}
 	}
@@ -127,11 +138,24 @@ func compileRoutes(routes []Route, policy *authz.Policy) (*routeTable, error) {
 			return nil, fmt.Errorf("mtls: route %d (%q): %w", i, r.Path, err)
 		}
 		c := authz.Capability(r.Capability)
-		if policy != nil && !policy.Known(c) {
+		if r.Probe {
+			if r.Capability != "" {
+				return nil, fmt.Errorf("mtls: route %d (%q): a probe needs no capability; remove capability %q or probe", i, r.Path, r.Capability)
+			}
+			for _, m := range r.Methods {
+				if m != "GET" && m != "HEAD" {
+					return nil, fmt.Errorf("mtls: route %d (%q): a probe answers GET and HEAD only, not %s", i, r.Path, m)
+				}
+			}
+		} else if policy != nil && !policy.Known(c) {
 			return nil, fmt.Errorf("mtls: route %d (%q): capability %q is not one authz knows (a bundle is not allowed here)", i, r.Path, r.Capability)
 		}
 		if len(r.Methods) == 0 {
 			return nil, fmt.Errorf("mtls: route %d (%q): list its methods (GET, POST, … or *)", i, r.Path)
+		}
+		lim, err := r.limits()
+		if err != nil {
+			return nil, fmt.Errorf("mtls: route %d (%q): %w", i, r.Path, err)
 		}
 		var methods []string
 		for _, m := range r.Methods {
@@ -155,13 +179,13 @@ func compileRoutes(routes []Route, policy *authz.Policy) (*routeTable, error) {
 		for _, e := range n.entries {
 			for _, x := range methods {
 				for _, y := range e.methods {
-					if x == y || x == "*" || y == "*" {
+					if x == y || x == "*" && y != MethodWebsocket || y == "*" && x != MethodWebsocket {
 						return nil, fmt.Errorf("mtls: route %d (%q): method %s is listed twice for this path", i, r.Path, x)
 					}
 				}
 			}
 		}
-		n.entries = append(n.entries, routeEntry{methods: methods, cap: c})
+		n.entries = append(n.entries, routeEntry{methods: methods, cap: c, limits: lim, probe: r.Probe})
 	}
 	return t, nil
 }
