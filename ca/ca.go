@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -66,9 +67,10 @@ type CA struct {
 	log    zerolog.Logger
 	now    func() time.Time
 
-	publicURL string
-	caURL     string
-	hosts     []string
+	publicURL   string
+	caURL       string // token audience base: https://<first host>:<CA port>
+	caPublicURL string // what devices are told: https://<public host>:<CA port>
+	hosts       []string
 
 	root, inter   *x509.Certificate
 	interKey      crypto.Signer
@@ -134,6 +136,14 @@ func Open(dir string, cfg Config, opts Options) (*CA, error) {
 	}
 	_, caPort, _ := net.SplitHostPort(set.listen)
 	c.caURL = "https://" + hostPort(c.hosts[0], caPort)
+	// The CA URL a device is told (`step ca bootstrap`) names the host of
+	// the public URL, as the device reaches it, not the first name of the
+	// gateway certificate. Tokens keep their audience (c.caURL): the CA
+	// accepts every name of its certificate.
+	c.caPublicURL = c.caURL
+	if u, err := url.Parse(c.publicURL); err == nil && u.Hostname() != "" {
+		c.caPublicURL = "https://" + hostPort(u.Hostname(), caPort)
+	}
 
 	if c.devices, err = newDeviceStore(c.db, c.now); err != nil {
 		return nil, err

@@ -141,7 +141,7 @@ func (c *CA) AddDevice(ctx context.Context, name string, caps []string, ttl, lif
 		return nil, err
 	}
 	return &EnrollToken{
-		Device: name, Token: tok, URL: c.publicURL, CAURL: c.caURL,
+		Device: name, Token: tok, URL: c.publicURL, CAURL: c.caPublicURL,
 		ExpiresAt: now.Add(ttl).UTC(), Fingerprint: c.fingerprint,
 	}, nil
 }

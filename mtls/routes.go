@@ -75,8 +75,27 @@ func (c Config) Validate(policy *authz.Policy) error {
 	if _, err := c.Networks(); err != nil {
 		return err
 	}
+	if _, err := c.Origin(); err != nil {
+		return err
+	}
+	if _, err := compileAgent(c.Agent, policy); err != nil {
+		return err
+	}
 	_, err := compileRoutes(c.RouteList(), policy)
 	return err
+}
+
+// Origin is the RFC 6454 origin of c.PublicURL ("https://host[:port]"),
+// or "" when it is not set.
+func (c Config) Origin() (string, error) {
+	if c.PublicURL == "" {
+		return "", nil
+	}
+	u, err := url.Parse(c.PublicURL)
+	if err != nil || u.Scheme != "https" || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" || (u.Path != "" && u.Path != "/") {
+		return "", fmt.Errorf("mtls: public_url %q is not an https://host[:port] URL", c.PublicURL)
+	}
+	return "https://" + strings.ToLower(u.Host), nil
 }
 
 // DefaultTrustedNetworks is loopback only: without configuration, nothing

@@ -62,7 +62,7 @@ func runDemo(ctx context.Context, e *env, dir, listen, caListen, agentAddr strin
 		fmt.Fprintf(w, "[1/4] Creating the data dir %s …\n", dir)
 		res, err := server.Init(ctx, dir, server.InitOptions{
 			Name: "hearth demo", Owner: "owner", Listen: listen, CAListen: caListen,
-			Upstream: "http://" + agentAddr, Logger: logger,
+			Upstream: "http://" + agentAddr, Agent: config.AgentSample, Logger: logger,
 		})
 		if err != nil {
 			return err

@@ -26,6 +26,7 @@ It prints the root fingerprint (SHA-256 of the root certificate) that devices
 pin when they enroll, and the owner's secrets: they are shown once and
 stored only hashed. init refuses a data dir that already holds files.`,
 		Example: `  hearth init --owner alice --hosts hearth.home.arpa,192.168.1.10
+  hearth init --agent openclaw --public-url https://hearth.home.arpa:8443
   hearth init --dir /var/lib/hearth --json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -59,7 +60,11 @@ stored only hashed. init refuses a data dir that already holds files.`,
 			for _, c := range res.RecoveryCodes {
 				fmt.Fprintf(w, "  %s\n", c)
 			}
-			fmt.Fprintf(w, "\nThese secrets are shown only now. Next:\n  hearth serve --dir %s\n  hearth device add laptop --caps system:read --dir %s\n", res.Dir, res.Dir)
+			fmt.Fprintf(w, "\nThese secrets are shown only now.\n")
+			if res.OpenClawPatch != "" {
+				fmt.Fprintf(w, "\nOpenClaw's side (trusted-proxy mode behind hearth) is in %s. Apply it with:\n  openclaw config patch --file %s\n", res.OpenClawPatch, res.OpenClawPatch)
+			}
+			fmt.Fprintf(w, "\nNext:\n  hearth serve --dir %s\n  hearth device add laptop --caps system:read --dir %s\n", res.Dir, res.Dir)
 			return nil
 		},
 	}
@@ -72,6 +77,8 @@ stored only hashed. init refuses a data dir that already holds files.`,
 	f.StringVar(&o.Upstream, "upstream", "http://127.0.0.1:18789", "the agent's URL written to hearth.yaml")
 	f.StringVar(&o.TrustDomain, "trust-domain", "hearth.home.arpa", "SPIFFE trust domain of device identities")
 	f.StringSliceVar(&o.TrustedNetworks, "trusted-networks", nil, "CIDRs of the home network (default loopback and private ranges)")
+	f.StringVar(&o.Agent, "agent", "openclaw", "agent profile: openclaw (routes, scopes and OpenClaw's side in openclaw.patch.json) or sample (the demo's sample agent)")
+	f.StringVar(&o.PublicURL, "public-url", "", "the gateway's URL as devices and browsers reach it (default https://<first host>:<port>)")
 	f.BoolVar(&asJSON, "json", false, "print one JSON object: fingerprint, owner, password, recovery_codes, …")
 	return cmd
 }

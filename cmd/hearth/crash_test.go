@@ -31,7 +31,7 @@ func TestCrashLosesNoAcknowledgedEntry(t *testing.T) {
 	}
 	dir := filepath.Join(t.TempDir(), "data")
 	var in initOut
-	if err := json.Unmarshal([]byte(mustHearth(t, dir, "init", "--json")), &in); err != nil {
+	if err := json.Unmarshal([]byte(mustHearth(t, dir, "init", "--agent", "sample", "--json")), &in); err != nil {
 		t.Fatal(err)
 	}
 	rootPEM, err := os.ReadFile(in.RootCert)

@@ -168,7 +168,7 @@ type initOut struct {
 func TestEndToEnd(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "data")
 	var in initOut
-	if err := json.Unmarshal([]byte(mustHearth(t, dir, "init", "--owner", "alice", "--json")), &in); err != nil {
+	if err := json.Unmarshal([]byte(mustHearth(t, dir, "init", "--owner", "alice", "--agent", "sample", "--json")), &in); err != nil {
 		t.Fatal(err)
 	}
 	if len(in.Fingerprint) != 64 || in.Owner != "alice" || len(in.Password) < 15 || len(in.RecoveryCodes) != 10 {

@@ -64,7 +64,7 @@ func startInteropHearth(t *testing.T, edit func(yaml string) string) *interopHea
 	t.Helper()
 	h := &interopHearth{dir: filepath.Join(t.TempDir(), "data"), curl: interopTool(t, "curl")}
 	var in initOut
-	if err := json.Unmarshal([]byte(mustHearth(t, h.dir, "init", "--owner", "alice", "--json")), &in); err != nil {
+	if err := json.Unmarshal([]byte(mustHearth(t, h.dir, "init", "--owner", "alice", "--agent", "sample", "--json")), &in); err != nil {
 		t.Fatal(err)
 	}
 	h.init, h.fingerprint, h.rootFile = in, in.Fingerprint, in.RootCert

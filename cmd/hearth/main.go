@@ -87,4 +87,5 @@ var commands = []func(*env) *cobra.Command{
 	newLoginCmd,
 	newAuthzCmd,
 	newAuditCmd,
+	newAgentCmd,
 }

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -30,7 +32,13 @@ type InitOptions struct {
 	// TrustedNetworks default to loopback and the private ranges of a home
 	// network (RFC 1918, RFC 4193).
 	TrustedNetworks []string
-	Logger          zerolog.Logger
+	// PublicURL is the gateway's URL as devices reach it; default
+	// https://<first host>:<port> (localhost without --hosts).
+	PublicURL string
+	// Agent is the agent profile (config.AgentOpenClaw, the default, or
+	// config.AgentSample).
+	Agent  string
+	Logger zerolog.Logger
 	Now             func() time.Time
 }
 
@@ -42,6 +50,10 @@ type InitResult struct {
 	Owner         string   `json:"owner"`
 	Password      string   `json:"password"`
 	RecoveryCodes []string `json:"recovery_codes"`
+	// Agent is the profile written; OpenClawPatch, for OpenClaw, the file
+	// holding OpenClaw's side (`openclaw config patch --file …`).
+	Agent         string `json:"agent"`
+	OpenClawPatch string `json:"openclaw_patch,omitempty"`
 }
 
 // ErrExists means init found a data dir that is not empty.
@@ -76,7 +88,19 @@ func Init(ctx context.Context, dir string, o InitOptions) (*InitResult, error) {
 	if len(o.TrustedNetworks) == 0 {
 		o.TrustedNetworks = []string{"127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fd00::/8"}
 	}
-	dir, err := filepath.Abs(dir)
+	if o.PublicURL == "" {
+		host := "localhost"
+		if len(o.Hosts) > 0 {
+			host = o.Hosts[0]
+		}
+		o.PublicURL = "https://" + net.JoinHostPort(host, strings.TrimPrefix(portOf(o.Listen), ":"))
+		o.PublicURL = strings.TrimSuffix(o.PublicURL, ":")
+	}
+	agent, err := config.CheckAgent(o.Agent)
+	if err != nil {
+		return nil, err
+	}
+	dir, err = filepath.Abs(dir)
 	if err != nil {
 		return nil, err
 	}
@@ -104,7 +128,7 @@ func Init(ctx context.Context, dir string, o InitOptions) (*InitResult, error) {
 
 	yml, err := config.Render(config.Defaults{
 		Name: o.Name, Listen: o.Listen, CAListen: o.CAListen, Upstream: o.Upstream,
-		TrustDomain: o.TrustDomain, TrustedNetworks: o.TrustedNetworks,
+		TrustDomain: o.TrustDomain, TrustedNetworks: o.TrustedNetworks, PublicURL: o.PublicURL, Agent: agent,
 	})
 	if err != nil {
 		return nil, err
@@ -148,6 +172,17 @@ func Init(ctx context.Context, dir string, o InitOptions) (*InitResult, error) {
 	}
 	if err := os.WriteFile(filepath.Join(tmp, config.FileName), yml, 0o600); err != nil {
 		return nil, fmt.Errorf("server: %w", err)
+	}
+	res.Agent = agent
+	if agent == config.AgentOpenClaw {
+		patch, err := config.OpenClawPatch(cfg.Gateway)
+		if err != nil {
+			return nil, err
+		}
+		if err := os.WriteFile(filepath.Join(tmp, config.OpenClawPatchName), patch, 0o600); err != nil {
+			return nil, fmt.Errorf("server: %w", err)
+		}
+		res.OpenClawPatch = filepath.Join(dir, config.OpenClawPatchName)
 	}
 	// rename(2) replaces an empty directory and refuses a non-empty one, so
 	// a data dir that appeared meanwhile is not overwritten.

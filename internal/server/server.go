@@ -149,6 +149,9 @@ func Open(opts Options) (*Server, error) {
 	}
 	publicURL := opts.PublicURL
 	if publicURL == "" {
+		publicURL = cfg.Gateway.PublicURL
+	}
+	if publicURL == "" {
 		publicURL = "https://localhost" + portOf(cfg.Gateway.Listen)
 	}
 	s.ca, err = ca.Open(dir, cfg.CA, ca.Options{
@@ -178,6 +181,7 @@ func Open(opts Options) (*Server, error) {
 		Routes:          routes,
 		Upstream:        upstream,
 		TrustedNetworks: s.trusted,
+		Agent:           cfg.Gateway.Agent,
 		Hearth:          http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }),
 		Logger:          s.log,
 		Now:             opts.Now,
