@@ -90,4 +90,3 @@ func OpenClawPatch(gw mtls.Config) ([]byte, error) {
 	}
 	return append(b, '\n'), nil
 }
-

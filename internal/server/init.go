@@ -39,7 +39,7 @@ type InitOptions struct {
 	// config.AgentSample).
 	Agent  string
 	Logger zerolog.Logger
-	Now             func() time.Time
+	Now    func() time.Time
 }
 
 // InitResult is what init prints once: the secrets are not stored in clear.
