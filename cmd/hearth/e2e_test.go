@@ -107,7 +107,13 @@ var servingRE = regexp.MustCompile(`serving gateway on (\S+), CA on (\S+),`)
 // waits for it to print where it listens.
 func startServe(t *testing.T, dir, upstream string) *served {
 	t.Helper()
-	cmd := exec.Command(hearthBin, "serve", "--dir", dir, "--listen", "127.0.0.1:0", "--ca-listen", "127.0.0.1:0", "--upstream", upstream)
+	return startServeOn(t, dir, "127.0.0.1:0", upstream)
+}
+
+// startServeOn is startServe with the gateway on listen.
+func startServeOn(t *testing.T, dir, listen, upstream string) *served {
+	t.Helper()
+	cmd := exec.Command(hearthBin, "serve", "--dir", dir, "--listen", listen, "--ca-listen", "127.0.0.1:0", "--upstream", upstream)
 	pr, pw := io.Pipe()
 	buf := &lockedBuffer{}
 	cmd.Stderr = io.MultiWriter(pw, buf)
