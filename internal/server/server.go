@@ -331,7 +331,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	defer os.Remove(admin.SocketPath(s.opts.Dir))
 
-	gwSrv := s.gateway.Server(mtls.ServerTLSConfig(s.ca.ServerCertificate(), s.ca.Roots()))
+	gwSrv := s.gateway.Server(mtls.ServerTLSConfig(s.ca.ServerCertificate(), s.ca.ClientCAs()))
 	caSrv := &http.Server{
 		Handler:           s.ca.APIHandler(),
 		TLSConfig:         s.ca.APITLSConfig(),
