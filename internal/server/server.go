@@ -250,6 +250,8 @@ func (s *Server) webUI() *webui.UI {
 	}
 	return webui.New(webui.Options{
 		Auth: s.auth, Policy: s.policy, Devices: s.ca, Audit: s.audit, Recorder: s.audit,
+		Enrollment: s.ca, Users: s.auth, AuditStatus: webui.LogStatus{Dir: s.opts.Dir, Log: s.audit},
+		Household:     s.cfg.Name,
 		OIDCProviders: providers, Now: s.opts.Now, Logger: s.log,
 	})
 }
