@@ -131,6 +131,7 @@ func newEnv(t *testing.T, eo envOpts) *env {
 	up, _ := url.Parse(agent.URL)
 	gw, err := mtls.NewGateway(mtls.GatewayOptions{
 		Policy: pol, Devices: c, Tokens: as, Audit: lg, Upstream: up, Hearth: hearth, Now: clk.Now,
+		Routes: mtls.DefaultRoutes(),
 	})
 	if err != nil {
 		t.Fatal(err)
