@@ -231,6 +231,30 @@ func TestUsersAndAccountPages(t *testing.T) {
 	if r := e.login(t, g, "gran", granPw, ""); r.status != http.StatusSeeOther {
 		t.Fatalf("gran's login = %d", r.status)
 	}
+	// A second session of hers (another browser), listed and ended from
+	// the first.
+	g2 := e.browser(t)
+	if r := e.login(t, g2, "gran", granPw, ""); r.status != http.StatusSeeOther {
+		t.Fatalf("gran's second login = %d", r.status)
+	}
+	r = e.do(t, g, "GET", webui.AccountPath, nil, nil)
+	if strings.Count(r.body, "<tr><td data-label=\"Signed in\">") != 2 || strings.Count(r.body, `good">this one<`) != 1 {
+		t.Fatalf("account page does not list two sessions, one of them this one:\n%s", r.body)
+	}
+	fam := match(t, regexp.MustCompile(`name="family" value="([^"]+)"`), r.body)
+	if r := e.do(t, g, "POST", webui.AccountPath+"/end-session", url.Values{"family": {fam}}, e.sameOrigin()); r.status != 200 {
+		t.Fatalf("end session = %d:\n%s", r.status, r.body)
+	}
+	if r := e.do(t, g2, "GET", webui.Prefix, nil, nil); r.status != http.StatusSeeOther {
+		t.Errorf("the ended session still opens the home page (%d)", r.status)
+	}
+	if r := e.do(t, g, "GET", webui.Prefix, nil, nil); r.status != 200 {
+		t.Errorf("ending the other session ended this one too (%d)", r.status)
+	}
+	// A family that is not hers: refused.
+	if r := e.do(t, g, "POST", webui.AccountPath+"/end-session", url.Values{"family": {"0000"}}, e.sameOrigin()); r.status != http.StatusUnauthorized {
+		t.Errorf("ending an unknown session = %d, want 401", r.status)
+	}
 	// Her account page: TOTP enrolment with a QR code.
 	r = e.do(t, g, "POST", webui.AccountPath+"/totp", url.Values{}, e.sameOrigin())
 	if r.status != 200 || !strings.Contains(r.body, `<svg class="qr"`) {

@@ -42,6 +42,8 @@ type Users interface {
 	RegenerateRecoveryCodes(ctx context.Context, name string) ([]string, error)
 	Recover(ctx context.Context, req auth.RecoverRequest) error
 	ResetPassword(ctx context.Context, username, code, newPassword, client string) error
+	Sessions(ctx context.Context, name, current string) []auth.SessionInfo
+	EndSession(ctx context.Context, name, family, client string) error
 }
 
 // AuditStatus is what the Audit page shows beside the entries.
@@ -290,7 +292,14 @@ type devicesData struct {
 	Link     *linkData
 	AddName  string
 	AddError string
+	// LastSeen is each device's latest allowed request among the latest
+	// LastSeenScan device decisions in the audit log, formatted.
+	LastSeen map[string]string
 }
+
+// LastSeenScan bounds how many of the latest device decisions the Devices
+// page reads to tell when each device was last seen.
+const LastSeenScan = 2000
 
 type linkData struct {
 	Device  string
@@ -328,6 +337,20 @@ func (u *UI) listDevices(w http.ResponseWriter, r *http.Request, d *devicesData)
 	if d.Devices, err = u.o.Devices.ListDevices(r.Context()); err != nil {
 		u.unavailable(w, err)
 		return false
+	}
+	d.LastSeen = map[string]string{}
+	if u.o.Audit == nil {
+		return true
+	}
+	es, err := u.o.Audit.Tail(LastSeenScan, func(e audit.Entry) bool {
+		return e.Name == audit.EventAuthzDecision && e.Outcome == audit.OutcomeAllow && strings.HasPrefix(e.Principal, "device:")
+	})
+	if err != nil {
+		u.unavailable(w, err)
+		return false
+	}
+	for _, e := range es { // oldest first: the last write wins
+		d.LastSeen[strings.TrimPrefix(e.Principal, "device:")] = e.Time.UTC().Format("2006-01-02 15:04")
 	}
 	return true
 }
@@ -587,6 +610,7 @@ type accountData struct {
 	Codes       []string
 	Done        string
 	FreshNeeded bool
+	Sessions    []auth.SessionInfo
 }
 
 // self returns the signed-in user's name, or answers the request.
@@ -618,6 +642,7 @@ func (u *UI) renderAccount(w http.ResponseWriter, r *http.Request, p page, name 
 			d.User = &us[i]
 		}
 	}
+	d.Sessions = u.o.Users.Sessions(r.Context(), name, sessionToken(r))
 	p.Data = d
 	u.render(w, status, "account", p)
 }
@@ -648,13 +673,16 @@ func (u *UI) accountAction(w http.ResponseWriter, r *http.Request) {
 			u.renderAccount(w, r, p, name, http.StatusBadRequest, accountData{})
 			return
 		}
-		err = u.o.Users.SetPassword(ctx, name, f.Get("current"), f.Get("new"), strings.TrimSpace(f.Get("totp")), "", r.RemoteAddr)
-		if err == nil {
-			// Every session ended, this one too (auth.SetPassword).
-			clearCookie(w)
-			http.Redirect(w, r, LoginPath+"?done=signed-out", http.StatusSeeOther)
-			return
+		// Every other session ends; this one is kept (auth.SetPassword).
+		keep := ""
+		for _, si := range u.o.Users.Sessions(ctx, name, sessionToken(r)) {
+			if si.Current {
+				keep = si.Family
+			}
 		}
+		err = u.o.Users.SetPassword(ctx, name, f.Get("current"), f.Get("new"), strings.TrimSpace(f.Get("totp")), keep, r.RemoteAddr)
+	case "end-session":
+		err = u.o.Users.EndSession(ctx, name, f.Get("family"), r.RemoteAddr)
 	case "totp":
 		var otpURL string
 		d.TOTPSecret, otpURL, err = u.o.Users.EnrollTOTP(ctx, name)
@@ -683,4 +711,12 @@ func (u *UI) accountAction(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	u.renderAccount(w, r, p, name, http.StatusOK, d)
+}
+
+// sessionToken is the session cookie's token, or "".
+func sessionToken(r *http.Request) string {
+	if c, err := r.Cookie(mtls.SessionCookie); err == nil {
+		return c.Value
+	}
+	return ""
 }

@@ -372,7 +372,7 @@ func (u *UI) home(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, LoginPath, http.StatusSeeOther)
 		return
 	}
-	p := u.base(w, r, "hearth", pr)
+	p := u.base(w, r, "Home", pr)
 	p.Nav = "home"
 	d, ok := u.decideAdmin(w, r, pr, "view")
 	if !ok {
