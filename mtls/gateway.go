@@ -570,6 +570,9 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	now := g.now()
 	zone := g.zone(r.RemoteAddr)
 	cred, fail := presented(r)
+	if g.refuseCrossSite(w, r, norm, cred) { // crosssite.go
+		return
+	}
 	var pr *authz.Principal
 	if fail == authOK {
 		pr, fail = g.authenticate(r.Context(), cred, zone, now)

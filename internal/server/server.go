@@ -254,6 +254,8 @@ func (s *Server) webUI() *webui.UI {
 	}
 	return webui.New(webui.Options{
 		Auth: s.auth, Policy: s.policy, Devices: s.ca, Audit: s.audit, Recorder: s.audit,
+		Enrollment: s.ca, Users: s.auth, AuditStatus: webui.LogStatus{Dir: s.opts.Dir, Log: s.audit},
+		Household:     s.cfg.Name,
 		OIDCProviders: providers, Now: s.opts.Now, Logger: s.log,
 	})
 }
@@ -335,7 +337,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	defer os.Remove(admin.SocketPath(s.opts.Dir))
 
-	gwSrv := s.gateway.Server(mtls.ServerTLSConfig(s.ca.ServerCertificate(), s.ca.Roots()))
+	gwSrv := s.gateway.Server(mtls.ServerTLSConfig(s.ca.ServerCertificate(), s.ca.ClientCAs()))
 	caSrv := &http.Server{
 		Handler:           s.ca.APIHandler(),
 		TLSConfig:         s.ca.APITLSConfig(),

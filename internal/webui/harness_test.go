@@ -3,14 +3,17 @@ package webui_test
 import (
 	"context"
 	"crypto/tls"
+	"html"
 	"io"
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
 	"net/url"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -58,6 +61,9 @@ type env struct {
 	clk   *clock
 	tls   *tls.Config // client side: trusts hearth's root only
 	rootT string      // root's TOTP secret
+	dir   string
+	// agentHits counts the requests that reached the agent.
+	agentHits *atomic.Int64
 }
 
 type envOpts struct {
@@ -110,27 +116,32 @@ func newEnv(t *testing.T, eo envOpts) *env {
 	}
 	ui := webui.New(webui.Options{
 		Auth: as, Policy: pol, Devices: devs, Audit: lg, Recorder: lg,
+		Enrollment: c, Users: as, AuditStatus: webui.LogStatus{Dir: dir, Log: lg},
+		Household:     "The Testers' house",
 		OIDCProviders: eo.providers, Now: clk.Now,
 	})
 	hearth := http.NewServeMux()
 	hearth.Handle(webui.Prefix, ui.Handler())
+	hits := new(atomic.Int64)
 	agent := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		io.WriteString(w, "agent")
+		hits.Add(1)
+		io.WriteString(w, "agent says hello to "+r.Header.Get(mtls.HeaderPrincipal))
 	}))
 	t.Cleanup(agent.Close)
 	up, _ := url.Parse(agent.URL)
 	gw, err := mtls.NewGateway(mtls.GatewayOptions{
 		Policy: pol, Devices: c, Tokens: as, Audit: lg, Upstream: up, Hearth: hearth, Now: clk.Now,
+		Routes: mtls.DefaultRoutes(),
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv := httptest.NewUnstartedServer(gw)
-	srv.TLS = mtls.ServerTLSConfig(c.ServerCertificate(), c.Roots())
+	srv.TLS = mtls.ServerTLSConfig(c.ServerCertificate(), c.ClientCAs())
 	srv.StartTLS()
 	t.Cleanup(srv.Close)
 
-	e := &env{url: srv.URL, srv: srv, auth: as, ca: c, log: lg, clk: clk,
+	e := &env{url: srv.URL, srv: srv, auth: as, ca: c, log: lg, clk: clk, dir: dir, agentHits: hits,
 		tls: &tls.Config{RootCAs: c.Roots(), MinVersion: tls.VersionTLS13}}
 	if err := as.AddUser(ctx, "alice", []string{"system:read"}, alicePw); err != nil {
 		t.Fatal(err)
@@ -183,6 +194,10 @@ func (e *env) do(t *testing.T, c *http.Client, method, path string, form url.Val
 	t.Helper()
 	var body io.Reader
 	if form != nil {
+		if !form.Has("csrf") {
+			form = cloneValues(form)
+			form.Set("csrf", e.csrf(t, c))
+		}
 		body = strings.NewReader(form.Encode())
 	}
 	req, err := http.NewRequest(method, e.url+path, body)
@@ -205,6 +220,33 @@ func (e *env) do(t *testing.T, c *http.Client, method, path string, form url.Val
 		t.Fatal(err)
 	}
 	return resp{r.StatusCode, r.Header, string(b)}
+}
+
+func cloneValues(v url.Values) url.Values {
+	out := url.Values{}
+	for k, vs := range v {
+		out[k] = append([]string(nil), vs...)
+	}
+	return out
+}
+
+var csrfRE = regexp.MustCompile(`name="csrf" value="([^"]+)"`)
+
+// csrf is the CSRF token of c's forms, read from the sign-in page (which
+// sets c's CSRF cookie when it has none).
+func (e *env) csrf(t *testing.T, c *http.Client) string {
+	t.Helper()
+	r := e.do(t, c, "GET", webui.LoginPath, nil, nil)
+	return formToken(t, r.body)
+}
+
+func formToken(t *testing.T, body string) string {
+	t.Helper()
+	m := csrfRE.FindStringSubmatch(body)
+	if m == nil {
+		t.Fatalf("no CSRF field in the page:\n%s", body)
+	}
+	return html.UnescapeString(m[1])
 }
 
 // sameOrigin is what a browser sends on a form post from hearth's page.

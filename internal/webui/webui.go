@@ -25,7 +25,6 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -79,6 +78,17 @@ type Options struct {
 	// Recorder records the hearth:admin decision of a page view before
 	// admin data is read (*audit.Log). Nil: audit.Discard (tests only).
 	Recorder audit.Recorder
+	// Household is the household's name, shown on the sign-in page.
+	Household string
+	// Enrollment adds phones from the Devices page and serves the page the
+	// QR code opens (*ca.CA); nil shows the device list only.
+	Enrollment Enrollment
+	// Users serves the Users and Account pages (*auth.Service); nil hides
+	// them.
+	Users Users
+	// AuditStatus tells the Audit page whether the log verifies and what its
+	// latest checkpoint is; nil shows neither.
+	AuditStatus AuditStatus
 	// OIDCProviders are the configured OIDC providers, each shown as a
 	// "Sign in with <DisplayName>" link, in this order.
 	OIDCProviders []OIDCProvider
@@ -98,7 +108,8 @@ type OIDCProvider struct {
 
 // UI serves the pages. Build it with New.
 type UI struct {
-	o Options
+	o    Options
+	keys pageKeys
 }
 
 // New returns the pages for o.
@@ -110,7 +121,7 @@ func New(o Options) *UI {
 		o.Recorder = audit.Discard{}
 	}
 	o.OIDCProviders = slices.Clone(o.OIDCProviders)
-	return &UI{o: o}
+	return &UI{o: o, keys: newPageKeys()}
 }
 
 // Handler serves every path under /.hearth/ui/. Mount it on the gateway's
@@ -121,6 +132,7 @@ func (u *UI) Handler() http.Handler {
 	mux.HandleFunc("POST "+LoginPath, u.login)
 	mux.HandleFunc("POST "+LogoutPath, u.logout)
 	mux.HandleFunc("GET "+Prefix+"{$}", u.home)
+	u.routes(mux) // pages.go
 	mux.HandleFunc(Prefix, func(w http.ResponseWriter, r *http.Request) {
 		u.render(w, http.StatusNotFound, "message", page{Title: "Not found", Message: "There is no such page."})
 	})
@@ -155,6 +167,13 @@ var templates = template.Must(template.ParseFS(templateFS, "templates/*.html"))
 type page struct {
 	Title   string
 	Message string
+	Notice  string // a success message
+	CSRF    string // the token every form carries (csrf.go)
+	Nav     string // the current section, for the navigation bar
+	// Household is the household's name (sign-in page).
+	Household string
+	// Data is the page's own content (pages.go).
+	Data any
 	// Login page.
 	Providers []provider
 	Username  string
@@ -185,10 +204,17 @@ func (u *UI) render(w http.ResponseWriter, status int, name string, p page) {
 }
 
 func (u *UI) loginPage(w http.ResponseWriter, r *http.Request) {
-	u.renderLogin(w, http.StatusOK, "", "")
+	msg := ""
+	switch r.URL.Query().Get("done") {
+	case "password":
+		msg = "Your new password is set. Sign in with it."
+	case "signed-out":
+		msg = "Your password changed and every session ended. Sign in again."
+	}
+	u.renderLogin(w, r, http.StatusOK, msg, "")
 }
 
-func (u *UI) renderLogin(w http.ResponseWriter, status int, msg, username string) {
+func (u *UI) renderLogin(w http.ResponseWriter, r *http.Request, status int, msg, username string) {
 	ps := make([]provider, 0, len(u.o.OIDCProviders))
 	for _, op := range u.o.OIDCProviders {
 		name := op.DisplayName
@@ -197,7 +223,8 @@ func (u *UI) renderLogin(w http.ResponseWriter, status int, msg, username string
 		}
 		ps = append(ps, provider{Name: name, URL: "/.hearth/v1/auth/oidc/" + url.PathEscape(op.Name) + "/login?return=" + url.QueryEscape(Prefix)})
 	}
-	u.render(w, status, "login", page{Title: "Sign in", Message: msg, Providers: ps, Username: username})
+	u.render(w, status, "login", page{Title: "Sign in", Message: msg, Providers: ps, Username: username,
+		Household: u.o.Household, CSRF: u.csrfToken(w, r)})
 }
 
 // sameOrigin reports whether a state-changing request was started by a
@@ -255,11 +282,7 @@ func (u *UI) forbidden(w http.ResponseWriter) {
 const msgInvalid = "Wrong user name or password (or one-time code)."
 
 func (u *UI) login(w http.ResponseWriter, r *http.Request) {
-	if !sameOrigin(r) {
-		u.forbidden(w)
-		return
-	}
-	if !u.readForm(w, r) {
+	if !u.formOK(w, r) {
 		return
 	}
 	f := r.PostForm
@@ -273,25 +296,20 @@ func (u *UI) login(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case err == nil:
 	case errors.As(err, &te):
-		secs := int64((te.RetryAfter + time.Second - 1) / time.Second)
-		if secs < 1 {
-			secs = 1
-		}
-		w.Header().Set("Retry-After", strconv.FormatInt(secs, 10))
-		u.renderLogin(w, http.StatusTooManyRequests, "Too many attempts. Try again in "+(time.Duration(secs)*time.Second).String()+".", "")
+		u.renderLogin(w, r, http.StatusTooManyRequests, throttled(w, te.RetryAfter), "")
 		return
 	case errors.Is(err, auth.ErrBusy):
 		w.Header().Set("Retry-After", "1")
-		u.renderLogin(w, http.StatusServiceUnavailable, "hearth is busy. Try again in a moment.", "")
+		u.renderLogin(w, r, http.StatusServiceUnavailable, "hearth is busy. Try again in a moment.", "")
 		return
 	case errors.Is(err, auth.ErrUnavailable):
-		u.renderLogin(w, http.StatusServiceUnavailable, "hearth cannot sign you in right now (its store or audit log is unavailable).", "")
+		u.renderLogin(w, r, http.StatusServiceUnavailable, "hearth cannot sign you in right now (its store or audit log is unavailable).", "")
 		return
 	default:
 		if !errors.Is(err, auth.ErrInvalidCredentials) {
 			u.o.Logger.Warn().Str("client", r.RemoteAddr).Str("error_type", errType(err)).Msg("webui: login failed")
 		}
-		u.renderLogin(w, http.StatusUnauthorized, msgInvalid, "")
+		u.renderLogin(w, r, http.StatusUnauthorized, msgInvalid, "")
 		return
 	}
 	maxAge := int(sess.ExpiresAt.Sub(u.o.Now()) / time.Second)
@@ -330,8 +348,7 @@ func clearCookie(w http.ResponseWriter) {
 }
 
 func (u *UI) logout(w http.ResponseWriter, r *http.Request) {
-	if !sameOrigin(r) {
-		u.forbidden(w)
+	if !u.formOK(w, r) {
 		return
 	}
 	c, err := r.Cookie(mtls.SessionCookie)
@@ -355,48 +372,15 @@ func (u *UI) home(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, LoginPath, http.StatusSeeOther)
 		return
 	}
-	p := page{Title: "hearth", Principal: pr}
-	if c, err := r.Cookie(mtls.SessionCookie); err == nil && c.Value != "" && pr.Method == authz.MethodToken {
-		p.Logout = true
-	}
-	now := u.o.Now()
-	d := u.o.Policy.Decide(pr, authz.CapHearthAdmin, now)
-	outcome := audit.OutcomeDeny
-	if d.Allow {
-		outcome = audit.OutcomeAllow
-	}
-	// The decision is recorded before any admin data is read, as every
-	// other hearth:admin decision is (fail closed: 503 without it).
-	err := u.o.Recorder.Record(r.Context(), audit.Event{
-		Name: audit.EventAuthzDecision, Outcome: outcome, Principal: pr.ID,
-		Resource: Prefix, Reason: d.Reason(), Client: r.RemoteAddr,
-		Meta: map[string]string{"capability": string(authz.CapHearthAdmin), "via": "webui", "method": string(pr.Method), "zone": string(pr.Zone)},
-	})
-	if err != nil {
-		u.o.Logger.Error().Err(err).Msg("webui: recording a decision failed")
-		u.render(w, http.StatusServiceUnavailable, "message", page{Title: "Unavailable", Message: "hearth's audit log is unavailable; try again shortly."})
+	p := u.base(w, r, "Home", pr)
+	p.Nav = "home"
+	d, ok := u.decideAdmin(w, r, pr, "view")
+	if !ok {
 		return
 	}
+	p.Admin = d.Allow
 	if !d.Allow {
 		p.Denied = d.Reason()
-		u.render(w, http.StatusOK, "home", p)
-		return
-	}
-	p.Admin = true
-	if u.o.Devices != nil {
-		if p.Devices, err = u.o.Devices.ListDevices(r.Context()); err != nil {
-			u.unavailable(w, err)
-			return
-		}
-	}
-	if u.o.Audit != nil {
-		es, err := u.o.Audit.Tail(AuditRows, nil)
-		if err != nil {
-			u.unavailable(w, err)
-			return
-		}
-		slices.Reverse(es) // newest first
-		p.Entries = es
 	}
 	u.render(w, http.StatusOK, "home", p)
 }
