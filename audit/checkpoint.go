@@ -11,30 +11,44 @@ import (
 	"golang.org/x/mod/sumdb/tlog"
 )
 
-// CheckpointHeader is the first line of every checkpoint text. It names the
-// format and its version; tlog.FormatTree is not used because it writes the
-// Go checksum database's header.
-const CheckpointHeader = "hearth audit log v1"
+// LegacyCheckpointHeader is the first line of the checkpoints hearth wrote
+// before it adopted the C2SP format: logs made then keep verifying, and go
+// on in the new format with no gap in the tree (see ParseCheckpoint).
+const LegacyCheckpointHeader = "hearth audit log v1"
+
+// CheckpointHeader is the old name of LegacyCheckpointHeader.
+//
+// Deprecated: new checkpoints have no header line.
+const CheckpointHeader = LegacyCheckpointHeader
 
 // Checkpoint is the state of the log at one size: the RFC 6962 Merkle tree
 // hash of its first Size entries. Its text form, which the log signs as a
-// note (golang.org/x/mod/sumdb/note, Ed25519), is exactly four lines:
+// note (c2sp.org/signed-note, Ed25519, type 0x01, with a key named like the
+// origin), is the c2sp.org/tlog-checkpoint v1.0.0 body, three lines and no
+// extension lines:
 //
-//	hearth audit log v1
 //	<origin>
 //	<size, canonical decimal>
 //	<root hash, standard base64>
+//
+// Checkpoints written before that format (Legacy) have one more line,
+// LegacyCheckpointHeader, first; ParseCheckpoint reads both, the log writes
+// only the new one.
 type Checkpoint struct {
 	// Origin names the log; it is also the name of the log's signing key.
 	Origin string
 	Size   int64
 	Hash   tlog.Hash
+	// Legacy marks a checkpoint in the old four-line form.
+	Legacy bool
 }
 
 // Text returns the checkpoint's text, the message that is signed.
 func (c Checkpoint) Text() []byte {
 	b := make([]byte, 0, 128)
-	b = append(b, CheckpointHeader+"\n"...)
+	if c.Legacy {
+		b = append(b, LegacyCheckpointHeader+"\n"...)
+	}
 	b = append(b, c.Origin...)
 	b = append(b, '\n')
 	b = strconv.AppendInt(b, c.Size, 10)
@@ -46,34 +60,37 @@ func (c Checkpoint) Text() []byte {
 // ErrMalformedCheckpoint is wrapped by the errors of ParseCheckpoint.
 var ErrMalformedCheckpoint = errors.New("audit: malformed checkpoint")
 
-// ParseCheckpoint parses a checkpoint text strictly: the four lines exactly,
-// each ending in a newline, nothing after; a valid origin; a size in
-// canonical decimal (no sign, no leading zero); a hash in canonical
-// standard base64 of exactly 32 bytes.
+// ParseCheckpoint parses a checkpoint text strictly: the three lines of
+// c2sp.org/tlog-checkpoint (or the four of a legacy checkpoint), each
+// ending in a newline, nothing after (this log writes no extension lines,
+// so it accepts none); a valid origin; a size in canonical decimal (no
+// sign, no leading zero); a hash in canonical standard base64 of exactly
+// 32 bytes.
 func ParseCheckpoint(text []byte) (Checkpoint, error) {
 	var c Checkpoint
 	lines := bytes.SplitAfter(text, []byte("\n"))
-	if len(lines) != 5 || len(lines[4]) != 0 {
-		return c, fmt.Errorf("%w: want exactly four lines", ErrMalformedCheckpoint)
+	legacy := len(lines) > 0 && string(lines[0]) == LegacyCheckpointHeader+"\n"
+	if legacy {
+		lines = lines[1:]
 	}
-	for i := range 4 {
+	if len(lines) != 4 || len(lines[3]) != 0 {
+		return c, fmt.Errorf("%w: want exactly three lines (origin, size, hash)", ErrMalformedCheckpoint)
+	}
+	for i := range 3 {
 		lines[i] = lines[i][:len(lines[i])-1]
 	}
-	if string(lines[0]) != CheckpointHeader {
-		return c, fmt.Errorf("%w: first line is not %q", ErrMalformedCheckpoint, CheckpointHeader)
-	}
-	if !validOrigin(string(lines[1])) {
+	if !validOrigin(string(lines[0])) {
 		return c, fmt.Errorf("%w: bad origin", ErrMalformedCheckpoint)
 	}
-	size, ok := parseCanonicalInt(string(lines[2]))
+	size, ok := parseCanonicalInt(string(lines[1]))
 	if !ok {
 		return c, fmt.Errorf("%w: size is not a canonical decimal", ErrMalformedCheckpoint)
 	}
-	h, ok := parseCanonicalHash(string(lines[3]))
+	h, ok := parseCanonicalHash(string(lines[2]))
 	if !ok {
 		return c, fmt.Errorf("%w: hash is not canonical base64 of 32 bytes", ErrMalformedCheckpoint)
 	}
-	return Checkpoint{Origin: string(lines[1]), Size: size, Hash: h}, nil
+	return Checkpoint{Origin: string(lines[0]), Size: size, Hash: h, Legacy: legacy}, nil
 }
 
 // OpenCheckpoint checks the signed checkpoint msg (a note) against
@@ -157,20 +174,29 @@ func parseCanonicalHash(s string) (tlog.Hash, bool) {
 	return h, h.String() == s
 }
 
-// The checkpoints file holds every signed checkpoint in order, each note
+// The checkpoints file holds signed checkpoints in order, each note
 // followed by one empty line:
 //
-//	hearth audit log v1\n<origin>\n<size>\n<hash>\n\n— <key name> <sig>\n\n
+//	<checkpoint text>\n— <key name> <sig>\n\n
 //
-// A record that ends before its final empty line is a torn tail (a crash
-// while appending); a complete record that does not have this shape is
-// damage.
+// Before the framed segments, it was the log's only record of its
+// checkpoints (legacy four-line texts); now the authoritative copy of each
+// checkpoint is the record in the segment stream, and this file is a
+// cache of them, appended after each batch is durable and never fsynced,
+// that lets readers find the latest checkpoint without scanning a segment
+// (Reader.Latest) and lets recovery notice signed history that went
+// missing from the segments. A record that ends before its final empty
+// line is a torn tail (a crash while appending); a complete record that
+// does not have this shape is damage.
 
 // cpRecord is one record of the checkpoints file.
 type cpRecord struct {
 	msg []byte // the signed note, without the separating empty line
 	end int64  // offset just past the record, separator included
 }
+
+// maxCheckpointLines bounds a checkpoint text: four lines (legacy).
+const maxCheckpointLines = 4
 
 // splitCheckpoints splits the checkpoints file into records. torn is the
 // offset of an incomplete final record, or -1.
@@ -189,18 +215,21 @@ func splitCheckpoints(data []byte) (recs []cpRecord, torn int64, err error) {
 		}
 		complete := true
 		var bad string
-		for k := 0; k < 4 && complete && bad == ""; k++ {
+		for k := 0; complete && bad == ""; k++ {
 			l, ok := line()
 			if !ok {
 				complete = false
-			} else if k == 0 && string(l) != CheckpointHeader {
-				bad = "does not start with the checkpoint header"
+				break
 			}
-		}
-		if complete && bad == "" {
-			if l, ok := line(); !ok {
-				complete = false
-			} else if len(l) != 0 {
+			if len(l) == 0 {
+				if k < 3 {
+					bad = "has fewer than three lines before its signatures"
+				}
+				break
+			}
+			if k == 0 && bytes.HasPrefix(l, []byte("— ")) {
+				bad = "starts with a signature"
+			} else if k >= maxCheckpointLines {
 				bad = "has no empty line before its signatures"
 			}
 		}
@@ -238,23 +267,33 @@ func splitCheckpoints(data []byte) (recs []cpRecord, torn int64, err error) {
 // end of the checkpoints file (data is the window, base its offset). It
 // returns ok=false if the window holds no complete record.
 func lastCheckpointRecord(data []byte, base int64) (rec cpRecord, ok bool) {
-	hdr := []byte(CheckpointHeader + "\n")
+	// A record starts at the file's start or after an empty line, with a
+	// line that is not a signature.
 	for end := len(data); end > 0; {
-		i := bytes.LastIndex(data[:end], hdr)
+		i := bytes.LastIndex(data[:end], []byte("\n\n"))
+		start := i + 2
+		if i < 0 {
+			if base != 0 {
+				return rec, false
+			}
+			start = 0
+		}
+		end = max(i, 0)
+		if start >= len(data) || bytes.HasPrefix(data[start:], []byte("— ")) {
+			if i < 0 {
+				return rec, false
+			}
+			continue
+		}
+		recs, _, err := splitCheckpoints(data[start:])
+		if err == nil && len(recs) > 0 {
+			r := recs[len(recs)-1]
+			r.end += base + int64(start)
+			return r, true
+		}
 		if i < 0 {
 			return rec, false
 		}
-		end = i
-		if base+int64(i) != 0 && (i < 2 || data[i-1] != '\n' || data[i-2] != '\n') {
-			continue
-		}
-		recs, _, err := splitCheckpoints(data[i:])
-		if err != nil || len(recs) == 0 {
-			continue
-		}
-		r := recs[len(recs)-1]
-		r.end += base + int64(i)
-		return r, true
 	}
 	return rec, false
 }

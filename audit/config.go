@@ -12,12 +12,21 @@ type Config struct {
 	// A batch is never split across segments, so a segment may exceed it by
 	// one batch.
 	SegmentSize int64 `yaml:"segment_size,omitempty"`
+	// Witnesses cosign the log's checkpoints (c2sp.org/tlog-witness): the
+	// server pushes its latest checkpoint to each, at most once a second,
+	// and keeps the cosignatures in <data dir>/audit/witnesses.
+	Witnesses []Witness `yaml:"witnesses,omitempty"`
 }
 
 // Validate checks the configuration without opening anything.
 func (c Config) Validate() error {
 	if c.SegmentSize < 0 {
 		return fmt.Errorf("audit: segment_size %d is negative", c.SegmentSize)
+	}
+	for _, w := range c.Witnesses {
+		if err := w.validate(); err != nil {
+			return err
+		}
 	}
 	return nil
 }

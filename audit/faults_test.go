@@ -90,7 +90,7 @@ func (f *faultFile) Truncate(n int64) error {
 func TestFailClosed(t *testing.T) {
 	for _, fault := range []string{
 		"segment write", "segment sync", "hashes write", "hashes sync",
-		"checkpoint write", "checkpoint sync", "segment open",
+		"segment open",
 	} {
 		t.Run(fault, func(t *testing.T) {
 			dir := newTestDir(t)
@@ -163,6 +163,37 @@ func TestFailClosed(t *testing.T) {
 				t.Fatalf("reopen after recovered faults: %+v", es)
 			}
 		})
+	}
+}
+
+// TestCheckpointCacheFails: the checkpoints file is a cache written after
+// a batch is durable; failing to write it fails no Record, and the next
+// Open brings it up to date from the segments.
+func TestCheckpointCacheFails(t *testing.T) {
+	dir := newTestDir(t)
+	fs := &faultFS{}
+	l := openTest(t, dir, Config{}, Options{OpenFile: fs.open})
+	mustRecord(t, l, testEvent(1))
+	fs.set("checkpoint write")
+	for i := range 3 {
+		mustRecord(t, l, testEvent(2+i))
+	}
+	fs.set("")
+	l.Close()
+	r, err := NewReader(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c, _, _ := r.Latest(); c.Size != 2 {
+		t.Fatalf("Latest with a stale cache = %d, want 2", c.Size)
+	}
+	if res := mustVerify(t, dir, VerifyOptions{}); res.Entries != 5 {
+		t.Fatalf("Verify: %d entries, want 5", res.Entries)
+	}
+	l = openTest(t, dir, Config{}, Options{})
+	l.Close()
+	if c, _, _ := r.Latest(); c.Size != 6 {
+		t.Fatalf("Latest after reopening = %d, want 6", c.Size)
 	}
 }
 

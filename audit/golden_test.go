@@ -2,10 +2,15 @@ package audit
 
 import (
 	"bytes"
+	"encoding/base64"
+	"encoding/hex"
 	"flag"
+	"io"
 	"os"
 	"path/filepath"
 	"testing"
+
+	"golang.org/x/mod/sumdb/note"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files under testdata/golden")
@@ -37,10 +42,10 @@ func TestGolden(t *testing.T) {
 		t.Fatal(err)
 	}
 	files := map[string]string{
-		"entries.log": auditPath(dir, SegmentsDir, segmentName(0)),
-		"checkpoints": auditPath(dir, CheckpointsFile),
-		"hashes":      auditPath(dir, HashesFile),
-		"log.pub":     auditPath(dir, VerifierKeyFile),
+		"00000000.seg": auditPath(dir, SegmentsDir, segmentName(0)),
+		"checkpoints":  auditPath(dir, CheckpointsFile),
+		"hashes":       auditPath(dir, HashesFile),
+		"log.pub":      auditPath(dir, VerifierKeyFile),
 	}
 	gdir := filepath.Join("testdata", "golden")
 	for name, path := range files {
@@ -83,8 +88,107 @@ func TestGolden(t *testing.T) {
 		t.Errorf("golden log: %d entries, %d checkpoints; want 7 and 7", res.Entries, res.Checkpoints)
 	}
 	// And no entry holds the token it names.
-	b, _ := os.ReadFile(filepath.Join(gdir, "entries.log"))
+	b, _ := os.ReadFile(filepath.Join(gdir, "00000000.seg"))
 	if bytes.Contains(b, []byte("not a real token")) {
 		t.Error("a secret reached the log")
+	}
+}
+
+// legacyTestDir makes a data dir holding the golden legacy log (written
+// before the C2SP checkpoints and the framed segments) with the keys that
+// wrote it: the fixed test key under its old name.
+func legacyTestDir(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	adir := filepath.Join(dir, DirName)
+	for _, d := range []string{adir, filepath.Join(adir, SegmentsDir)} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rnd := testRand()
+	var id [8]byte
+	io.ReadFull(rnd, id[:])
+	skey, vkey, err := note.GenerateKey(rnd, "hearth-audit-"+hex.EncodeToString(id[:]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mk [32]byte
+	io.ReadFull(rnd, mk[:])
+	files := map[string][]byte{
+		SigningKeyFile:  []byte(skey + "\n"),
+		VerifierKeyFile: []byte(vkey + "\n"),
+		HMACKeyFile:     []byte(base64.StdEncoding.EncodeToString(mk[:]) + "\n"),
+	}
+	for name, golden := range map[string]string{
+		CheckpointsFile: "checkpoints",
+		HashesFile:      "hashes",
+		filepath.Join(SegmentsDir, legacySegmentName(0)): "entries.log",
+	} {
+		b, err := os.ReadFile(filepath.Join("testdata", "legacy", golden))
+		if err != nil {
+			t.Fatal(err)
+		}
+		files[name] = b
+	}
+	want, _ := os.ReadFile(filepath.Join("testdata", "legacy", "log.pub"))
+	if string(want) != vkey+"\n" {
+		t.Fatalf("the legacy test key is %s, the golden log.pub %s", vkey, want)
+	}
+	for name, b := range files {
+		if err := os.WriteFile(filepath.Join(adir, name), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+// TestLegacyLog: a log written before the C2SP format verifies as it is;
+// opened, it goes on in a framed segment from the next index, with C2SP
+// checkpoints whose tree covers the legacy entries (no gap), and the whole
+// verifies: legacy checkpoints, then new ones.
+func TestLegacyLog(t *testing.T) {
+	dir := legacyTestDir(t)
+	res := mustVerify(t, dir, VerifyOptions{})
+	if res.Entries != 7 || res.Checkpoints != 7 {
+		t.Fatalf("legacy log: %d entries, %d checkpoints; want 7 and 7", res.Entries, res.Checkpoints)
+	}
+	legacyRoot := res.Root
+	cps, _ := os.ReadFile(auditPath(dir, CheckpointsFile))
+	recs, _, _ := splitCheckpoints(cps)
+	saved := recs[len(recs)-1].msg
+
+	l := openTest(t, dir, Config{}, Options{})
+	for i := range 5 {
+		mustRecord(t, l, testEvent(i))
+	}
+	cp, msg := l.Checkpoint()
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if cp.Size != 13 || cp.Legacy || bytes.HasPrefix(msg, []byte(LegacyCheckpointHeader)) {
+		t.Fatalf("after the upgrade the checkpoint is %+v:\n%s", cp, msg)
+	}
+	if _, err := os.Stat(auditPath(dir, SegmentsDir, segmentName(7))); err != nil {
+		t.Fatalf("no framed segment from entry 7: %v", err)
+	}
+	res = mustVerify(t, dir, VerifyOptions{Checkpoint: saved, Strict: true})
+	if res.Entries != 13 || res.Checkpoints != 7+6 {
+		t.Fatalf("upgraded log: %d entries, %d checkpoints; want 13 and 13", res.Entries, res.Checkpoints)
+	}
+	// The consistency proof from the last legacy checkpoint to the new one
+	// holds: one tree.
+	l = openTest(t, dir, Config{}, Options{})
+	defer l.Close()
+	p, err := l.ProveConsistency(7, 13)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old, err := ParseCheckpoint(noteText(saved))
+	if err != nil || old.Hash.String() != legacyRoot {
+		t.Fatalf("legacy checkpoint %+v, %v", old, err)
+	}
+	if err := CheckConsistency(p, old, cp); err != nil {
+		t.Fatalf("legacy to C2SP: %v", err)
 	}
 }

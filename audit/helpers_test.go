@@ -39,7 +39,7 @@ func testRand() *rand.ChaCha8 {
 func newTestDir(t testing.TB) string {
 	t.Helper()
 	dir := t.TempDir()
-	if err := initWith(dir, testRand()); err != nil {
+	if err := initWith(dir, DefaultTrustDomain, testRand()); err != nil {
 		t.Fatal(err)
 	}
 	return dir

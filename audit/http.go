@@ -1,9 +1,14 @@
 package audit
 
 import (
+	"fmt"
 	"net/http"
 	"net/url"
+	"strings"
 	"time"
+
+	"filippo.io/torchwood"
+	"golang.org/x/mod/sumdb/tlog"
 
 	"github.com/hearth-home/hearth/internal/httpx"
 )
@@ -12,12 +17,19 @@ import (
 const (
 	CheckpointPath = "/.hearth/v1/audit/checkpoint"
 	ProofPath      = "/.hearth/v1/audit/proof"
+	// TilePrefix starts the c2sp.org/tlog-tiles paths: TilePrefix+"<L>/<N>[.p/<W>]"
+	// and TilePrefix+"entries/<N>[.p/<W>]". The log's tlog-tiles prefix URL
+	// is the directory of CheckpointPath, /.hearth/v1/audit/.
+	TilePrefix = "/.hearth/v1/audit/tile/"
 )
 
-// Handler serves the log's public proofs, for any enrolled device to keep
-// checkpoints and check that the log only grows:
+// Handler serves the log as a c2sp.org/tlog-tiles v0.1.0 log under the
+// prefix /.hearth/v1/audit/, and its proofs, for any enrolled device to keep
+// checkpoints, check that the log only grows, and read it:
 //
-//	GET /.hearth/v1/audit/checkpoint              the latest signed checkpoint (text/plain)
+//	GET /.hearth/v1/audit/checkpoint              the latest signed checkpoint, with any witness cosignatures of it
+//	GET /.hearth/v1/audit/tile/<L>/<N>[.p/<W>]    a Merkle tree tile (tlog-tiles paths: x001/234 for 1234)
+//	GET /.hearth/v1/audit/tile/entries/<N>[.p/<W>] an entry bundle: each entry, 2-byte length first
 //	GET /.hearth/v1/audit/proof?index=N&size=M    InclusionProof (JSON)
 //	GET /.hearth/v1/audit/proof?old=N&size=M      ConsistencyProof (JSON)
 //
@@ -26,8 +38,9 @@ const (
 // authenticate: the server mounts it behind its authentication.
 func (l *Log) Handler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		switch r.URL.Path {
-		case CheckpointPath, ProofPath:
+		isTile := strings.HasPrefix(r.URL.Path, TilePrefix)
+		switch {
+		case r.URL.Path == CheckpointPath, r.URL.Path == ProofPath, isTile:
 		default:
 			httpx.Error(w, http.StatusNotFound, "not_found", "no such audit endpoint")
 			return
@@ -37,8 +50,12 @@ func (l *Log) Handler() http.Handler {
 			httpx.Error(w, http.StatusMethodNotAllowed, "method_not_allowed", "use GET")
 			return
 		}
+		if isTile {
+			l.serveTile(w, r)
+			return
+		}
 		if r.URL.Path == CheckpointPath {
-			_, msg := l.Checkpoint()
+			msg := l.cosignedCheckpoint(l.Checkpoint())
 			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 			w.Header().Set("Cache-Control", "no-store")
 			w.Header().Set("X-Content-Type-Options", "nosniff")
@@ -192,4 +209,79 @@ func (l *Log) AdminHandler() http.Handler {
 		_, msg := l.Checkpoint()
 		httpx.JSON(w, http.StatusOK, AdminEntries{Entries: es, Size: size, Checkpoint: string(msg)})
 	})
+}
+
+// parseTilePath parses the part of a tile URL after TilePrefix's "tile/"
+// ("tile/1/x001/234.p/7", "tile/entries/000"), strictly: only the
+// canonical c2sp.org/tlog-tiles spelling, tile height 8, levels 0 to 7
+// (2^64 leaves) or entries.
+func parseTilePath(p string) (tlog.Tile, error) {
+	t, err := torchwood.ParseTilePath(p)
+	if err != nil {
+		return tlog.Tile{}, err
+	}
+	if t.H != torchwood.TileHeight || t.L < -1 || t.L > 7 || t.N < 0 || t.W < 1 || t.W > torchwood.TileWidth || torchwood.TilePath(t) != p {
+		return tlog.Tile{}, fmt.Errorf("malformed tile path %q", p)
+	}
+	return t, nil
+}
+
+// tileInTree reports whether tile t exists in a tree of size entries.
+func tileInTree(t tlog.Tile, size int64) bool {
+	level := max(t.L, 0) * t.H
+	first := t.N * torchwood.TileWidth
+	if first > (1<<62)>>level {
+		return false
+	}
+	return (first+int64(t.W))<<level <= size
+}
+
+func (l *Log) serveTile(w http.ResponseWriter, r *http.Request) {
+	t, err := parseTilePath(strings.TrimPrefix(r.URL.Path, TilePrefix[:len(TilePrefix)-len("tile/")]))
+	if err != nil || r.URL.RawQuery != "" {
+		httpx.Error(w, http.StatusNotFound, "not_found", "no such tile (c2sp.org/tlog-tiles paths: tile/<L>/<N>[.p/<W>], tile/entries/<N>[.p/<W>])")
+		return
+	}
+	size := l.Size()
+	if !tileInTree(t, size) {
+		httpx.Error(w, http.StatusNotFound, "not_found", "the tree has no such tile yet")
+		return
+	}
+	var data []byte
+	if t.L >= 0 {
+		data, err = tlog.ReadTileData(t, hashFile{l.hashes})
+	} else {
+		data, err = l.entryBundle(t)
+	}
+	if err != nil {
+		l.log.Error().Err(err).Str("tile", r.URL.Path).Msg("audit: reading a tile")
+		httpx.Error(w, http.StatusServiceUnavailable, "unavailable", "the tile cannot be read now")
+		return
+	}
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	if t.W == torchwood.TileWidth {
+		// Full tiles are immutable (tlog-tiles); entries are private.
+		w.Header().Set("Cache-Control", "private, max-age=31536000, immutable")
+	} else {
+		w.Header().Set("Cache-Control", "no-store")
+	}
+	w.Write(data)
+}
+
+// entryBundle reads the entries of entry tile t, each with its 2-byte
+// big-endian length (tlog-tiles "entry bundles").
+func (l *Log) entryBundle(t tlog.Tile) ([]byte, error) {
+	from := t.N * torchwood.TileWidth
+	to := from + int64(t.W)
+	var out []byte
+	next, err := scanLines(l.adir, from, to, func(_ int64, e []byte) error {
+		var err error
+		out, err = torchwood.AppendTileEntry(out, e)
+		return err
+	})
+	if err == nil && next != to {
+		err = fmt.Errorf("audit: entries end at %d, before %d", next, to)
+	}
+	return out, err
 }

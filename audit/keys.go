@@ -47,9 +47,23 @@ var ErrExists = errors.New("audit: a log already exists")
 // key) and a separate HMAC key for SecretID. It refuses if the directory
 // exists and is not empty. Everything is built in a temporary directory and
 // renamed into place, so a crash leaves either no log or a whole one.
-func Init(dir string) error { return initWith(dir, rand.Reader) }
+func Init(dir string) error { return initWith(dir, DefaultTrustDomain, rand.Reader) }
 
-func initWith(dir string, rnd io.Reader) error {
+// DefaultTrustDomain names logs made by Init.
+const DefaultTrustDomain = "hearth.home.arpa"
+
+// InitFor is Init for a log of the trust domain td. The log's origin (the
+// first line of its checkpoints, and its key's name) is
+// "<td>/audit/<16 random hex digits>": a URL-like name, as
+// c2sp.org/tlog-checkpoint asks, unique to this data dir, so that a log
+// made again after a reset never reuses an origin (witnesses keep their
+// state per origin and would refuse, or worse, accept, a new history).
+func InitFor(dir, td string) error { return initWith(dir, td, rand.Reader) }
+
+func initWith(dir, td string, rnd io.Reader) error {
+	if !validOrigin(td + "/audit/0000000000000000") {
+		return fmt.Errorf("audit: trust domain %q cannot name a log", td)
+	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("audit: %w", err)
 	}
@@ -71,7 +85,7 @@ func initWith(dir string, rnd io.Reader) error {
 	if _, err := io.ReadFull(rnd, id[:]); err != nil {
 		return fmt.Errorf("audit: reading randomness: %w", err)
 	}
-	origin := "hearth-audit-" + hex.EncodeToString(id[:])
+	origin := td + "/audit/" + hex.EncodeToString(id[:])
 	skey, vkey, err := note.GenerateKey(rnd, origin)
 	if err != nil {
 		return fmt.Errorf("audit: generating the signing key: %w", err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -28,6 +29,23 @@ type Options struct {
 	// MaxBatch bounds how many entries one group commit writes. Default
 	// and maximum MaxBatchLimit.
 	MaxBatch int
+	// HTTPClient pushes checkpoints to the witnesses. Default a client
+	// with a 10-second timeout.
+	HTTPClient *http.Client
+	// WitnessInterval is the least time between two pushes to a witness.
+	// Default one second.
+	WitnessInterval time.Duration
+	// OnBatch, if set, is called by the writer after each batch (written
+	// or failed) with its figures: a hook for metrics. It must not block.
+	OnBatch func(BatchStats)
+}
+
+// BatchStats describes one group commit, for metrics.
+type BatchStats struct {
+	Entries int           // entries in the batch
+	Bytes   int           // bytes appended to the segment
+	Write   time.Duration // write and fdatasync
+	Err     error         // nil if the batch is durable
 }
 
 // MaxBatchLimit is the largest batch a Log writes. After a crash, at most
@@ -61,18 +79,25 @@ type Log struct {
 	done   chan struct{}
 
 	// Owned by the writer goroutine (and by Open before it starts).
-	seg      File
-	segStart int64
-	segBytes int64
-	hashes   File
-	hs       *hashStore
-	cps      File
-	cpBytes  int64
-	wsize    int64
-	broken   bool // a write failed: truncate the tails before the next one
-	lineBuf  []byte
-	hashBuf  []byte
-	cpBuf    []byte
+	seg        File
+	segStart   int64
+	segBytes   int64
+	hashes     File
+	hs         *hashStore
+	cps        File
+	cpBytes    int64
+	wsize      int64
+	broken     bool  // a write failed: truncate the tails before the next one
+	allocEnd   int64 // the segment is zero-filled up to here
+	noPrealloc bool  // preallocation failed in this segment
+	lineBuf    []byte
+	hashBuf    []byte
+	cpBuf      []byte
+
+	witnesses []*witnessClient
+	wstop     chan struct{}
+	wdone     chan struct{}
+	onBatch   func(BatchStats)
 
 	mu      sync.RWMutex // guards what readers see
 	size    int64
@@ -147,7 +172,28 @@ func Open(dir string, cfg Config, opts Options) (*Log, error) {
 		l.lock.Close()
 		return nil, err
 	}
+	l.onBatch = opts.OnBatch
 	go l.run()
+	if len(cfg.Witnesses) > 0 {
+		hc := opts.HTTPClient
+		if hc == nil {
+			hc = &http.Client{Timeout: 10 * time.Second}
+		}
+		for _, w := range cfg.Witnesses {
+			c, err := newWitnessClient(adir, w, hc, k.verifier)
+			if err != nil {
+				l.Close()
+				return nil, err
+			}
+			l.witnesses = append(l.witnesses, c)
+		}
+		interval := opts.WitnessInterval
+		if interval <= 0 {
+			interval = time.Second
+		}
+		l.wstop, l.wdone = make(chan struct{}), make(chan struct{})
+		go l.runWitnesses(interval)
+	}
 	meta := map[string]string{"entries": fmt.Sprint(st.size)}
 	if st.discarded > 0 {
 		meta["discarded"] = fmt.Sprint(st.discarded)
@@ -204,10 +250,15 @@ func (l *Log) Close() error {
 	l.closed = true
 	close(l.reqs)
 	l.sendMu.Unlock()
+	if l.wstop != nil {
+		close(l.wstop)
+		<-l.wdone
+	}
 	<-l.done
 	var err error
 	if !l.broken {
-		err = l.hashes.Sync()
+		// Leave the segment without its preallocated tail.
+		err = errors.Join(l.hashes.Sync(), l.seg.Truncate(l.segBytes), l.seg.Sync())
 	}
 	if cerr := l.closeFiles(); err == nil {
 		err = cerr
@@ -303,7 +354,11 @@ func (l *Log) run() {
 			runtime.Gosched()
 			batch = l.drain(batch)
 		}
+		t0 := time.Now()
 		err := l.commit(batch)
+		if l.onBatch != nil {
+			l.onBatch(BatchStats{Entries: len(batch), Bytes: len(l.lineBuf), Write: time.Since(t0), Err: err})
+		}
 		if err != nil {
 			l.log.Error().Err(err).Int("entries", len(batch)).Msg("audit: batch not written; its requests are refused")
 		}
@@ -339,9 +394,9 @@ func (l *Log) drain(batch []*request) []*request {
 	return batch
 }
 
-// commit writes batch: the entries, their stored hashes, then one signed
-// checkpoint covering them, each fsynced; the in-memory state advances
-// only when all of it is durable.
+// commit writes batch as one framed append to the segment: each entry's
+// record, then the record of one signed checkpoint covering them; one
+// fdatasync makes it durable, and the in-memory state advances only then.
 func (l *Log) commit(batch []*request) error {
 	if l.broken {
 		if err := l.truncateTails(); err != nil {
@@ -355,13 +410,14 @@ func (l *Log) commit(batch []*request) error {
 	l.lineBuf = l.lineBuf[:0]
 	for i, r := range batch {
 		r.index = l.wsize + int64(i)
-		start := len(l.lineBuf)
+		var at int
+		l.lineBuf, at = beginFrame(l.lineBuf)
 		l.lineBuf = appendEntryLine(l.lineBuf, r.index, r.event)
-		if err := l.hs.add(l.lineBuf[start:]); err != nil {
+		if err := l.hs.add(l.lineBuf[at+frameHeader:]); err != nil {
 			l.hs.rollback()
 			return err
 		}
-		l.lineBuf = append(l.lineBuf, '\n')
+		l.lineBuf = finishFrame(l.lineBuf, at, recEntry)
 	}
 	size := l.wsize + int64(len(batch))
 	root, err := tlog.TreeHash(size, l.hs)
@@ -375,7 +431,7 @@ func (l *Log) commit(batch []*request) error {
 		l.hs.rollback()
 		return err
 	}
-	l.cpBuf = append(append(l.cpBuf[:0], msg...), '\n')
+	l.lineBuf = appendFrame(l.lineBuf, recCheckpoint, msg)
 	l.hashBuf = l.hs.appendPending(l.hashBuf[:0])
 	if err := l.write(); err != nil {
 		l.hs.rollback()
@@ -384,38 +440,77 @@ func (l *Log) commit(batch []*request) error {
 	}
 	l.hs.commit()
 	l.segBytes += int64(len(l.lineBuf))
-	l.cpBytes += int64(len(l.cpBuf))
 	l.wsize = size
 	l.mu.Lock()
 	l.size, l.cp, l.cpMsg = size, cp, msg
 	l.mu.Unlock()
+	l.writeCache(msg)
 	return nil
 }
 
-// write makes the batch durable in order: the entries, then the
-// checkpoint. A checkpoint on disk thus always covers entries on disk,
-// which is what lets Open tell a crash from damage. The stored hashes are
-// written before the checkpoint (so that a concurrent Verify or proof finds
-// them) but fsynced only when a segment is full and at Close: they can be
-// recomputed from the entries, and Open recomputes those of the last
-// segment. That saves one fsync in three.
+// write makes the batch durable: the records in one write, then one
+// fdatasync. The stored hashes are written first (so that a concurrent
+// Verify or proof finds them) but fsynced only when a segment is full and
+// at Close: they can be recomputed from the entries, and Open recomputes
+// those of the last segment.
 func (l *Log) write() error {
-	if _, err := l.seg.WriteAt(l.lineBuf, l.segBytes); err != nil {
-		return fmt.Errorf("audit: writing entries: %w", err)
-	}
+	l.preallocate(int64(len(l.lineBuf)))
 	if _, err := l.hashes.WriteAt(l.hashBuf, l.hs.base*tlog.HashSize); err != nil {
 		return fmt.Errorf("audit: writing stored hashes: %w", err)
 	}
-	if err := l.seg.Sync(); err != nil {
+	if _, err := l.seg.WriteAt(l.lineBuf, l.segBytes); err != nil {
+		return fmt.Errorf("audit: writing entries: %w", err)
+	}
+	if err := datasync(l.seg); err != nil {
 		return fmt.Errorf("audit: syncing entries: %w", err)
 	}
-	if _, err := l.cps.WriteAt(l.cpBuf, l.cpBytes); err != nil {
-		return fmt.Errorf("audit: writing checkpoint: %w", err)
-	}
-	if err := l.cps.Sync(); err != nil {
-		return fmt.Errorf("audit: syncing checkpoint: %w", err)
-	}
 	return nil
+}
+
+// preallocChunk is how far ahead of the writer a segment is zero-filled.
+const preallocChunk = 8 << 20
+
+var zeros = make([]byte, 1<<20)
+
+// preallocate zero-fills the segment ahead of the next n bytes, in chunks
+// of preallocChunk (at most the segment size), so that appends overwrite
+// allocated blocks and change no file size: fdatasync then flushes data
+// alone, without a journal commit. The next fdatasync makes the zeros
+// durable with the batch. It is an optimisation: where it fails (a full
+// disk) the batch is appended as is.
+func (l *Log) preallocate(n int64) {
+	if l.noPrealloc || l.segBytes+n <= l.allocEnd {
+		return
+	}
+	end := l.segBytes + n + min(preallocChunk, l.segSize)
+	off := max(l.allocEnd, l.segBytes)
+	for off < end {
+		k := min(int64(len(zeros)), end-off)
+		if _, err := l.seg.WriteAt(zeros[:k], off); err != nil {
+			l.log.Warn().Err(err).Msg("audit: cannot preallocate the segment; appending without")
+			l.noPrealloc = true
+			if err := l.seg.Truncate(l.segBytes); err != nil {
+				l.broken = true
+			}
+			l.allocEnd = l.segBytes
+			return
+		}
+		off += k
+	}
+	l.allocEnd = end
+}
+
+// writeCache appends msg to the checkpoints file, the readers' cache of
+// the latest checkpoint. It is not fsynced and cannot fail the batch,
+// which is durable already: Open repairs the cache after a crash, and a
+// failed write is overwritten by the next one.
+func (l *Log) writeCache(msg []byte) {
+	l.cpBuf = append(append(l.cpBuf[:0], msg...), '\n')
+	if _, err := l.cps.WriteAt(l.cpBuf, l.cpBytes); err != nil {
+		l.log.Warn().Err(err).Msg("audit: cannot update the checkpoints file (readers see an older checkpoint)")
+		return
+	}
+	l.cpBytes += int64(len(l.cpBuf))
 }
 
 // truncateTails cuts what a failed batch may have left past the durable
@@ -424,10 +519,8 @@ func (l *Log) truncateTails() error {
 	if err := l.seg.Truncate(l.segBytes); err != nil {
 		return fmt.Errorf("audit: truncating a failed write: %w", err)
 	}
+	l.allocEnd = l.segBytes
 	if err := l.hashes.Truncate(l.hs.base * tlog.HashSize); err != nil {
-		return fmt.Errorf("audit: truncating a failed write: %w", err)
-	}
-	if err := l.cps.Truncate(l.cpBytes); err != nil {
 		return fmt.Errorf("audit: truncating a failed write: %w", err)
 	}
 	return nil
@@ -440,9 +533,17 @@ func (l *Log) rotate() error {
 		return nil
 	}
 	// Open recomputes the stored hashes of the last segment only: those of
-	// the full one must be durable before a new one starts.
+	// the full one must be durable before a new one starts. The full one
+	// loses its preallocated tail, so that only the last segment has one.
 	if err := l.hashes.Sync(); err != nil {
 		return fmt.Errorf("audit: syncing stored hashes: %w", err)
+	}
+	if err := l.seg.Truncate(l.segBytes); err != nil {
+		return fmt.Errorf("audit: closing a full segment: %w", err)
+	}
+	l.allocEnd = l.segBytes
+	if err := l.seg.Sync(); err != nil {
+		return fmt.Errorf("audit: closing a full segment: %w", err)
 	}
 	name := filepath.Join(l.adir, SegmentsDir, segmentName(l.wsize))
 	f, err := l.openFile(name, os.O_RDWR|os.O_CREATE, 0o600)
@@ -459,7 +560,7 @@ func (l *Log) rotate() error {
 		return err
 	}
 	old := l.seg
-	l.seg, l.segStart, l.segBytes = f, l.wsize, 0
+	l.seg, l.segStart, l.segBytes, l.allocEnd, l.noPrealloc = f, l.wsize, 0, 0, false
 	if err := old.Close(); err != nil {
 		l.log.Warn().Err(err).Msg("audit: closing a full segment")
 	}

@@ -248,7 +248,7 @@ func TestAdminHandler(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			code, a := get(tt.q)
-			if code != 200 || !slices.Equal(idx(a), tt.want) || a.Size != 31 || !strings.HasPrefix(a.Checkpoint, CheckpointHeader) {
+			if code != 200 || !slices.Equal(idx(a), tt.want) || a.Size != 31 || !strings.HasPrefix(a.Checkpoint, DefaultTrustDomain+"/audit/") {
 				t.Errorf("GET %s = %d, entries %v, size %d; want %v", tt.q, code, idx(a), a.Size, tt.want)
 			}
 		})

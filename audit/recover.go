@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 
 	"github.com/rs/zerolog"
 	"golang.org/x/mod/sumdb/note"
@@ -23,6 +24,7 @@ type recovered struct {
 	segStart  int64
 	segBytes  int64
 	discarded int64  // complete entries past the last checkpoint, dropped
+	tornTail  bool   // a torn record was cut
 	repaired  string // what else was repaired, for the audit.start entry
 }
 
@@ -36,8 +38,12 @@ func damaged(format string, args ...any) error {
 func recoverLog(adir string, k *keys, lg zerolog.Logger) (*recovered, error) {
 	st := &recovered{}
 	var repaired []string
+	verifiers := note.VerifierList(k.verifier)
 
-	// 1. The last complete checkpoint is the durable state.
+	segs, err := listSegments(adir)
+	if err != nil {
+		return nil, err
+	}
 	cpPath := filepath.Join(adir, CheckpointsFile)
 	data, err := os.ReadFile(cpPath)
 	if err != nil {
@@ -47,20 +53,29 @@ func recoverLog(adir string, k *keys, lg zerolog.Logger) (*recovered, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w; %w", err, errDamaged)
 	}
+	if torn >= 0 {
+		lg.Warn().Int64("offset", torn).Msg("audit: cutting a torn checkpoint record left by a crash")
+		if err := truncateSync(cpPath, torn); err != nil {
+			return nil, err
+		}
+		repaired = append(repaired, "torn checkpoint")
+	}
+	// The latest checkpoint in the checkpoints file: before the framed
+	// segments the durable state, since then a cache of it.
+	var cached *Checkpoint
 	if len(recs) > 0 {
 		last := recs[len(recs)-1]
-		c, err := OpenCheckpoint(last.msg, note.VerifierList(k.verifier))
+		c, err := OpenCheckpoint(last.msg, verifiers)
 		if err != nil {
 			return nil, fmt.Errorf("audit: last checkpoint: %w; %w", err, errDamaged)
 		}
 		if c.Origin != k.signer.Name() {
 			return nil, damaged("last checkpoint is of log %q, not %q", c.Origin, k.signer.Name())
 		}
-		st.size, st.cp, st.cpMsg, st.cpBytes = c.Size, c, bytes.Clone(last.msg), last.end
 		// A replayed older checkpoint at the end would make recovery cut
 		// acknowledged entries: sizes must grow (Verify checks them all).
 		if len(recs) > 1 {
-			n, err := note.Open(recs[len(recs)-2].msg, note.VerifierList(k.verifier))
+			n, err := note.Open(recs[len(recs)-2].msg, verifiers)
 			if err != nil {
 				return nil, fmt.Errorf("audit: checkpoint before the last: %w; %w", err, errDamaged)
 			}
@@ -69,69 +84,68 @@ func recoverLog(adir string, k *keys, lg zerolog.Logger) (*recovered, error) {
 				return nil, damaged("the last checkpoint (size %d) does not follow the one before it", c.Size)
 			}
 		}
-	}
-	if torn >= 0 {
-		lg.Warn().Int64("offset", torn).Msg("audit: cutting a torn checkpoint record left by a crash")
-		if err := truncateSync(cpPath, torn); err != nil {
-			return nil, err
-		}
-		repaired = append(repaired, "torn checkpoint")
+		cached = &c
+		st.cp, st.cpMsg = c, bytes.Clone(last.msg)
 	}
 
-	// 2. The entries: exactly st.size of them are kept.
-	segs, err := listSegments(adir)
-	if err != nil {
-		return nil, err
-	}
-	if len(segs) == 0 {
-		if st.size != 0 {
-			return nil, damaged("the last checkpoint covers %d entries but there are no segment files", st.size)
+	if len(segs) > 0 && segs[len(segs)-1].framed {
+		if err := recoverFramed(adir, segs, st, verifiers, lg); err != nil {
+			return nil, err
 		}
-		name := filepath.Join(adir, SegmentsDir, segmentName(0))
-		if err := writeFileSync(name, nil, 0o600); err != nil {
+		if st.discarded > 0 || st.tornTail {
+			lg.Warn().Int64("entries", st.discarded).Msg("audit: discarding an unacknowledged tail left by a crash")
+			if st.discarded == 0 {
+				repaired = append(repaired, "torn entry")
+			}
+		}
+	} else {
+		// A log of legacy segments only (or none): the checkpoints file is
+		// the durable state; the log goes on in a framed segment that
+		// starts where the last legacy checkpoint ends.
+		if cached != nil {
+			if cached.Size > 0 && !cached.Legacy {
+				return nil, damaged("the checkpoints file has a checkpoint of %d entries but there are no framed segments", cached.Size)
+			}
+			st.size = cached.Size
+		}
+		if err := recoverLegacy(segs, st, lg); err != nil {
+			return nil, err
+		}
+		name := filepath.Join(adir, SegmentsDir, segmentName(st.size))
+		if err := truncateOrCreate(name); err != nil {
 			return nil, err
 		}
 		if err := syncDir(filepath.Join(adir, SegmentsDir)); err != nil {
 			return nil, err
 		}
-	} else {
-		last := segs[len(segs)-1]
-		b, err := os.ReadFile(last.path)
-		if err != nil {
-			return nil, fmt.Errorf("audit: %w", err)
+		st.segStart, st.segBytes = st.size, 0
+		if st.size > 0 {
+			lg.Info().Int64("entries", st.size).Msg("audit: continuing a legacy log in framed segments")
 		}
-		complete := int64(bytes.Count(b, []byte{'\n'}))
-		entries := last.start + complete
-		switch {
-		case st.size < last.start:
-			return nil, damaged("the last checkpoint covers %d entries but segment %s starts at %d", st.size, filepath.Base(last.path), last.start)
-		case entries < st.size:
-			return nil, damaged("the last checkpoint covers %d entries but only %d exist", st.size, entries)
-		case entries-st.size > MaxBatchLimit:
-			return nil, damaged("%d entries follow the last checkpoint, more than one batch", entries-st.size)
-		}
-		// Cut after the st.size'th entry: uncovered entries and any torn line.
-		cut := 0
-		for i := last.start; i < st.size; i++ {
-			cut += bytes.IndexByte(b[cut:], '\n') + 1
-		}
-		if cut < len(b) {
-			st.discarded = entries - st.size
-			lg.Warn().Int64("entries", st.discarded).Int("bytes", len(b)-cut).Msg("audit: discarding an unacknowledged tail left by a crash")
-			if err := truncateSync(last.path, int64(cut)); err != nil {
-				return nil, err
-			}
-			if st.discarded == 0 {
-				repaired = append(repaired, "torn entry")
-			}
-		}
-		st.segStart, st.segBytes = last.start, int64(cut)
 	}
+	if cached != nil && cached.Size > st.size {
+		return nil, damaged("the checkpoints file holds a signed checkpoint of %d entries but the segments only %d (acknowledged entries are missing)", cached.Size, st.size)
+	}
+	if st.size > 0 && (cached == nil || cached.Size < st.size) {
+		// The cache lagged (it is not fsynced): bring it up to date.
+		if err := appendSync(cpPath, append(bytes.Clone(st.cpMsg), '\n')); err != nil {
+			return nil, err
+		}
+	}
+	fi, err := os.Stat(cpPath)
+	if err != nil {
+		return nil, fmt.Errorf("audit: %w", err)
+	}
+	st.cpBytes = fi.Size()
 
-	// 3. The stored hashes: those of the last segment are recomputed (they
+	// The stored hashes: those of the last segment are recomputed (they
 	// are fsynced only when a segment is full), the rest kept if whole.
 	hpath := filepath.Join(adir, HashesFile)
-	rebuilt, err := recoverHashes(adir, hpath, st, st.segStart)
+	keep := st.segStart
+	if len(segs) > 0 {
+		keep = min(keep, segs[len(segs)-1].start)
+	}
+	rebuilt, err := recoverHashes(adir, hpath, st, keep)
 	if err != nil {
 		return nil, err
 	}
@@ -156,14 +170,201 @@ func recoverLog(adir string, k *keys, lg zerolog.Logger) (*recovered, error) {
 			}
 		}
 	}
-	for i, r := range repaired {
-		if i == 0 {
-			st.repaired = r
-		} else {
-			st.repaired += ", " + r
+	st.repaired = strings.Join(repaired, ", ")
+	return st, nil
+}
+
+// recoverLegacy cuts the last legacy segment after the st.size'th entry:
+// entries past the last (legacy) checkpoint were never acknowledged.
+func recoverLegacy(segs []segment, st *recovered, lg zerolog.Logger) error {
+	if len(segs) == 0 {
+		if st.size != 0 {
+			return damaged("the last checkpoint covers %d entries but there are no segment files", st.size)
+		}
+		return nil
+	}
+	last := segs[len(segs)-1]
+	b, err := os.ReadFile(last.path)
+	if err != nil {
+		return fmt.Errorf("audit: %w", err)
+	}
+	complete := int64(bytes.Count(b, []byte{'\n'}))
+	entries := last.start + complete
+	switch {
+	case st.size < last.start:
+		return damaged("the last checkpoint covers %d entries but segment %s starts at %d", st.size, filepath.Base(last.path), last.start)
+	case entries < st.size:
+		return damaged("the last checkpoint covers %d entries but only %d exist", st.size, entries)
+	case entries-st.size > MaxBatchLimit:
+		return damaged("%d entries follow the last checkpoint, more than one batch", entries-st.size)
+	}
+	cut := 0
+	for i := last.start; i < st.size; i++ {
+		cut += bytes.IndexByte(b[cut:], '\n') + 1
+	}
+	if cut < len(b) {
+		st.discarded = entries - st.size
+		lg.Warn().Int64("entries", st.discarded).Int("bytes", len(b)-cut).Msg("audit: discarding an unacknowledged tail left by a crash")
+		if err := truncateSync(last.path, int64(cut)); err != nil {
+			return err
 		}
 	}
-	return st, nil
+	return nil
+}
+
+// framedScan is what scanning one framed segment found.
+type framedScan struct {
+	entries  int64  // index after the last entry record
+	cpEnd    int64  // offset past the last checkpoint record, 0 if none
+	cpSize   int64  // its size
+	cpMsg    []byte // its note
+	cps      int    // checkpoint records
+	end      int64  // offset where the records end
+	torn     bool   // they end in a torn or malformed record, not zeros
+	afterCP  int64  // entry records after the last checkpoint record
+	badOrder string // a checkpoint that does not cover exactly the entries before it
+}
+
+// scanFramed reads the records of a framed segment held in b. Every
+// checkpoint record must cover exactly the entries before it (the writer
+// appends it right after its batch).
+func scanFramed(b []byte, start int64) framedScan {
+	fs := framedScan{entries: start, cpSize: -1}
+	pos := 0
+	for {
+		typ, payload, n, err := parseFrame(b[pos:])
+		if err != nil {
+			fs.torn = !errors.Is(err, errFrameEnd)
+			break
+		}
+		switch typ {
+		case recEntry:
+			fs.entries++
+			fs.afterCP++
+		case recCheckpoint:
+			c, err := ParseCheckpoint(noteText(payload))
+			if err != nil || c.Size != fs.entries {
+				if fs.badOrder == "" {
+					fs.badOrder = fmt.Sprintf("the checkpoint record at offset %d does not cover the %d entries before it", pos, fs.entries)
+				}
+			}
+			fs.cpEnd, fs.cpSize, fs.cpMsg, fs.afterCP = int64(pos+n), c.Size, payload, 0
+			fs.cps++
+		default:
+			fs.torn = true
+		}
+		if fs.torn {
+			break
+		}
+		pos += n
+	}
+	fs.end = int64(pos)
+	return fs
+}
+
+// noteText is the text of a signed note: up to its empty line.
+func noteText(msg []byte) []byte {
+	if k := bytes.Index(msg, []byte("\n\n")); k >= 0 {
+		return msg[:k+1]
+	}
+	return msg
+}
+
+// recoverFramed finds the durable state in the last framed segment: the
+// last intact checkpoint record. Records after it (entries whose batch's
+// fdatasync had not returned, a torn record) were never acknowledged and
+// are cut off. A segment with no checkpoint record (a crash during its
+// first batch) is emptied, and the state is the previous segment's last
+// checkpoint.
+func recoverFramed(adir string, segs []segment, st *recovered, verifiers note.Verifiers, lg zerolog.Logger) error {
+	last := segs[len(segs)-1]
+	b, err := os.ReadFile(last.path)
+	if err != nil {
+		return fmt.Errorf("audit: %w", err)
+	}
+	fs := scanFramed(b, last.start)
+	if fs.badOrder != "" {
+		return damaged("segment %s: %s", filepath.Base(last.path), fs.badOrder)
+	}
+	if fs.afterCP > MaxBatchLimit {
+		return damaged("%d entries follow the last checkpoint, more than one batch", fs.afterCP)
+	}
+	st.segStart = last.start
+	if fs.cps > 0 {
+		c, err := OpenCheckpoint(fs.cpMsg, verifiers)
+		if err != nil {
+			return fmt.Errorf("audit: last checkpoint of %s: %w; %w", filepath.Base(last.path), err, errDamaged)
+		}
+		st.size, st.cp, st.cpMsg = c.Size, c, bytes.Clone(fs.cpMsg)
+	} else {
+		// The previous segment's last checkpoint, or the legacy ones'.
+		st.size = last.start
+		if len(segs) > 1 && segs[len(segs)-2].framed {
+			prev := segs[len(segs)-2]
+			pb, err := os.ReadFile(prev.path)
+			if err != nil {
+				return fmt.Errorf("audit: %w", err)
+			}
+			ps := scanFramed(pb, prev.start)
+			if ps.cps == 0 || ps.cpSize != last.start || ps.afterCP != 0 || ps.torn {
+				return damaged("segment %s does not end with a checkpoint of the %d entries before %s", filepath.Base(prev.path), last.start, filepath.Base(last.path))
+			}
+			c, err := OpenCheckpoint(ps.cpMsg, verifiers)
+			if err != nil {
+				return fmt.Errorf("audit: last checkpoint of %s: %w; %w", filepath.Base(prev.path), err, errDamaged)
+			}
+			st.cp, st.cpMsg = c, bytes.Clone(ps.cpMsg)
+		} else if st.cp.Size != last.start {
+			return damaged("segment %s starts at %d but the last checkpoint before it covers %d entries", filepath.Base(last.path), last.start, st.cp.Size)
+		}
+	}
+	st.segBytes = fs.cpEnd
+	st.discarded = fs.entries - st.size
+	st.tornTail = fs.torn
+	if int64(len(b)) > fs.cpEnd {
+		if fs.end > fs.cpEnd {
+			lg.Warn().Int64("entries", st.discarded).Int64("bytes", fs.end-fs.cpEnd).Msg("audit: cutting the records past the last checkpoint")
+		}
+		if err := truncateSync(last.path, fs.cpEnd); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// truncateOrCreate makes name an empty file, durably.
+func truncateOrCreate(name string) error {
+	f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return fmt.Errorf("audit: %w", err)
+	}
+	err = f.Sync()
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("audit: %w", err)
+	}
+	return nil
+}
+
+// appendSync appends data to the file name and fsyncs it.
+func appendSync(name string, data []byte) error {
+	f, err := os.OpenFile(name, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("audit: %w", err)
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("audit: writing %s: %w", name, err)
+	}
+	return nil
 }
 
 func truncateSync(path string, size int64) error {
@@ -290,16 +491,37 @@ func scanLines(adir string, from, to int64, fn func(index int64, line []byte) er
 	return idx, nil
 }
 
-// scanSegment reads segment s, calling fn for complete lines with index in
-// [from, to), and returns the index after the last complete line it saw.
+// scanSegment reads segment s, calling fn for complete entries with index
+// in [from, to), and returns the index after the last complete entry it
+// saw (in a framed segment, entry records; checkpoint records are skipped).
 func scanSegment(s segment, from, to int64, fn func(int64, []byte) error) (int64, error) {
 	f, err := os.Open(s.path)
 	if err != nil {
 		return s.start, fmt.Errorf("audit: %w", err)
 	}
 	defer f.Close()
-	br := newLineReader(f)
 	idx := s.start
+	if s.framed {
+		fr := newFrameReader(f)
+		for idx < to {
+			typ, payload, err := fr.next()
+			if err != nil {
+				// The end, or a torn record: the entries end here.
+				break
+			}
+			if typ != recEntry {
+				continue
+			}
+			if idx >= from {
+				if err := fn(idx, payload); err != nil {
+					return idx, err
+				}
+			}
+			idx++
+		}
+		return idx, nil
+	}
+	br := newLineReader(f)
 	for idx < to {
 		line, err := br.next()
 		if err == io.EOF {

@@ -33,6 +33,12 @@ type VerifyOptions struct {
 	// entry's index and its bytes against the signed tree, which is what
 	// makes tampering evident; Strict adds a check of the format.
 	Strict bool
+	// Witnesses are the cosignature verifier keys (c2sp.org/tlog-cosignature,
+	// <name>+<hash>+<key>) of witnesses whose cosigned checkpoints, kept in
+	// the audit directory, the log must extend: each key needs at least one
+	// valid cosignature on a checkpoint whose tree the log holds, so a
+	// history the witness saw cannot have been rewritten or forked.
+	Witnesses []string
 }
 
 // VerifyResult is what Verify found. Its JSON form is what `hearth audit
@@ -52,9 +58,15 @@ type VerifyResult struct {
 	Error         string `json:"error"`
 	// Pending counts entries past the final checkpoint, not verified:
 	// a batch being written by the process that has the log open.
-	Pending  int64    `json:"pending,omitempty"`
-	Warnings []string `json:"warnings,omitempty"`
-	Origin   string   `json:"origin,omitempty"`
+	Pending int64 `json:"pending,omitempty"`
+	// Unsigned is what follows the final checkpoint when no process has
+	// the log open: a batch a crash left unacknowledged, that the next
+	// start discards. It does not fail verification.
+	Unsigned *UnsignedTail `json:"unsigned,omitempty"`
+	// Witnessed lists the cosigned checkpoints checked (VerifyOptions.Witnesses).
+	Witnessed []WitnessedCheckpoint `json:"witnessed,omitempty"`
+	Warnings  []string              `json:"warnings,omitempty"`
+	Origin    string                `json:"origin,omitempty"`
 	// Root is the final checkpoint's tree hash, base64.
 	Root string `json:"root,omitempty"`
 }
@@ -97,7 +109,7 @@ func (e *VerifyError) Unwrap() error { return e.Err }
 // The result is always non-nil; the error is a *VerifyError when the log
 // fails verification.
 func Verify(dir string, opts VerifyOptions) (*VerifyResult, error) {
-	v := &verifier{adir: filepath.Join(dir, DirName), res: &VerifyResult{}, hashDiverged: -1}
+	v := &verifier{adir: filepath.Join(dir, DirName), res: &VerifyResult{}, hashDiverged: -1, hashesEnd: -1}
 	err := v.run(opts)
 	if err != nil {
 		// The entries that did match a signed checkpoint.
@@ -124,6 +136,8 @@ type verifier struct {
 	// The first entry whose stored hashes disagree with the recomputed
 	// ones (-1: none yet), and the size of the last checkpoint verified.
 	hashDiverged, prevSize int64
+	// The first entry whose stored hashes the hashes file lacks (-1: none).
+	hashesEnd int64
 }
 
 // badAt is the index to report for a failure found at entry i: an entry
@@ -156,8 +170,9 @@ func (v *verifier) run(opts VerifyOptions) error {
 	v.res.Origin = nv.Name()
 	running := writerRunning(filepath.Join(v.adir, LockFile))
 
-	// The saved checkpoint, if any.
-	var saved *Checkpoint
+	// Checkpoints the log must hold the tree of: one saved earlier, and
+	// those the witnesses cosigned.
+	var anchors []anchor
 	if opts.Checkpoint != nil {
 		c, err := OpenCheckpoint(opts.Checkpoint, verifiers)
 		if err != nil {
@@ -166,26 +181,78 @@ func (v *verifier) run(opts VerifyOptions) error {
 		if c.Origin != nv.Name() {
 			return bad(-1, "saved checkpoint is of log %q, not %q", c.Origin, nv.Name())
 		}
-		saved = &c
+		anchors = append(anchors, anchor{cp: c, what: "the saved checkpoint"})
 	}
+	wa, err := witnessAnchors(v.adir, opts.Witnesses, verifiers, nv.Name())
+	if err != nil {
+		return err
+	}
+	anchors = append(anchors, wa...)
+	v.res.Witnessed = make([]WitnessedCheckpoint, 0, len(wa))
 
-	// Checkpoints first: entries are written before the checkpoint that
-	// covers them, so every entry the checkpoints read here cover exists.
+	// The checkpoints file, read before the segments: its legacy records
+	// are the signed history of the legacy segments, and its newest record
+	// (a cache written after each batch is durable) is a checkpoint the
+	// segments must reach.
 	data, err := os.ReadFile(filepath.Join(v.adir, CheckpointsFile))
 	if err != nil {
 		return fmt.Errorf("audit: %w", err)
 	}
 	recs, torn, splitErr := splitCheckpoints(data)
 	if torn >= 0 && !running {
-		v.res.Warnings = append(v.res.Warnings, fmt.Sprintf("torn checkpoint record at offset %d (a crash while appending; opening the log repairs it)", torn))
+		v.res.Warnings = append(v.res.Warnings, fmt.Sprintf("torn record at offset %d of the checkpoints file (a crash while appending; opening the log repairs it)", torn))
 	}
-	cps, cpErr := parseCheckpoints(recs, nv.Name())
+	nLegacy := 0
+	for nLegacy < len(recs) && bytes.HasPrefix(recs[nLegacy].msg, []byte(LegacyCheckpointHeader+"\n")) {
+		nLegacy++
+	}
+	cps, cpErr := parseCheckpoints(recs[:nLegacy], nv.Name())
+	if cpErr == nil {
+		// The cache's records too must be this log's, in growing sizes.
+		if _, err := parseCheckpoints(recs, nv.Name()); err != nil {
+			cpErr = bad(-1, "checkpoints file: %v", err)
+		}
+	}
 	if cpErr == nil && splitErr != nil {
 		prev := int64(0)
 		if len(cps) > 0 {
 			prev = cps[len(cps)-1].Size
 		}
 		cpErr = bad(prev, "%v", splitErr)
+	}
+	// The cache's records, each of which must be a copy of the segments'
+	// record of its size.
+	type cacheRec struct {
+		size int64
+		msg  []byte
+	}
+	var cache []cacheRec
+	for _, r := range recs[nLegacy:] {
+		if c, err := ParseCheckpoint(noteText(r.msg)); err == nil {
+			cache = append(cache, cacheRec{c.Size, r.msg})
+		}
+	}
+	var cacheErr error
+	// A torn cache record must be the start of the segments' next
+	// checkpoint record (a crash tears the last append only).
+	var tornRec []byte
+	tornAfter := int64(-1)
+	if torn >= 0 {
+		tornRec = data[torn:]
+		if len(cache) > 0 {
+			tornAfter = cache[len(cache)-1].size
+		} else if len(cps) > 0 {
+			tornAfter = cps[len(cps)-1].Size
+		}
+	}
+	var cached *Checkpoint
+	if len(recs) > nLegacy {
+		last := recs[len(recs)-1]
+		if c, err := OpenCheckpoint(last.msg, verifiers); err == nil && !c.Legacy {
+			cached = &c
+		} else if cpErr == nil {
+			cpErr = bad(-1, "the last record of the checkpoints file does not verify: %v", err)
+		}
 	}
 	// Signatures are checked on the other CPUs while this one reads the
 	// entries.
@@ -200,13 +267,10 @@ func (v *verifier) run(opts VerifyOptions) error {
 		return sigErr
 	}
 	defer waitSignatures()
-	v.res.Checkpoints = len(cps)
-	final := Checkpoint{Origin: nv.Name(), Hash: emptyRoot()}
-	if len(cps) > 0 {
-		final = cps[len(cps)-1]
-	}
+	framedSigs := newSigPool(verifiers)
+	defer framedSigs.wait()
 
-	// Then the entries, up to the final checkpoint.
+	// Then the entries, and the checkpoint records among them.
 	var hashes *lineHashes
 	if hf, err := os.Open(filepath.Join(v.adir, HashesFile)); err == nil {
 		defer hf.Close()
@@ -216,8 +280,21 @@ func (v *verifier) run(opts VerifyOptions) error {
 	}
 	var fr frontier
 	ci := 0
-	var savedRoot *tlog.Hash
-	check := func(i int64, line []byte) error {
+	final := Checkpoint{Origin: nv.Name(), Hash: emptyRoot()}
+	finalIndex := -1
+	atSize := func(n int64) error {
+		for k := range anchors {
+			if anchors[k].cp.Size == n {
+				root, err := fr.root()
+				if err != nil {
+					return err
+				}
+				anchors[k].root = &root
+			}
+		}
+		return nil
+	}
+	entry := func(i int64, line []byte) error {
 		if !indexPrefix(line, i) {
 			return bad(v.badAt(i), "entry %d does not carry index %d (removed, reordered or injected entries)", i, i)
 		}
@@ -236,7 +313,7 @@ func (v *verifier) run(opts VerifyOptions) error {
 			case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
 				// The tail of the hashes file is fsynced lazily; after a
 				// crash it may be short, and Open recomputes it.
-				v.res.Warnings = append(v.res.Warnings, fmt.Sprintf("the stored hashes file ends at entry %d (not yet synced when the system stopped; opening the log recomputes it)", i))
+				v.hashesEnd = i
 				hashes = nil
 			case err != nil || !ok:
 				v.hashDiverged = i
@@ -252,24 +329,62 @@ func (v *verifier) run(opts VerifyOptions) error {
 				return bad(v.badAt(n), "entries %d to %d do not match signed checkpoint %d (changed, removed, reordered or injected entries)", v.prevSize, n-1, ci)
 			}
 			v.prevSize = n
+			final = cps[ci]
 			ci++
 		}
-		if saved != nil && saved.Size == n {
-			root, err := fr.root()
-			if err != nil {
-				return err
-			}
-			savedRoot = &root
+		return atSize(n)
+	}
+	checkpoint := func(n int64, msg []byte) error {
+		k := len(cps) + framedSigs.count
+		c, err := ParseCheckpoint(noteText(msg))
+		switch {
+		case err != nil:
+			return bad(v.badAt(v.prevSize), "checkpoint %d: %v", k, err)
+		case c.Legacy:
+			return bad(v.badAt(v.prevSize), "checkpoint %d is in the legacy form, inside a framed segment", k)
+		case c.Origin != nv.Name():
+			return bad(v.badAt(v.prevSize), "checkpoint %d is of log %q, not %q", k, c.Origin, nv.Name())
+		case ci < len(cps):
+			return bad(v.badAt(min(n, cps[ci].Size)), "entries %d to %d are not covered by legacy checkpoint %d", v.prevSize, cps[ci].Size-1, ci)
+		case c.Size != n:
+			return bad(v.badAt(n), "checkpoint %d has size %d but follows entry %d (removed, reordered or injected entries or checkpoints)", k, c.Size, n-1)
+		case c.Size <= v.prevSize && (c.Size > 0 || k > 0):
+			return bad(min(v.prevSize, c.Size), "checkpoint %d has size %d, not above the previous %d (reordered or replayed checkpoints)", k, c.Size, v.prevSize)
 		}
+		root, err := fr.root()
+		if err != nil {
+			return err
+		}
+		if root != c.Hash {
+			return bad(v.badAt(n), "entries %d to %d do not match signed checkpoint %d (changed, removed, reordered or injected entries)", v.prevSize, n-1, k)
+		}
+		for len(cache) > 0 && cache[0].size <= c.Size {
+			if cacheErr == nil && (cache[0].size < c.Size || !bytes.Equal(cache[0].msg, msg)) {
+				cacheErr = bad(-1, "the checkpoints file's checkpoint of %d entries is not the segments' (a cache record changed or forged)", cache[0].size)
+			}
+			cache = cache[1:]
+		}
+		if tornRec != nil && c.Size > tornAfter && len(tornRec) <= len(msg) && bytes.HasPrefix(append(bytes.Clone(msg), '\n'), tornRec) {
+			tornRec = nil
+		}
+		framedSigs.check(k, v.prevSize, msg, c)
+		v.prevSize = n
+		final, finalIndex = c, k
 		return nil
 	}
-	count, err := v.scan(final.Size, check)
-	if err == nil && count < final.Size {
-		err = bad(v.badAt(count), "the log ends at entry %d but checkpoint %d covers %d entries (truncated)", count, len(cps)-1, final.Size)
+	count, tail, err := v.scan(entry, checkpoint)
+	if err == nil && ci < len(cps) {
+		err = bad(v.badAt(count), "the log ends at entry %d but checkpoint %d covers %d entries (truncated)", count, ci, cps[ci].Size)
 	}
 	// Of an entry error, a signature error and a malformed checkpoint,
 	// report the earliest.
-	for _, e := range []error{waitSignatures(), cpErr} {
+	if err == nil && tornRec != nil && cacheErr == nil && !running {
+		cacheErr = bad(-1, "the checkpoints file ends in a torn record that no checkpoint of the segments starts with (damaged)")
+	}
+	if err == nil && cached != nil && cached.Size > final.Size {
+		err = bad(v.badAt(count), "the checkpoints file holds a signed checkpoint of %d entries but the segments' last intact checkpoint covers %d (entries or checkpoint records removed or damaged after entry %d)", cached.Size, final.Size, count)
+	}
+	for _, e := range []error{waitSignatures(), framedSigs.wait(), cpErr, cacheErr} {
 		if e != nil && (err == nil || index(e) < index(err)) {
 			err = e
 		}
@@ -277,91 +392,245 @@ func (v *verifier) run(opts VerifyOptions) error {
 	if err != nil {
 		return err
 	}
+	v.res.Checkpoints = len(cps) + framedSigs.count
+	_ = finalIndex
+	if cached != nil && cached.Size == final.Size && cached.Hash != final.Hash {
+		return bad(-1, "the checkpoints file and the segments hold different signed checkpoints of %d entries (a fork)", final.Size)
+	}
 	v.res.Entries = final.Size
 	v.res.Root = final.Hash.String()
-	if v.hashDiverged >= 0 {
+	if v.hashDiverged >= 0 && v.hashDiverged < final.Size {
 		return bad(v.hashDiverged, "the stored hashes file disagrees with entry %d (proofs served would be wrong; delete the file while the log is closed and opening it rebuilds it)", v.hashDiverged)
 	}
-	if saved != nil {
+	if v.hashesEnd >= 0 && v.hashesEnd < final.Size {
+		v.res.Warnings = append(v.res.Warnings, fmt.Sprintf("the stored hashes file ends at entry %d (not yet synced when the system stopped; opening the log recomputes it)", v.hashesEnd))
+	}
+	for _, a := range anchors {
 		switch {
-		case saved.Size > final.Size:
-			return bad(final.Size, "the saved checkpoint covers %d entries but the log has %d (truncated since it was saved)", saved.Size, final.Size)
-		case saved.Size == 0:
-		case savedRoot == nil || *savedRoot != saved.Hash:
-			return bad(-1, "the log's first %d entries are not those of the saved checkpoint (rewritten since it was saved)", saved.Size)
+		case a.cp.Size > final.Size:
+			return bad(final.Size, "%s covers %d entries but the log has %d (truncated since)", a.what, a.cp.Size, final.Size)
+		case a.cp.Size == 0:
+		case a.root == nil || *a.root != a.cp.Hash:
+			return bad(-1, "the log's first %d entries are not those of %s (rewritten or forked since)", a.cp.Size, a.what)
+		}
+		if a.witness != "" {
+			v.res.Witnessed = append(v.res.Witnessed, WitnessedCheckpoint{Witness: a.witness, Size: a.cp.Size, Root: a.cp.Hash.String()})
 		}
 	}
-	// What lies past the final checkpoint.
-	extra, err := v.countFrom(final.Size)
-	if err != nil {
-		return err
+	// What lies past the final checkpoint: a batch being written, or one
+	// whose fdatasync never returned (a crash), which Open discards.
+	tail.Entries = count - final.Size
+	if tail.Entries > MaxBatchLimit {
+		return bad(final.Size, "%d entries follow the last signed checkpoint, more than one batch: injected entries", tail.Entries)
 	}
-	if extra > 0 {
-		if !running {
-			return bad(final.Size, "%d entries follow the last signed checkpoint and no process has the log open: injected entries, or a crash tail that opening the log discards", extra)
+	if tail.Entries > 0 || tail.Bytes > 0 {
+		if running {
+			v.res.Pending = tail.Entries
+		} else {
+			tail.After = final.Size
+			v.res.Unsigned = &tail
 		}
-		v.res.Pending = extra
 	}
 	return nil
 }
 
-// scan runs check on entries [0, limit) and returns how many complete
-// entries it found (at most limit).
-func (v *verifier) scan(limit int64, check func(int64, []byte) error) (int64, error) {
+// anchor is a checkpoint whose tree the log must hold.
+type anchor struct {
+	cp      Checkpoint
+	what    string
+	witness string
+	root    *tlog.Hash // the log's tree hash at cp.Size
+}
+
+// UnsignedTail is what follows the last signed checkpoint when no process
+// has the log open: the records of a batch whose fdatasync had not
+// returned when the process or the system stopped. None of it was
+// acknowledged; the next Open cuts it off.
+type UnsignedTail struct {
+	// After is the size of the last signed checkpoint.
+	After int64 `json:"after"`
+	// Entries counts the complete entry records of the tail.
+	Entries int64 `json:"entries"`
+	// Bytes is the tail's length, torn records included.
+	Bytes   int64  `json:"bytes"`
+	Segment string `json:"segment"`
+	Offset  int64  `json:"offset"`
+}
+
+// scan runs entry on every entry and checkpoint on every checkpoint
+// record, in order, and returns how many entries it found and what follows
+// the last checkpoint record of the last segment.
+func (v *verifier) scan(entry func(int64, []byte) error, checkpoint func(int64, []byte) error) (int64, UnsignedTail, error) {
+	var tail UnsignedTail
 	segs, err := listSegments(v.adir)
 	if err != nil {
-		return 0, err
+		return 0, tail, err
 	}
 	idx := int64(0)
 	for k, s := range segs {
-		if idx >= limit {
-			break
-		}
 		if s.start != idx {
 			if s.start > idx {
-				return idx, bad(v.badAt(idx), "entries %d to %d are missing (segment %s starts at %d)", idx, s.start-1, filepath.Base(s.path), s.start)
+				return idx, tail, bad(v.badAt(idx), "entries %d to %d are missing (segment %s starts at %d)", idx, s.start-1, filepath.Base(s.path), s.start)
 			}
-			return idx, bad(s.start, "segment %s starts at %d, inside the previous segment", filepath.Base(s.path), s.start)
+			return idx, tail, bad(s.start, "segment %s starts at %d, inside the previous segment", filepath.Base(s.path), s.start)
 		}
+		lastSeg := k+1 == len(segs)
 		f, err := os.Open(s.path)
 		if err != nil {
-			return idx, fmt.Errorf("audit: %w", err)
+			return idx, tail, fmt.Errorf("audit: %w", err)
 		}
-		lr := newLineReader(f)
-		for idx < limit {
-			line, err := lr.next()
-			if err == io.EOF {
+		if !s.framed {
+			lr := newLineReader(f)
+			for {
+				line, err := lr.next()
+				if err == io.EOF {
+					break
+				}
+				if err != nil {
+					f.Close()
+					return idx, tail, bad(v.badAt(idx), "%s: %v", filepath.Base(s.path), err)
+				}
+				if err := entry(idx, line); err != nil {
+					f.Close()
+					return idx, tail, err
+				}
+				idx++
+			}
+			f.Close()
+			continue
+		}
+		fr := newFrameReader(f)
+		cpOff, sinceCP := int64(0), int64(0)
+		var ferr error
+		for {
+			typ, payload, err := fr.next()
+			if err != nil {
+				ferr = err
 				break
 			}
-			if err != nil {
-				f.Close()
-				return idx, bad(v.badAt(idx), "%s: %v", filepath.Base(s.path), err)
+			switch typ {
+			case recEntry:
+				if err := entry(idx, payload); err != nil {
+					f.Close()
+					return idx, tail, err
+				}
+				idx++
+				sinceCP++
+			case recCheckpoint:
+				if err := checkpoint(idx, payload); err != nil {
+					f.Close()
+					return idx, tail, err
+				}
+				cpOff, sinceCP = fr.off, 0
 			}
-			if err := check(idx, line); err != nil {
-				f.Close()
-				return idx, err
-			}
-			idx++
 		}
+		end := fr.off
+		fi, _ := f.Stat()
 		f.Close()
-		if k+1 < len(segs) && idx < limit && segs[k+1].start != idx {
-			// This segment ended (maybe with a torn line) before the next
-			// segment's first entry.
-			return idx, bad(v.badAt(idx), "segment %s ends at entry %d but the next starts at %d", filepath.Base(s.path), idx, segs[k+1].start)
+		torn := !errors.Is(ferr, errFrameEnd)
+		if !lastSeg {
+			// Only the last segment may end in an unfinished batch.
+			switch {
+			case torn:
+				return idx, tail, bad(v.badAt(idx), "segment %s: %v at offset %d", filepath.Base(s.path), ferr, end)
+			case sinceCP > 0 || (fi != nil && fi.Size() != end):
+				return idx, tail, bad(v.badAt(idx-sinceCP), "segment %s does not end with a checkpoint record", filepath.Base(s.path))
+			}
+			continue
+		}
+		tail.Segment, tail.Offset = filepath.Base(s.path), cpOff
+		tail.Bytes = end - cpOff
+		if torn && fi != nil {
+			// A torn record: up to the end of what is not zero.
+			tail.Bytes = nonZeroEnd(s.path, end, fi.Size()) - cpOff
 		}
 	}
-	return idx, nil
+	return idx, tail, nil
 }
 
-// countFrom counts the complete entries at index from and beyond.
-func (v *verifier) countFrom(from int64) (int64, error) {
-	n := int64(0)
-	end, err := scanLines(v.adir, from, 1<<62, func(int64, []byte) error { n++; return nil })
-	if err != nil && end == from && n == 0 {
-		// No segment holds entry from: nothing follows.
-		return 0, nil
+// nonZeroEnd is the offset after the last non-zero byte of the file at
+// path in [from, size), or from.
+func nonZeroEnd(path string, from, size int64) int64 {
+	f, err := os.Open(path)
+	if err != nil {
+		return from
 	}
-	return n, err
+	defer f.Close()
+	buf := make([]byte, 1<<16)
+	last := from
+	for off := from; off < size; {
+		n, err := f.ReadAt(buf, off)
+		for i := n - 1; i >= 0; i-- {
+			if buf[i] != 0 {
+				last = off + int64(i) + 1
+				break
+			}
+		}
+		off += int64(n)
+		if err != nil {
+			break
+		}
+	}
+	return last
+}
+
+// sigPool checks the signatures of framed checkpoint records on every
+// CPU while the caller reads on; it keeps the error of the earliest bad
+// one.
+type sigPool struct {
+	verifiers note.Verifiers
+	jobs      chan sigJob
+	wg        sync.WaitGroup
+	mu        sync.Mutex
+	err       error
+	errAt     int
+	count     int
+	closed    bool
+}
+
+type sigJob struct {
+	k    int
+	prev int64
+	msg  []byte
+	cp   Checkpoint
+}
+
+func newSigPool(verifiers note.Verifiers) *sigPool {
+	p := &sigPool{verifiers: verifiers, jobs: make(chan sigJob, 256), errAt: -1}
+	for range runtime.GOMAXPROCS(0) {
+		p.wg.Go(func() {
+			for j := range p.jobs {
+				c, err := OpenCheckpoint(j.msg, p.verifiers)
+				if err == nil && c != j.cp {
+					err = errors.New("signed text differs from the text parsed")
+				}
+				if err != nil {
+					p.mu.Lock()
+					if p.errAt < 0 || j.k < p.errAt {
+						p.errAt, p.err = j.k, bad(j.prev, "checkpoint %d: %v", j.k, err)
+					}
+					p.mu.Unlock()
+				}
+			}
+		})
+	}
+	return p
+}
+
+// check queues the check of record k (a copy of msg is taken).
+func (p *sigPool) check(k int, prev int64, msg []byte, c Checkpoint) {
+	p.count++
+	p.jobs <- sigJob{k: k, prev: prev, msg: bytes.Clone(msg), cp: c}
+}
+
+// wait waits for the checks queued and returns the first error.
+func (p *sigPool) wait() error {
+	if !p.closed {
+		p.closed = true
+		close(p.jobs)
+		p.wg.Wait()
+	}
+	return p.err
 }
 
 // parseCheckpoints parses every record's text (signatures are checked by

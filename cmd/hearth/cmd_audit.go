@@ -36,6 +36,7 @@ These commands read its files directly and work whether or not the server runs.`
 func newAuditVerifyCmd(e *env) *cobra.Command {
 	var asJSON, strict bool
 	var cpFile, key string
+	var witnesses []string
 	cmd := &cobra.Command{
 		Use:   "verify",
 		Short: "Recompute the Merkle tree and check every signed checkpoint",
@@ -48,17 +49,27 @@ With --checkpoint, it also proves that the log still extends a checkpoint saved
 earlier (hearth audit checkpoint), which detects a rewrite or truncation of the
 whole log, checkpoints included. With --key, checkpoints must be signed by that
 verifier key rather than the one in the data dir. --strict also parses every
-entry and checks its format.`,
+entry and checks its format.
+
+With --witness KEY (repeatable), the latest checkpoint that witness cosigned
+(kept in the data dir as the server pushes to the witnesses of audit.witnesses)
+must carry a valid cosignature by KEY and be a tree this log holds: proof, to
+anyone who trusts the witness, that the history it saw was never rewritten.
+
+After a crash, entries of a batch that was never acknowledged may follow the
+last signed checkpoint: verify names them and still exits 0 when the signed
+history is intact; the next start of the server discards them.`,
 		Example: `  hearth audit verify
   hearth audit verify --json
-  hearth audit verify --checkpoint ~/hearth-checkpoint.txt`,
+  hearth audit verify --checkpoint ~/hearth-checkpoint.txt
+  hearth audit verify --witness witness.example+1a2b3c4d+BAbc…`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			dir, err := auditDataDir(cmd)
 			if err != nil {
 				return err
 			}
-			opts := audit.VerifyOptions{VerifierKey: key, Strict: strict}
+			opts := audit.VerifyOptions{VerifierKey: key, Strict: strict, Witnesses: witnesses}
 			if cpFile != "" {
 				if opts.Checkpoint, err = auditReadFile(cpFile, 64<<10); err != nil {
 					return err
@@ -84,6 +95,7 @@ entry and checks its format.`,
 	cmd.Flags().StringVar(&cpFile, "checkpoint", "", "a signed checkpoint saved earlier that the log must extend")
 	cmd.Flags().BoolVar(&strict, "strict", false, "also check that every entry is in canonical form (slower)")
 	cmd.Flags().StringVar(&key, "key", "", "verifier key (origin+hash+key) the checkpoints must be signed with")
+	cmd.Flags().StringArrayVar(&witnesses, "witness", nil, "cosignature verifier key of a witness whose cosigned checkpoint the log must extend (repeatable)")
 	return cmd
 }
 
@@ -92,6 +104,13 @@ func auditPrintVerify(w io.Writer, r *audit.VerifyResult) {
 		fmt.Fprintf(w, "ok: %d entries, %d signed checkpoints, log %s, root %s\n", r.Entries, r.Checkpoints, r.Origin, r.Root)
 		if r.Pending > 0 {
 			fmt.Fprintf(w, "%d newer entries are being written and were not checked\n", r.Pending)
+		}
+		for _, c := range r.Witnessed {
+			fmt.Fprintf(w, "witness %s cosigned the tree of %d entries, root %s: the log extends it\n", c.Witness, c.Size, c.Root)
+		}
+		if u := r.Unsigned; u != nil {
+			fmt.Fprintf(w, "unsigned tail: %d entries (%d bytes) after the last signed checkpoint (%d entries), in %s from offset %d: never acknowledged (a crash before their batch was durable); the next start discards them\n",
+				u.Entries, u.Bytes, u.After, u.Segment, u.Offset)
 		}
 	} else if r.FirstBadIndex != nil {
 		fmt.Fprintf(w, "FAILED at entry %d: %s\n", *r.FirstBadIndex, r.Error)

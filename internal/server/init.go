@@ -145,7 +145,7 @@ func Init(ctx context.Context, dir string, o InitOptions) (*InitResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := audit.Init(tmp); err != nil {
+	if err := audit.InitFor(tmp, o.TrustDomain); err != nil {
 		return nil, err
 	}
 	res := &InitResult{Dir: dir, Fingerprint: caRes.Fingerprint, RootCert: filepath.Join(dir, "ca", "root_ca.crt"), Owner: o.Owner}
