@@ -331,12 +331,12 @@ type ChangeKind string
 
 // Change kinds: each names a cache a replica keeps.
 const (
-	ChangeUser       ChangeKind = "user"    // Key: user name (caps, disabled, password, TOTP)
-	ChangeTokens     ChangeKind = "tokens"  // Key: user name; Hashes: the revoked access tokens
-	ChangeDevice     ChangeKind = "device"  // Key: device name (caps, revocation, certificates)
-	ChangeLockout    ChangeKind = "lockout" // Key: kind \x00 name
-	ChangePolicy     ChangeKind = "policy"  // provisioners, bundles, routes
-	ChangeEverything ChangeKind = "resync"  // drop every cache (after a restore)
+	ChangeUser    ChangeKind = "user"    // Key: user name (caps, disabled, password, TOTP)
+	ChangeTokens  ChangeKind = "tokens"  // Key: user name; Hashes: the revoked access tokens
+	ChangeDevice  ChangeKind = "device"  // Key: device name (caps, revocation, certificates)
+	ChangeLockout ChangeKind = "lockout" // Key: kind \x00 name
+	ChangePolicy  ChangeKind = "policy"  // provisioners, bundles, routes
+	ChangeResync  ChangeKind = "resync"  // drop every cache (a restore, or a cursor older than the changes kept)
 )
 
 // Change is one invalidation.
