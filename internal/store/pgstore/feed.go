@@ -95,7 +95,9 @@ func NewFeed(pool *pgxpool.Pool, cfg FeedConfig) *Feed {
 	return &Feed{pool: pool, cfg: cfg, seen: map[int64]uint64{}}
 }
 
-// Fresh implements store.Feed.
+// Fresh implements store.Feed: true when the last successful read started
+// at most Bound before now, so that every change committed before
+// now - Bound has been delivered.
 func (f *Feed) Fresh(now time.Time) bool {
 	last := f.lastSync.Load()
 	return last != 0 && now.UnixNano()-last <= int64(f.cfg.Bound)
@@ -157,6 +159,10 @@ func (f *Feed) listen(ctx context.Context, fn func(store.Change)) error {
 func (f *Feed) read(ctx context.Context, conn *pgx.Conn, fn func(store.Change)) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	// Freshness is measured from before the read: its snapshot is taken
+	// after this instant, so once the read succeeds every change committed
+	// before it has been delivered.
+	started := f.cfg.Now()
 	rctx, cancel := context.WithTimeout(ctx, f.cfg.Bound)
 	defer cancel()
 	// One statement, one snapshot: the rows it returns are those committed
@@ -212,7 +218,7 @@ func (f *Feed) read(ctx context.Context, conn *pgx.Conn, fn func(store.Change)) 
 	if !f.synced {
 		f.synced = true
 		fn(store.Change{Kind: store.ChangeResync})
-	} else if gap := f.cfg.Now().UnixNano() - f.lastSync.Load(); gap > int64(maxGap) {
+	} else if gap := started.UnixNano() - f.lastSync.Load(); gap > int64(maxGap) {
 		// Long enough away that the changes table may have been pruned
 		// past the cursor: start over.
 		fn(store.Change{Kind: store.ChangeResync})
@@ -230,7 +236,7 @@ func (f *Feed) read(ctx context.Context, conn *pgx.Conn, fn func(store.Change)) 
 			delete(f.seen, id)
 		}
 	}
-	f.lastSync.Store(f.cfg.Now().UnixNano())
+	f.lastSync.Store(started.UnixNano())
 	return nil
 }
 
