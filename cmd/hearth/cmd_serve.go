@@ -20,7 +20,9 @@ func newServeCmd(e *env) *cobra.Command {
     users by token; every request authorized and audited, then proxied;
   - the smallstep-compatible CA API on --ca-listen (step CLI, ACME);
   - the admin socket in the data dir, for the admin commands.
-Flags override hearth.yaml. SIGTERM or Ctrl-C shuts down cleanly.`,
+Flags override hearth.yaml. SIGTERM or Ctrl-C shuts down cleanly; SIGHUP
+(or 'hearth reload') applies an edited hearth.yaml without dropping
+connections.`,
 		Example: `  hearth serve
   hearth serve --dir /var/lib/hearth --listen :8443 --upstream http://127.0.0.1:18789
   hearth serve --log-level info`,
@@ -46,6 +48,8 @@ Flags override hearth.yaml. SIGTERM or Ctrl-C shuts down cleanly.`,
 				return err
 			}
 			defer s.Close()
+			stopHUP := reloadOnSIGHUP(cmd.Context(), s, o.Logger)
+			defer stopHUP()
 			return s.Serve(cmd.Context())
 		},
 	}

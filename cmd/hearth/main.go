@@ -87,4 +87,6 @@ var commands = []func(*env) *cobra.Command{
 	newLoginCmd,
 	newAuthzCmd,
 	newAuditCmd,
+	newConfigCmd,
+	newReloadCmd,
 }

@@ -62,6 +62,7 @@ func newOIDC(s *Server, providers []oidc.Provider, publicURL string) (*oidc.Hand
 		Logger:       s.log,
 		Now:          s.opts.Now,
 		PublicURL:    publicURL,
+		CookieKey:    s.cookieKey,
 		SignedInUser: signedInUser(s.opts.Now),
 		PrincipalID: func(r *http.Request) string {
 			if p := mtls.PrincipalFrom(r.Context()); p != nil {

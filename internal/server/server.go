@@ -12,16 +12,17 @@ package server
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"net/netip"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -66,18 +67,21 @@ type Addrs struct {
 
 // Server is a running hearth.
 type Server struct {
-	opts    Options
-	cfg     *config.Config
-	log     zerolog.Logger
-	db      *bolt.DB
-	audit   *audit.Log
-	policy  *authz.Policy
-	ca      *ca.CA
-	auth    *auth.Service
-	oidc    *oidc.Handler
-	gateway *mtls.Gateway
-	mux     http.Handler // hearth's own paths, on the gateway and the socket
-	trusted []netip.Prefix
+	opts  Options
+	cfg   *config.Config // as started: listeners, CA, auth and audit settings
+	log   zerolog.Logger
+	db    *bolt.DB
+	audit *audit.Log
+	ca    *ca.CA
+	auth  *auth.Service
+
+	// live is what hearth.yaml's routes, bundles, requirements, trusted
+	// networks and OIDC providers built (see reload.go); a reload swaps it
+	// whole.
+	live      atomic.Pointer[live]
+	reloadMu  sync.Mutex // one reload at a time
+	publicURL string
+	cookieKey []byte // OIDC flow cookies, kept across reloads
 }
 
 // Open opens the data dir and builds every part, without listening yet.
@@ -89,31 +93,18 @@ func Open(opts Options) (*Server, error) {
 	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
 		return nil, fmt.Errorf("server: no data dir at %s: run `hearth init --dir %s` first", dir, dir)
 	}
-	cfg, err := config.Load(filepath.Join(dir, config.FileName))
+	raw, err := readConfig(filepath.Join(dir, config.FileName))
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := config.Parse(raw)
 	if err != nil {
 		return nil, err
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if opts.Listen != "" {
-		cfg.Gateway.Listen = opts.Listen
-	}
-	if opts.CAListen != "" {
-		cfg.CA.Listen = opts.CAListen
-	}
-	if opts.Upstream != "" {
-		cfg.Gateway.Upstream = opts.Upstream
-	}
-	if cfg.Gateway.Listen == "" {
-		cfg.Gateway.Listen = ":8443"
-	}
-	if cfg.CA.Listen == "" {
-		cfg.CA.Listen = ":9443"
-	}
-	if cfg.Gateway.Upstream == "" {
-		cfg.Gateway.Upstream = "http://127.0.0.1:18789"
-	}
+	applyOptions(cfg, opts)
 	s := &Server{opts: opts, cfg: cfg, log: opts.Logger}
 	ok := false
 	defer func() {
@@ -122,22 +113,15 @@ func Open(opts Options) (*Server, error) {
 		}
 	}()
 
-	if s.policy, err = authz.New(cfg.Authz); err != nil {
+	// The CA and the login service are opened with a first policy; the
+	// one build() makes replaces it in commit, as on every reload.
+	policy, err := authz.New(cfg.Authz)
+	if err != nil {
 		return nil, err
 	}
-	for _, n := range cfg.Gateway.TrustedNetworks {
-		p, err := netip.ParsePrefix(n)
-		if err != nil {
-			return nil, fmt.Errorf("server: gateway.trusted_networks: %q is not a CIDR such as 192.168.1.0/24", n)
-		}
-		s.trusted = append(s.trusted, p.Masked())
-	}
-	if len(s.trusted) == 0 {
-		s.trusted = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
-	}
-	upstream, err := url.Parse(cfg.Gateway.Upstream)
-	if err != nil || (upstream.Scheme != "http" && upstream.Scheme != "https") || upstream.Host == "" {
-		return nil, fmt.Errorf("server: upstream %q is not an http(s) URL such as http://127.0.0.1:18789", cfg.Gateway.Upstream)
+	s.cookieKey = make([]byte, 32)
+	if _, err := rand.Read(s.cookieKey); err != nil {
+		return nil, fmt.Errorf("server: reading randomness: %w", err)
 	}
 
 	s.db, err = bolt.Open(filepath.Join(dir, StoreName), 0o600, &bolt.Options{Timeout: 2 * time.Second})
@@ -147,45 +131,28 @@ func Open(opts Options) (*Server, error) {
 	if s.audit, err = audit.Open(dir, cfg.Audit, audit.Options{Logger: s.log, Now: opts.Now}); err != nil {
 		return nil, err
 	}
-	publicURL := opts.PublicURL
-	if publicURL == "" {
-		publicURL = "https://localhost" + portOf(cfg.Gateway.Listen)
+	s.publicURL = opts.PublicURL
+	if s.publicURL == "" {
+		s.publicURL = "https://localhost" + portOf(cfg.Gateway.Listen)
 	}
 	s.ca, err = ca.Open(dir, cfg.CA, ca.Options{
-		DB: s.db, Policy: s.policy, Audit: s.audit, Logger: s.log, Now: opts.Now, PublicURL: publicURL,
+		DB: s.db, Policy: policy, Audit: s.audit, Logger: s.log, Now: opts.Now, PublicURL: s.publicURL,
 	})
 	if err != nil {
 		return nil, err
 	}
 	s.auth, err = auth.Open(s.db, cfg.Auth, auth.Options{
-		Policy: s.policy, Audit: s.audit, Logger: s.log, Now: opts.Now, ZoneOf: s.zoneOf,
+		Policy: policy, Audit: s.audit, Logger: s.log, Now: opts.Now, ZoneOf: s.zoneOf,
 	})
 	if err != nil {
 		return nil, err
 	}
-	if len(cfg.OIDC) > 0 {
-		s.oidc, err = newOIDC(s, cfg.OIDC, publicURL)
-		if err != nil {
-			return nil, err
-		}
-	}
-	routes := cfg.Gateway.Routes
-	s.gateway, err = mtls.NewGateway(mtls.GatewayOptions{
-		Policy:          s.policy,
-		Devices:         s.ca,
-		Tokens:          s.auth,
-		Audit:           s.audit,
-		Routes:          routes,
-		Upstream:        upstream,
-		TrustedNetworks: s.trusted,
-		Hearth:          http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }),
-		Logger:          s.log,
-		Now:             opts.Now,
-	})
+	l, err := s.build(cfg)
 	if err != nil {
 		return nil, err
 	}
-	s.mux = s.hearthMux()
+	l.sum = sha256Hex(raw)
+	s.commit(l)
 	ok = true
 	return s, nil
 }
@@ -207,7 +174,7 @@ func (s *Server) zoneOf(remoteAddr string) authz.Zone {
 		return authz.ZoneRemote
 	}
 	a = a.Unmap()
-	for _, p := range s.trusted {
+	for _, p := range s.live.Load().trusted {
 		if p.Contains(a) {
 			return authz.ZoneLAN
 		}
@@ -217,9 +184,9 @@ func (s *Server) zoneOf(remoteAddr string) authz.Zone {
 
 // hearthMux routes hearth's own /.hearth/ paths. It serves both the gateway
 // (principal set by mtls, maybe nil) and the admin socket (principal local).
-func (s *Server) hearthMux() http.Handler {
+func (s *Server) hearthMux(l *live) http.Handler {
 	mux := http.NewServeMux()
-	api := s.gateway.APIHandler() // the gateway answers these itself; the socket needs them too
+	api := l.gateway.APIHandler() // the gateway answers these itself; the socket needs them too
 	mux.Handle("/.hearth/healthz", api)
 	mux.Handle("/.hearth/v1/whoami", api)
 	mux.Handle("/.hearth/v1/authz/check", api)
@@ -228,12 +195,13 @@ func (s *Server) hearthMux() http.Handler {
 	mux.Handle("/.hearth/v1/renew", caPublic)
 	mux.Handle("/.hearth/v1/roots.pem", caPublic)
 	mux.Handle("/.hearth/v1/auth/", s.auth.Handler())
-	if s.oidc != nil {
-		mux.Handle(oidc.PathPrefix, s.oidc)
+	mux.Handle("/.hearth/readyz", http.HandlerFunc(s.readyz))
+	if l.oidc != nil {
+		mux.Handle(oidc.PathPrefix, l.oidc)
 	}
 	mux.Handle("/.hearth/v1/audit/", requirePrincipal(s.audit.Handler()))
-	mux.Handle(webui.Prefix, s.webUI().Handler())
-	admin := s.gateway.Require(authz.CapHearthAdmin, adminMux(s))
+	mux.Handle(webui.Prefix, s.webUI(l).Handler())
+	admin := l.gateway.Require(authz.CapHearthAdmin, adminMux(s, l))
 	mux.Handle("/.hearth/v1/admin/", admin)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		httpx.Error(w, http.StatusNotFound, "not_found", "no such hearth endpoint: "+r.URL.Path)
@@ -243,27 +211,28 @@ func (s *Server) hearthMux() http.Handler {
 
 // webUI builds the web pages (/.hearth/ui/…): login, logout, who you are,
 // and devices and audit entries for hearth:admin.
-func (s *Server) webUI() *webui.UI {
+func (s *Server) webUI(l *live) *webui.UI {
 	var providers []webui.OIDCProvider
-	for _, p := range s.cfg.OIDC {
+	for _, p := range l.cfg.OIDC {
 		providers = append(providers, webui.OIDCProvider{Name: p.Name, DisplayName: p.DisplayName})
 	}
 	return webui.New(webui.Options{
-		Auth: s.auth, Policy: s.policy, Devices: s.ca, Audit: s.audit, Recorder: s.audit,
+		Auth: s.auth, Policy: l.policy, Devices: s.ca, Audit: s.audit, Recorder: s.audit,
 		OIDCProviders: providers, Now: s.opts.Now, Logger: s.log,
 	})
 }
 
-func adminMux(s *Server) http.Handler {
+func adminMux(s *Server, l *live) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/.hearth/v1/admin/devices", s.ca.AdminHandler())
 	mux.Handle("/.hearth/v1/admin/devices/", s.ca.AdminHandler())
 	mux.Handle("/.hearth/v1/admin/users", s.auth.AdminHandler())
 	mux.Handle("/.hearth/v1/admin/users/", s.auth.AdminHandler())
 	mux.Handle(audit.AdminPath, s.audit.AdminHandler())
-	if s.oidc != nil {
-		mux.Handle(oidc.AdminPath, s.oidc.AdminHandler())
+	if l.oidc != nil {
+		mux.Handle(oidc.AdminPath, l.oidc.AdminHandler())
 	}
+	mux.HandleFunc("POST "+ReloadPath, s.handleReload)
 	mux.HandleFunc("GET /.hearth/v1/admin/principals/{id}", s.principalInfo)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		httpx.Error(w, http.StatusNotFound, "not_found", "no such admin endpoint: "+r.URL.Path)
@@ -331,7 +300,12 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	defer os.Remove(admin.SocketPath(s.opts.Dir))
 
-	gwSrv := s.gateway.Server(mtls.ServerTLSConfig(s.ca.ServerCertificate(), s.ca.Roots()))
+	// The listeners stay; every request is served by the live gateway of
+	// the moment, so a reload drops no connection.
+	gwSrv := s.live.Load().gateway.Server(mtls.ServerTLSConfig(s.ca.ServerCertificate(), s.ca.Roots()))
+	gwSrv.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.live.Load().gateway.ServeHTTP(w, r)
+	})
 	caSrv := &http.Server{
 		Handler:           s.ca.APIHandler(),
 		TLSConfig:         s.ca.APITLSConfig(),
@@ -343,7 +317,9 @@ func (s *Server) Serve(ctx context.Context) error {
 		ErrorLog:          nil,
 	}
 	sockSrv := &http.Server{
-		Handler:           localClient(mtls.LocalPrincipal(s.policy, s.opts.Now, s.mux)),
+		Handler: localClient(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			s.live.Load().socket.ServeHTTP(w, r)
+		})),
 		ReadHeaderTimeout: 10 * time.Second,
 		MaxHeaderBytes:    64 << 10,
 	}
