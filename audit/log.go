@@ -28,6 +28,11 @@ type Options struct {
 	// MaxBatch bounds how many entries one group commit writes. Default
 	// and maximum MaxBatchLimit.
 	MaxBatch int
+	// OnBatch, if set, is called by the writer after each group commit
+	// with the number of entries, how long writing and fsyncing them took,
+	// and the error if they were not written (for metrics). It must not
+	// block.
+	OnBatch func(entries int, took time.Duration, err error)
 }
 
 // MaxBatchLimit is the largest batch a Log writes. After a crash, at most
@@ -51,6 +56,7 @@ type Log struct {
 	now      func() time.Time
 	openFile func(name string, flag int, perm os.FileMode) (File, error)
 	maxBatch int
+	onBatch  func(int, time.Duration, error)
 	keys     *keys
 	origin   string
 	lock     *os.File
@@ -117,6 +123,7 @@ func Open(dir string, cfg Config, opts Options) (*Log, error) {
 		now:      opts.Now,
 		openFile: opts.OpenFile,
 		maxBatch: opts.MaxBatch,
+		onBatch:  opts.OnBatch,
 		reqs:     make(chan *request, MaxBatchLimit),
 		done:     make(chan struct{}),
 	}
@@ -303,7 +310,11 @@ func (l *Log) run() {
 			runtime.Gosched()
 			batch = l.drain(batch)
 		}
+		start := time.Now()
 		err := l.commit(batch)
+		if l.onBatch != nil {
+			l.onBatch(len(batch), time.Since(start), err)
+		}
 		if err != nil {
 			l.log.Error().Err(err).Int("entries", len(batch)).Msg("audit: batch not written; its requests are refused")
 		}

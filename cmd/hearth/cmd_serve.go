@@ -25,7 +25,8 @@ Flags override hearth.yaml. SIGTERM or Ctrl-C shuts down cleanly; SIGHUP
 connections.`,
 		Example: `  hearth serve
   hearth serve --dir /var/lib/hearth --listen :8443 --upstream http://127.0.0.1:18789
-  hearth serve --log-level info`,
+  hearth serve --log-level info
+  hearth serve --metrics-listen :9464      # Prometheus metrics on 127.0.0.1:9464`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			dir, err := dataDir(cmd)
@@ -42,6 +43,9 @@ connections.`,
 			o.Logger = newLogger(cmd, e)
 			o.Ready = func(a server.Addrs) {
 				fmt.Fprintf(e.stderr, "hearth: serving gateway on %s, CA on %s, admin socket %s\n", a.Gateway, a.CA, a.Socket)
+				if a.Metrics != "" {
+					fmt.Fprintf(e.stderr, "hearth: metrics on http://%s/metrics\n", a.Metrics)
+				}
 			}
 			s, err := server.Open(o)
 			if err != nil {
@@ -57,6 +61,7 @@ connections.`,
 	f.StringVar(&o.Listen, "listen", "", "gateway address (default from hearth.yaml, :8443)")
 	f.StringVar(&o.CAListen, "ca-listen", "", "CA API address (default from hearth.yaml, :9443)")
 	f.StringVar(&o.Upstream, "upstream", "", "the agent's URL (default from hearth.yaml, http://127.0.0.1:18789)")
+	f.StringVar(&o.MetricsListen, "metrics-listen", "", "serve Prometheus metrics (plain HTTP, no auth) on this address; an empty host is 127.0.0.1, e.g. :9464 (default off)")
 	f.StringVar(&o.PublicURL, "public-url", "", "the gateway URL devices use, in enrollment links (default https://localhost:PORT)")
 	return cmd
 }

@@ -105,9 +105,10 @@ var servingRE = regexp.MustCompile(`serving gateway on (\S+), CA on (\S+),`)
 
 // startServe runs `hearth serve` on loopback ports chosen by the kernel and
 // waits for it to print where it listens.
-func startServe(t *testing.T, dir, upstream string) *served {
+func startServe(t *testing.T, dir, upstream string, extra ...string) *served {
 	t.Helper()
-	cmd := exec.Command(hearthBin, "serve", "--dir", dir, "--listen", "127.0.0.1:0", "--ca-listen", "127.0.0.1:0", "--upstream", upstream)
+	args := append([]string{"serve", "--dir", dir, "--listen", "127.0.0.1:0", "--ca-listen", "127.0.0.1:0", "--upstream", upstream}, extra...)
+	cmd := exec.Command(hearthBin, args...)
 	pr, pw := io.Pipe()
 	buf := &lockedBuffer{}
 	cmd.Stderr = io.MultiWriter(pw, buf)

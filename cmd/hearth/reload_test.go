@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -82,6 +83,9 @@ func TestReloadUnderTraffic(t *testing.T) {
 	if st, err := get("/api/settings"); err != nil || st != http.StatusForbidden {
 		t.Fatalf("GET /api/settings as system:read before the reload = %d, %v; want 403", st, err)
 	}
+	if strings.Contains(srv.stderr.String(), "metrics on") {
+		t.Errorf("serve without --metrics-listen serves metrics; stderr:\n%s", srv.stderr.String())
+	}
 
 	var (
 		stop     = make(chan struct{})
@@ -139,6 +143,11 @@ func TestReloadUnderTraffic(t *testing.T) {
 	editYAML(t, dir, func(s string) string {
 		return strings.Replace(s, `capability: "status" }`, `capability: "no:such" }`, 1)
 	})
+	// config check names it with its line, offline.
+	out, _, err := hearthCmd(t, dir, "", "config", "check")
+	if err == nil || !regexp.MustCompile(`hearth\.yaml:\d+: gateway\.routes\[\d\]: .*no:such`).MatchString(out) {
+		t.Errorf("config check of the broken file = %v, %q; want a failure naming the route's line and no:such", err, out)
+	}
 	if err := srv.cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}

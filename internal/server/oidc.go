@@ -58,7 +58,7 @@ func newOIDC(s *Server, providers []oidc.Provider, publicURL string) (*oidc.Hand
 		Sessions:     ad,
 		Identities:   ad,
 		Throttle:     s.auth,
-		Audit:        s.audit,
+		Audit:        s.rec,
 		Logger:       s.log,
 		Now:          s.opts.Now,
 		PublicURL:    publicURL,

@@ -90,7 +90,7 @@ func (s *Server) build(cfg *config.Config) (*live, error) {
 		Policy:          l.policy,
 		Devices:         s.ca,
 		Tokens:          s.auth,
-		Audit:           s.audit,
+		Audit:           s.rec,
 		Routes:          cfg.Gateway.Routes,
 		Upstream:        upstream,
 		TrustedNetworks: l.trusted,
@@ -149,7 +149,7 @@ func (s *Server) Reload(ctx context.Context, by, via string) (*ReloadResult, err
 	refuse := func(err error) (*ReloadResult, error) {
 		ev.Outcome = audit.OutcomeFailure
 		ev.Reason = "refused, running configuration kept: " + bounded(err.Error(), 1024)
-		if aerr := s.audit.Record(ctx, ev); aerr != nil {
+		if aerr := s.rec.Record(ctx, ev); aerr != nil {
 			return nil, fmt.Errorf("server: recording the refused reload: %w", aerr)
 		}
 		s.log.Warn().Err(err).Str("via", via).Msg("reload refused; the running configuration is kept")
@@ -182,7 +182,7 @@ func (s *Server) Reload(ctx context.Context, by, via string) (*ReloadResult, err
 		ev.Meta["restart_needed"] = strings.Join(res.RestartNeeded, ",")
 		ev.Reason += "; a restart applies " + ev.Meta["restart_needed"]
 	}
-	if err := s.audit.Record(ctx, ev); err != nil {
+	if err := s.rec.Record(ctx, ev); err != nil {
 		// Fail closed: a change the log does not hold is not made.
 		return nil, fmt.Errorf("server: recording the reload: %w", err)
 	}

@@ -15,6 +15,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"log"
 	"net"
 	"net/http"
 	"net/netip"
@@ -36,6 +37,7 @@ import (
 	"github.com/hearth-home/hearth/internal/admin"
 	"github.com/hearth-home/hearth/internal/config"
 	"github.com/hearth-home/hearth/internal/httpx"
+	"github.com/hearth-home/hearth/internal/metrics"
 	"github.com/hearth-home/hearth/internal/webui"
 	"github.com/hearth-home/hearth/mtls"
 )
@@ -56,6 +58,10 @@ type Options struct {
 	Now       func() time.Time
 	// Ready, if set, receives the bound addresses once every listener is up.
 	Ready func(Addrs)
+	// MetricsListen, if set, serves Prometheus metrics over plain HTTP on
+	// this address (an empty host is loopback, see metrics.ListenAddr).
+	// Empty: no metrics listener, and nothing is counted.
+	MetricsListen string
 }
 
 // Addrs are the addresses the server is listening on.
@@ -63,6 +69,7 @@ type Addrs struct {
 	Gateway string
 	CA      string
 	Socket  string
+	Metrics string // empty without --metrics-listen
 }
 
 // Server is a running hearth.
@@ -72,6 +79,8 @@ type Server struct {
 	log   zerolog.Logger
 	db    *bolt.DB
 	audit *audit.Log
+	rec   audit.Recorder   // the log, counted by metrics when they are on
+	mets  *metrics.Metrics // nil without MetricsListen
 	ca    *ca.CA
 	auth  *auth.Service
 
@@ -128,21 +137,30 @@ func Open(opts Options) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("server: opening the store %s: %w (is another hearth serving this dir?)", filepath.Join(dir, StoreName), err)
 	}
-	if s.audit, err = audit.Open(dir, cfg.Audit, audit.Options{Logger: s.log, Now: opts.Now}); err != nil {
+	aopts := audit.Options{Logger: s.log, Now: opts.Now}
+	if opts.MetricsListen != "" {
+		s.mets = metrics.New()
+		aopts.OnBatch = s.mets.OnBatch
+	}
+	if s.audit, err = audit.Open(dir, cfg.Audit, aopts); err != nil {
 		return nil, err
+	}
+	s.rec = s.audit
+	if s.mets != nil {
+		s.rec = s.mets.Recorder(s.audit, func(c string) bool { return s.live.Load().policy.Known(authz.Capability(c)) })
 	}
 	s.publicURL = opts.PublicURL
 	if s.publicURL == "" {
 		s.publicURL = "https://localhost" + portOf(cfg.Gateway.Listen)
 	}
 	s.ca, err = ca.Open(dir, cfg.CA, ca.Options{
-		DB: s.db, Policy: policy, Audit: s.audit, Logger: s.log, Now: opts.Now, PublicURL: s.publicURL,
+		DB: s.db, Policy: policy, Audit: s.rec, Logger: s.log, Now: opts.Now, PublicURL: s.publicURL,
 	})
 	if err != nil {
 		return nil, err
 	}
 	s.auth, err = auth.Open(s.db, cfg.Auth, auth.Options{
-		Policy: policy, Audit: s.audit, Logger: s.log, Now: opts.Now, ZoneOf: s.zoneOf,
+		Policy: policy, Audit: s.rec, Logger: s.log, Now: opts.Now, ZoneOf: s.zoneOf,
 	})
 	if err != nil {
 		return nil, err
@@ -153,6 +171,11 @@ func Open(opts Options) (*Server, error) {
 	}
 	l.sum = sha256Hex(raw)
 	s.commit(l)
+	if s.mets != nil {
+		if err := s.registerCollectors(); err != nil {
+			return nil, err
+		}
+	}
 	ok = true
 	return s, nil
 }
@@ -217,7 +240,7 @@ func (s *Server) webUI(l *live) *webui.UI {
 		providers = append(providers, webui.OIDCProvider{Name: p.Name, DisplayName: p.DisplayName})
 	}
 	return webui.New(webui.Options{
-		Auth: s.auth, Policy: l.policy, Devices: s.ca, Audit: s.audit, Recorder: s.audit,
+		Auth: s.auth, Policy: l.policy, Devices: s.ca, Audit: s.audit, Recorder: s.rec,
 		OIDCProviders: providers, Now: s.opts.Now, Logger: s.log,
 	})
 }
@@ -299,6 +322,16 @@ func (s *Server) Serve(ctx context.Context) error {
 		return err
 	}
 	defer os.Remove(admin.SocketPath(s.opts.Dir))
+	var metLn net.Listener
+	if s.mets != nil {
+		addr := metrics.ListenAddr(s.opts.MetricsListen)
+		if metLn, err = net.Listen("tcp", addr); err != nil {
+			gwLn.Close()
+			caLn.Close()
+			sockLn.Close()
+			return fmt.Errorf("server: metrics listen %s: %w", addr, err)
+		}
+	}
 
 	// The listeners stay; every request is served by the live gateway of
 	// the moment, so a reload drops no connection.
@@ -306,6 +339,11 @@ func (s *Server) Serve(ctx context.Context) error {
 	gwSrv.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.live.Load().gateway.ServeHTTP(w, r)
 	})
+	if s.mets != nil {
+		// net/http reports failed handshakes only to ErrorLog: count them
+		// there, and still log them as the gateway does.
+		gwSrv.ErrorLog = log.New(s.mets.HandshakeLog(gwSrv.ErrorLog.Writer().Write), "", 0)
+	}
 	caSrv := &http.Server{
 		Handler:           s.ca.APIHandler(),
 		TLSConfig:         s.ca.APITLSConfig(),
@@ -324,7 +362,8 @@ func (s *Server) Serve(ctx context.Context) error {
 		MaxHeaderBytes:    64 << 10,
 	}
 
-	errc := make(chan error, 3)
+	servers := []*http.Server{gwSrv, caSrv, sockSrv}
+	errc := make(chan error, 4)
 	var wg sync.WaitGroup
 	serve := func(name string, f func() error) {
 		wg.Add(1)
@@ -339,6 +378,13 @@ func (s *Server) Serve(ctx context.Context) error {
 	serve("ca", func() error { return caSrv.ServeTLS(caLn, "", "") })
 	serve("admin socket", func() error { return sockSrv.Serve(sockLn) })
 	addrs := Addrs{Gateway: gwLn.Addr().String(), CA: caLn.Addr().String(), Socket: admin.SocketPath(s.opts.Dir)}
+	if metLn != nil {
+		metSrv := &http.Server{Handler: s.mets.Handler(), ReadHeaderTimeout: 10 * time.Second, MaxHeaderBytes: 16 << 10, IdleTimeout: time.Minute}
+		servers = append(servers, metSrv)
+		serve("metrics", func() error { return metSrv.Serve(metLn) })
+		addrs.Metrics = metLn.Addr().String()
+		s.log.Info().Str("metrics", "http://"+addrs.Metrics+metrics.Path).Msg("serving metrics")
+	}
 	s.log.Info().Str("gateway", addrs.Gateway).Str("ca", addrs.CA).Str("socket", addrs.Socket).Msg("serving")
 	if s.opts.Ready != nil {
 		s.opts.Ready(addrs)
@@ -350,7 +396,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	shutCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	for _, srv := range []*http.Server{gwSrv, caSrv, sockSrv} {
+	for _, srv := range servers {
 		_ = srv.Shutdown(shutCtx)
 	}
 	wg.Wait()
