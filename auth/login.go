@@ -131,7 +131,7 @@ func (s *Service) Login(ctx context.Context, req LoginRequest) (*Session, error)
 		pw = "" // invalid text: verified (and failed) like any wrong password
 	}
 	if len(req.Scope) > 0 {
-		if _, err := s.policy.Expand(req.Scope); err != nil {
+		if _, err := s.policy.Load().Expand(req.Scope); err != nil {
 			return nil, &CapsError{err}
 		}
 	}

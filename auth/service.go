@@ -73,7 +73,7 @@ type Options struct {
 type Service struct {
 	db     *bbolt.DB
 	set    settings
-	policy *authz.Policy
+	policy atomic.Pointer[authz.Policy] // swapped by SetPolicy on a reload
 	audit  audit.Recorder
 	log    zerolog.Logger
 	now    func() time.Time
@@ -114,16 +114,19 @@ func Open(db *bbolt.DB, cfg Config, opts Options) (*Service, error) {
 		return nil, err
 	}
 	s := &Service{
-		db: db, set: set, policy: opts.Policy, audit: opts.Audit, log: opts.Logger,
+		db: db, set: set, audit: opts.Audit, log: opts.Logger,
 		now: opts.Now, rand: opts.Rand, zoneOf: opts.ZoneOf,
 		thr:    newThrottle(set.clientBurst, set.clientRefill),
 		tokens: map[[32]byte]*liveToken{},
 		stop:   make(chan struct{}), done: make(chan struct{}),
 	}
-	if s.policy == nil {
-		if s.policy, err = authz.New(authz.Config{}); err != nil {
+	s.policy.Store(opts.Policy)
+	if opts.Policy == nil {
+		p, err := authz.New(authz.Config{})
+		if err != nil {
 			return nil, err
 		}
+		s.policy.Store(p)
 	}
 	if s.audit == nil {
 		s.audit = audit.Discard{}
@@ -165,7 +168,7 @@ func (s *Service) load() error {
 				return fmt.Errorf("auth: user %q: corrupt record: %w", k, err)
 			}
 			s.thr.markUser(u.Name, u.Throttle)
-			if c, err := s.policy.Expand(u.Caps); err == nil && !u.Disabled {
+			if c, err := s.policy.Load().Expand(u.Caps); err == nil && !u.Disabled {
 				caps[u.Name] = c
 			} else if err != nil {
 				s.log.Warn().Str("user", u.Name).Err(err).Msg("auth: a user's grants no longer expand under the policy; their tokens are not loaded")
@@ -457,3 +460,10 @@ func validName(name string) bool {
 	}
 	return true
 }
+
+// SetPolicy makes p the policy new grants, logins and token scopes are
+// expanded with (a configuration reload); p must not be nil. Tokens already
+// issued keep their capabilities until they expire or the server restarts
+// (load cuts them down to what their user has under the policy then); the
+// gateway decides every request under the new policy at once.
+func (s *Service) SetPolicy(p *authz.Policy) { s.policy.Store(p) }

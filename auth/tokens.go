@@ -286,7 +286,7 @@ func capsString(cs []authz.Capability) string {
 
 // userCaps expands a user's granted names with the current policy.
 func (s *Service) userCaps(u *userRecord) ([]authz.Capability, error) {
-	return s.policy.Expand(u.Caps)
+	return s.policy.Load().Expand(u.Caps)
 }
 
 // narrow intersects the user's capabilities with a requested scope (names
@@ -296,7 +296,7 @@ func (s *Service) narrow(have []authz.Capability, scope []string) ([]authz.Capab
 	if len(scope) == 0 {
 		return have, nil
 	}
-	want, err := s.policy.Expand(scope)
+	want, err := s.policy.Load().Expand(scope)
 	if err != nil {
 		return nil, err
 	}

@@ -83,7 +83,7 @@ func (s *Service) AddUser(ctx context.Context, name string, caps []string, passw
 	if name == reservedName {
 		return fmt.Errorf("%w; %q is reserved: the admin socket acts as user:%s", ErrBadName, name, name)
 	}
-	if _, err := s.policy.Expand(caps); err != nil {
+	if _, err := s.policy.Load().Expand(caps); err != nil {
 		return &CapsError{err}
 	}
 	var hash string
@@ -222,7 +222,7 @@ func (s *Service) ListUsers(ctx context.Context) ([]UserInfo, error) {
 			if err := json.Unmarshal(v, &u); err != nil {
 				return fmt.Errorf("auth: user %q: corrupt record: %w", k, err)
 			}
-			caps, _ := s.policy.Expand(u.Caps)
+			caps, _ := s.policy.Load().Expand(u.Caps)
 			st := s.thr.state(u.Name)
 			info := UserInfo{
 				Name: u.Name, Caps: u.Caps, Capabilities: caps, Disabled: u.Disabled, PasswordSet: u.Hash != "",

@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -62,7 +63,7 @@ type CA struct {
 	dir    string
 	set    settings
 	db     *bbolt.DB
-	policy *authz.Policy
+	policy atomic.Pointer[authz.Policy] // swapped by SetPolicy on a reload
 	audit  audit.Recorder
 	log    zerolog.Logger
 	now    func() time.Time
@@ -112,14 +113,14 @@ func Open(dir string, cfg Config, opts Options) (*CA, error) {
 		return nil, errors.New("ca: Options.Policy is required")
 	}
 	c := &CA{
-		dir:    filepath.Join(dir, dirName),
-		set:    set,
-		db:     opts.DB,
-		policy: opts.Policy,
-		audit:  opts.Audit,
-		log:    opts.Logger,
-		now:    opts.Now,
+		dir:   filepath.Join(dir, dirName),
+		set:   set,
+		db:    opts.DB,
+		audit: opts.Audit,
+		log:   opts.Logger,
+		now:   opts.Now,
 	}
+	c.policy.Store(opts.Policy)
 	if c.audit == nil {
 		c.audit = audit.Discard{}
 	}
@@ -499,3 +500,8 @@ func portSuffix(listen string) string {
 	}
 	return ":" + p
 }
+
+// SetPolicy makes p the policy new device grants are expanded with (a
+// configuration reload); p must not be nil. Devices keep the capabilities
+// they were granted.
+func (c *CA) SetPolicy(p *authz.Policy) { c.policy.Store(p) }

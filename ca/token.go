@@ -55,7 +55,7 @@ func (c *CA) AddDevice(ctx context.Context, name string, caps []string, ttl, lif
 	if !ValidDeviceName(name) {
 		return nil, fmt.Errorf("%w: device name %q: use 1 to 63 lowercase letters, digits and inner dashes", ErrBadRequest, name)
 	}
-	expanded, err := c.policy.Expand(caps)
+	expanded, err := c.policy.Load().Expand(caps)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadRequest, err)
 	}

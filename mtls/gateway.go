@@ -705,6 +705,9 @@ func (g *Gateway) serveAgent(w http.ResponseWriter, r *http.Request, norm string
 	if deny.status != 0 {
 		ev.Outcome = audit.OutcomeDeny
 	}
+	if m.node != nil {
+		ev.Meta["route"] = m.node.pattern // the configured pattern, never the client's path
+	}
 	if pr != nil {
 		ev.Principal = pr.ID
 		ev.Meta["via"] = string(pr.Method)

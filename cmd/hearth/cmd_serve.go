@@ -20,10 +20,13 @@ func newServeCmd(e *env) *cobra.Command {
     users by token; every request authorized and audited, then proxied;
   - the smallstep-compatible CA API on --ca-listen (step CLI, ACME);
   - the admin socket in the data dir, for the admin commands.
-Flags override hearth.yaml. SIGTERM or Ctrl-C shuts down cleanly.`,
+Flags override hearth.yaml. SIGTERM or Ctrl-C shuts down cleanly; SIGHUP
+(or 'hearth reload') applies an edited hearth.yaml without dropping
+connections.`,
 		Example: `  hearth serve
   hearth serve --dir /var/lib/hearth --listen :8443 --upstream http://127.0.0.1:18789
-  hearth serve --log-level info`,
+  hearth serve --log-level info
+  hearth serve --metrics-listen :9464      # Prometheus metrics on 127.0.0.1:9464`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			dir, err := dataDir(cmd)
@@ -40,12 +43,17 @@ Flags override hearth.yaml. SIGTERM or Ctrl-C shuts down cleanly.`,
 			o.Logger = newLogger(cmd, e)
 			o.Ready = func(a server.Addrs) {
 				fmt.Fprintf(e.stderr, "hearth: serving gateway on %s, CA on %s, admin socket %s\n", a.Gateway, a.CA, a.Socket)
+				if a.Metrics != "" {
+					fmt.Fprintf(e.stderr, "hearth: metrics on http://%s/metrics\n", a.Metrics)
+				}
 			}
 			s, err := server.Open(o)
 			if err != nil {
 				return err
 			}
 			defer s.Close()
+			stopHUP := reloadOnSIGHUP(cmd.Context(), s, o.Logger)
+			defer stopHUP()
 			return s.Serve(cmd.Context())
 		},
 	}
@@ -53,6 +61,7 @@ Flags override hearth.yaml. SIGTERM or Ctrl-C shuts down cleanly.`,
 	f.StringVar(&o.Listen, "listen", "", "gateway address (default from hearth.yaml, :8443)")
 	f.StringVar(&o.CAListen, "ca-listen", "", "CA API address (default from hearth.yaml, :9443)")
 	f.StringVar(&o.Upstream, "upstream", "", "the agent's URL (default from hearth.yaml, http://127.0.0.1:18789)")
+	f.StringVar(&o.MetricsListen, "metrics-listen", "", "serve Prometheus metrics (plain HTTP, no auth) on this address; an empty host is 127.0.0.1, e.g. :9464 (default off)")
 	f.StringVar(&o.PublicURL, "public-url", "", "the gateway URL devices use, in enrollment links (default https://localhost:PORT)")
 	return cmd
 }

@@ -105,15 +105,16 @@ var servingRE = regexp.MustCompile(`serving gateway on (\S+), CA on (\S+),`)
 
 // startServe runs `hearth serve` on loopback ports chosen by the kernel and
 // waits for it to print where it listens.
-func startServe(t *testing.T, dir, upstream string) *served {
+func startServe(t *testing.T, dir, upstream string, extra ...string) *served {
 	t.Helper()
-	return startServeOn(t, dir, "127.0.0.1:0", upstream)
+	return startServeOn(t, dir, "127.0.0.1:0", upstream, extra...)
 }
 
 // startServeOn is startServe with the gateway on listen.
-func startServeOn(t *testing.T, dir, listen, upstream string) *served {
+func startServeOn(t *testing.T, dir, listen, upstream string, extra ...string) *served {
 	t.Helper()
-	cmd := exec.Command(hearthBin, "serve", "--dir", dir, "--listen", listen, "--ca-listen", "127.0.0.1:0", "--upstream", upstream)
+	args := append([]string{"serve", "--dir", dir, "--listen", listen, "--ca-listen", "127.0.0.1:0", "--upstream", upstream}, extra...)
+	cmd := exec.Command(hearthBin, args...)
 	pr, pw := io.Pipe()
 	buf := &lockedBuffer{}
 	cmd.Stderr = io.MultiWriter(pw, buf)

@@ -88,4 +88,6 @@ var commands = []func(*env) *cobra.Command{
 	newAuthzCmd,
 	newAuditCmd,
 	newAgentCmd,
+	newConfigCmd,
+	newReloadCmd,
 }

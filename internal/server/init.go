@@ -104,15 +104,23 @@ func Init(ctx context.Context, dir string, o InitOptions) (*InitResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	if ents, err := os.ReadDir(dir); err == nil && len(ents) > 0 {
-		return nil, fmt.Errorf("%w: %s holds files; init refuses to change it (use another --dir)", ErrExists, dir)
-	} else if err != nil && !errors.Is(err, os.ErrNotExist) {
+	existing, err := emptyDataDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	// A new data dir is built in a sibling temporary directory and renamed
+	// into place whole. An existing empty one (systemd's StateDirectory=, a
+	// container volume, a mount point) cannot be replaced by rename(2) —
+	// EEXIST/EBUSY, or EXDEV across filesystems — so it is built in a
+	// temporary directory inside it and its entries are moved in, hearth.yaml
+	// last (see moveInto).
+	parent := filepath.Dir(dir)
+	if existing {
+		parent = dir
+	} else if err := os.MkdirAll(parent, 0o700); err != nil {
 		return nil, fmt.Errorf("server: %w", err)
 	}
-	if err := os.MkdirAll(filepath.Dir(dir), 0o700); err != nil {
-		return nil, fmt.Errorf("server: %w", err)
-	}
-	tmp, err := os.MkdirTemp(filepath.Dir(dir), "."+filepath.Base(dir)+".init-")
+	tmp, err := os.MkdirTemp(parent, "."+filepath.Base(dir)+".init-")
 	if err != nil {
 		return nil, fmt.Errorf("server: %w", err)
 	}
@@ -184,9 +192,13 @@ func Init(ctx context.Context, dir string, o InitOptions) (*InitResult, error) {
 		}
 		res.OpenClawPatch = filepath.Join(dir, config.OpenClawPatchName)
 	}
-	// rename(2) replaces an empty directory and refuses a non-empty one, so
-	// a data dir that appeared meanwhile is not overwritten.
-	if err := os.Rename(tmp, dir); err != nil {
+	if existing {
+		if err := moveInto(tmp, dir); err != nil {
+			return nil, err
+		}
+	} else if err := os.Rename(tmp, dir); err != nil {
+		// rename(2) replaces an empty directory and refuses a non-empty
+		// one, so a data dir that appeared meanwhile is not overwritten.
 		return nil, fmt.Errorf("%w: %s (%v)", ErrExists, dir, err)
 	}
 	done = true

@@ -58,10 +58,11 @@ func newOIDC(s *Server, providers []oidc.Provider, publicURL string) (*oidc.Hand
 		Sessions:     ad,
 		Identities:   ad,
 		Throttle:     s.auth,
-		Audit:        s.audit,
+		Audit:        s.rec,
 		Logger:       s.log,
 		Now:          s.opts.Now,
 		PublicURL:    publicURL,
+		CookieKey:    s.cookieKey,
 		SignedInUser: signedInUser(s.opts.Now),
 		PrincipalID: func(r *http.Request) string {
 			if p := mtls.PrincipalFrom(r.Context()); p != nil {

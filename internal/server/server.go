@@ -12,16 +12,18 @@ package server
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
+	"log"
 	"net"
 	"net/http"
 	"net/netip"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -35,6 +37,7 @@ import (
 	"github.com/hearth-home/hearth/internal/admin"
 	"github.com/hearth-home/hearth/internal/config"
 	"github.com/hearth-home/hearth/internal/httpx"
+	"github.com/hearth-home/hearth/internal/metrics"
 	"github.com/hearth-home/hearth/internal/webui"
 	"github.com/hearth-home/hearth/mtls"
 )
@@ -55,6 +58,10 @@ type Options struct {
 	Now       func() time.Time
 	// Ready, if set, receives the bound addresses once every listener is up.
 	Ready func(Addrs)
+	// MetricsListen, if set, serves Prometheus metrics over plain HTTP on
+	// this address (an empty host is loopback, see metrics.ListenAddr).
+	// Empty: no metrics listener, and nothing is counted.
+	MetricsListen string
 }
 
 // Addrs are the addresses the server is listening on.
@@ -62,22 +69,28 @@ type Addrs struct {
 	Gateway string
 	CA      string
 	Socket  string
+	Metrics string // empty without --metrics-listen
 }
 
 // Server is a running hearth.
 type Server struct {
-	opts    Options
-	cfg     *config.Config
-	log     zerolog.Logger
-	db      *bolt.DB
-	audit   *audit.Log
-	policy  *authz.Policy
-	ca      *ca.CA
-	auth    *auth.Service
-	oidc    *oidc.Handler
-	gateway *mtls.Gateway
-	mux     http.Handler // hearth's own paths, on the gateway and the socket
-	trusted []netip.Prefix
+	opts  Options
+	cfg   *config.Config // as started: listeners, CA, auth and audit settings
+	log   zerolog.Logger
+	db    *bolt.DB
+	audit *audit.Log
+	rec   audit.Recorder   // the log, counted by metrics when they are on
+	mets  *metrics.Metrics // nil without MetricsListen
+	ca    *ca.CA
+	auth  *auth.Service
+
+	// live is what hearth.yaml's routes, bundles, requirements, trusted
+	// networks and OIDC providers built (see reload.go); a reload swaps it
+	// whole.
+	live      atomic.Pointer[live]
+	reloadMu  sync.Mutex // one reload at a time
+	publicURL string
+	cookieKey []byte // OIDC flow cookies, kept across reloads
 }
 
 // Open opens the data dir and builds every part, without listening yet.
@@ -89,31 +102,18 @@ func Open(opts Options) (*Server, error) {
 	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
 		return nil, fmt.Errorf("server: no data dir at %s: run `hearth init --dir %s` first", dir, dir)
 	}
-	cfg, err := config.Load(filepath.Join(dir, config.FileName))
+	raw, err := readConfig(filepath.Join(dir, config.FileName))
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := config.Parse(raw)
 	if err != nil {
 		return nil, err
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if opts.Listen != "" {
-		cfg.Gateway.Listen = opts.Listen
-	}
-	if opts.CAListen != "" {
-		cfg.CA.Listen = opts.CAListen
-	}
-	if opts.Upstream != "" {
-		cfg.Gateway.Upstream = opts.Upstream
-	}
-	if cfg.Gateway.Listen == "" {
-		cfg.Gateway.Listen = ":8443"
-	}
-	if cfg.CA.Listen == "" {
-		cfg.CA.Listen = ":9443"
-	}
-	if cfg.Gateway.Upstream == "" {
-		cfg.Gateway.Upstream = "http://127.0.0.1:18789"
-	}
+	applyOptions(cfg, opts)
 	s := &Server{opts: opts, cfg: cfg, log: opts.Logger}
 	ok := false
 	defer func() {
@@ -122,74 +122,63 @@ func Open(opts Options) (*Server, error) {
 		}
 	}()
 
-	if s.policy, err = authz.New(cfg.Authz); err != nil {
+	// The CA and the login service are opened with a first policy; the
+	// one build() makes replaces it in commit, as on every reload.
+	policy, err := authz.New(cfg.Authz)
+	if err != nil {
 		return nil, err
 	}
-	for _, n := range cfg.Gateway.TrustedNetworks {
-		p, err := netip.ParsePrefix(n)
-		if err != nil {
-			return nil, fmt.Errorf("server: gateway.trusted_networks: %q is not a CIDR such as 192.168.1.0/24", n)
-		}
-		s.trusted = append(s.trusted, p.Masked())
-	}
-	if len(s.trusted) == 0 {
-		s.trusted = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
-	}
-	upstream, err := url.Parse(cfg.Gateway.Upstream)
-	if err != nil || (upstream.Scheme != "http" && upstream.Scheme != "https") || upstream.Host == "" {
-		return nil, fmt.Errorf("server: upstream %q is not an http(s) URL such as http://127.0.0.1:18789", cfg.Gateway.Upstream)
+	s.cookieKey = make([]byte, 32)
+	if _, err := rand.Read(s.cookieKey); err != nil {
+		return nil, fmt.Errorf("server: reading randomness: %w", err)
 	}
 
 	s.db, err = bolt.Open(filepath.Join(dir, StoreName), 0o600, &bolt.Options{Timeout: 2 * time.Second})
 	if err != nil {
 		return nil, fmt.Errorf("server: opening the store %s: %w (is another hearth serving this dir?)", filepath.Join(dir, StoreName), err)
 	}
-	if s.audit, err = audit.Open(dir, cfg.Audit, audit.Options{Logger: s.log, Now: opts.Now}); err != nil {
+	aopts := audit.Options{Logger: s.log, Now: opts.Now}
+	if opts.MetricsListen != "" {
+		s.mets = metrics.New()
+		aopts.OnBatch = s.mets.OnBatch
+	}
+	if s.audit, err = audit.Open(dir, cfg.Audit, aopts); err != nil {
 		return nil, err
 	}
-	publicURL := opts.PublicURL
-	if publicURL == "" {
-		publicURL = cfg.Gateway.PublicURL
+	s.rec = s.audit
+	if s.mets != nil {
+		s.rec = s.mets.Recorder(s.audit, func(c string) bool { return s.live.Load().policy.Known(authz.Capability(c)) })
 	}
-	if publicURL == "" {
-		publicURL = "https://localhost" + portOf(cfg.Gateway.Listen)
+	s.publicURL = opts.PublicURL
+	if s.publicURL == "" {
+		s.publicURL = cfg.Gateway.PublicURL
+	}
+	if s.publicURL == "" {
+		s.publicURL = "https://localhost" + portOf(cfg.Gateway.Listen)
 	}
 	s.ca, err = ca.Open(dir, cfg.CA, ca.Options{
-		DB: s.db, Policy: s.policy, Audit: s.audit, Logger: s.log, Now: opts.Now, PublicURL: publicURL,
+		DB: s.db, Policy: policy, Audit: s.rec, Logger: s.log, Now: opts.Now, PublicURL: s.publicURL,
 	})
 	if err != nil {
 		return nil, err
 	}
 	s.auth, err = auth.Open(s.db, cfg.Auth, auth.Options{
-		Policy: s.policy, Audit: s.audit, Logger: s.log, Now: opts.Now, ZoneOf: s.zoneOf,
+		Policy: policy, Audit: s.rec, Logger: s.log, Now: opts.Now, ZoneOf: s.zoneOf,
 	})
 	if err != nil {
 		return nil, err
 	}
-	if len(cfg.OIDC) > 0 {
-		s.oidc, err = newOIDC(s, cfg.OIDC, publicURL)
-		if err != nil {
+	l, err := s.build(cfg)
+	if err != nil {
+		return nil, err
+	}
+	l.sum = sha256Hex(raw)
+	s.commit(l)
+	if s.mets != nil {
+		if err := s.registerCollectors(); err != nil {
 			return nil, err
 		}
 	}
-	routes := cfg.Gateway.Routes
-	s.gateway, err = mtls.NewGateway(mtls.GatewayOptions{
-		Policy:          s.policy,
-		Devices:         s.ca,
-		Tokens:          s.auth,
-		Audit:           s.audit,
-		Routes:          routes,
-		Upstream:        upstream,
-		TrustedNetworks: s.trusted,
-		Agent:           cfg.Gateway.Agent,
-		Hearth:          http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }),
-		Logger:          s.log,
-		Now:             opts.Now,
-	})
-	if err != nil {
-		return nil, err
-	}
-	s.mux = s.hearthMux()
 	ok = true
 	return s, nil
 }
@@ -211,7 +200,7 @@ func (s *Server) zoneOf(remoteAddr string) authz.Zone {
 		return authz.ZoneRemote
 	}
 	a = a.Unmap()
-	for _, p := range s.trusted {
+	for _, p := range s.live.Load().trusted {
 		if p.Contains(a) {
 			return authz.ZoneLAN
 		}
@@ -221,9 +210,9 @@ func (s *Server) zoneOf(remoteAddr string) authz.Zone {
 
 // hearthMux routes hearth's own /.hearth/ paths. It serves both the gateway
 // (principal set by mtls, maybe nil) and the admin socket (principal local).
-func (s *Server) hearthMux() http.Handler {
+func (s *Server) hearthMux(l *live) http.Handler {
 	mux := http.NewServeMux()
-	api := s.gateway.APIHandler() // the gateway answers these itself; the socket needs them too
+	api := l.gateway.APIHandler() // the gateway answers these itself; the socket needs them too
 	mux.Handle("/.hearth/healthz", api)
 	mux.Handle("/.hearth/v1/whoami", api)
 	mux.Handle("/.hearth/v1/authz/check", api)
@@ -232,12 +221,13 @@ func (s *Server) hearthMux() http.Handler {
 	mux.Handle("/.hearth/v1/renew", caPublic)
 	mux.Handle("/.hearth/v1/roots.pem", caPublic)
 	mux.Handle("/.hearth/v1/auth/", s.auth.Handler())
-	if s.oidc != nil {
-		mux.Handle(oidc.PathPrefix, s.oidc)
+	mux.Handle("/.hearth/readyz", http.HandlerFunc(s.readyz))
+	if l.oidc != nil {
+		mux.Handle(oidc.PathPrefix, l.oidc)
 	}
 	mux.Handle("/.hearth/v1/audit/", requirePrincipal(s.audit.Handler()))
-	mux.Handle(webui.Prefix, s.webUI().Handler())
-	admin := s.gateway.Require(authz.CapHearthAdmin, adminMux(s))
+	mux.Handle(webui.Prefix, s.webUI(l).Handler())
+	admin := l.gateway.Require(authz.CapHearthAdmin, adminMux(s, l))
 	mux.Handle("/.hearth/v1/admin/", admin)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		httpx.Error(w, http.StatusNotFound, "not_found", "no such hearth endpoint: "+r.URL.Path)
@@ -247,29 +237,30 @@ func (s *Server) hearthMux() http.Handler {
 
 // webUI builds the web pages (/.hearth/ui/…): login, logout, who you are,
 // and devices and audit entries for hearth:admin.
-func (s *Server) webUI() *webui.UI {
+func (s *Server) webUI(l *live) *webui.UI {
 	var providers []webui.OIDCProvider
-	for _, p := range s.cfg.OIDC {
+	for _, p := range l.cfg.OIDC {
 		providers = append(providers, webui.OIDCProvider{Name: p.Name, DisplayName: p.DisplayName})
 	}
 	return webui.New(webui.Options{
-		Auth: s.auth, Policy: s.policy, Devices: s.ca, Audit: s.audit, Recorder: s.audit,
+		Auth: s.auth, Policy: l.policy, Devices: s.ca, Audit: s.audit, Recorder: s.rec,
 		Enrollment: s.ca, Users: s.auth, AuditStatus: webui.LogStatus{Dir: s.opts.Dir, Log: s.audit},
-		Household:     s.cfg.Name,
+		Household:     l.cfg.Name,
 		OIDCProviders: providers, Now: s.opts.Now, Logger: s.log,
 	})
 }
 
-func adminMux(s *Server) http.Handler {
+func adminMux(s *Server, l *live) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/.hearth/v1/admin/devices", s.ca.AdminHandler())
 	mux.Handle("/.hearth/v1/admin/devices/", s.ca.AdminHandler())
 	mux.Handle("/.hearth/v1/admin/users", s.auth.AdminHandler())
 	mux.Handle("/.hearth/v1/admin/users/", s.auth.AdminHandler())
 	mux.Handle(audit.AdminPath, s.audit.AdminHandler())
-	if s.oidc != nil {
-		mux.Handle(oidc.AdminPath, s.oidc.AdminHandler())
+	if l.oidc != nil {
+		mux.Handle(oidc.AdminPath, l.oidc.AdminHandler())
 	}
+	mux.HandleFunc("POST "+ReloadPath, s.handleReload)
 	mux.HandleFunc("GET /.hearth/v1/admin/principals/{id}", s.principalInfo)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		httpx.Error(w, http.StatusNotFound, "not_found", "no such admin endpoint: "+r.URL.Path)
@@ -336,8 +327,28 @@ func (s *Server) Serve(ctx context.Context) error {
 		return err
 	}
 	defer os.Remove(admin.SocketPath(s.opts.Dir))
+	var metLn net.Listener
+	if s.mets != nil {
+		addr := metrics.ListenAddr(s.opts.MetricsListen)
+		if metLn, err = net.Listen("tcp", addr); err != nil {
+			gwLn.Close()
+			caLn.Close()
+			sockLn.Close()
+			return fmt.Errorf("server: metrics listen %s: %w", addr, err)
+		}
+	}
 
-	gwSrv := s.gateway.Server(mtls.ServerTLSConfig(s.ca.ServerCertificate(), s.ca.ClientCAs()))
+	// The listeners stay; every request is served by the live gateway of
+	// the moment, so a reload drops no connection.
+	gwSrv := s.live.Load().gateway.Server(mtls.ServerTLSConfig(s.ca.ServerCertificate(), s.ca.ClientCAs()))
+	gwSrv.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.live.Load().gateway.ServeHTTP(w, r)
+	})
+	if s.mets != nil {
+		// net/http reports failed handshakes only to ErrorLog: count them
+		// there, and still log them as the gateway does.
+		gwSrv.ErrorLog = log.New(s.mets.HandshakeLog(gwSrv.ErrorLog.Writer().Write), "", 0)
+	}
 	caSrv := &http.Server{
 		Handler:           s.ca.APIHandler(),
 		TLSConfig:         s.ca.APITLSConfig(),
@@ -349,12 +360,15 @@ func (s *Server) Serve(ctx context.Context) error {
 		ErrorLog:          nil,
 	}
 	sockSrv := &http.Server{
-		Handler:           localClient(mtls.LocalPrincipal(s.policy, s.opts.Now, s.mux)),
+		Handler: localClient(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			s.live.Load().socket.ServeHTTP(w, r)
+		})),
 		ReadHeaderTimeout: 10 * time.Second,
 		MaxHeaderBytes:    64 << 10,
 	}
 
-	errc := make(chan error, 3)
+	servers := []*http.Server{gwSrv, caSrv, sockSrv}
+	errc := make(chan error, 4)
 	var wg sync.WaitGroup
 	serve := func(name string, f func() error) {
 		wg.Add(1)
@@ -369,6 +383,13 @@ func (s *Server) Serve(ctx context.Context) error {
 	serve("ca", func() error { return caSrv.ServeTLS(caLn, "", "") })
 	serve("admin socket", func() error { return sockSrv.Serve(sockLn) })
 	addrs := Addrs{Gateway: gwLn.Addr().String(), CA: caLn.Addr().String(), Socket: admin.SocketPath(s.opts.Dir)}
+	if metLn != nil {
+		metSrv := &http.Server{Handler: s.mets.Handler(), ReadHeaderTimeout: 10 * time.Second, MaxHeaderBytes: 16 << 10, IdleTimeout: time.Minute}
+		servers = append(servers, metSrv)
+		serve("metrics", func() error { return metSrv.Serve(metLn) })
+		addrs.Metrics = metLn.Addr().String()
+		s.log.Info().Str("metrics", "http://"+addrs.Metrics+metrics.Path).Msg("serving metrics")
+	}
 	s.log.Info().Str("gateway", addrs.Gateway).Str("ca", addrs.CA).Str("socket", addrs.Socket).Msg("serving")
 	if s.opts.Ready != nil {
 		s.opts.Ready(addrs)
@@ -380,7 +401,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	shutCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	for _, srv := range []*http.Server{gwSrv, caSrv, sockSrv} {
+	for _, srv := range servers {
 		_ = srv.Shutdown(shutCtx)
 	}
 	wg.Wait()

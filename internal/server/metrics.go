@@ -1,0 +1,29 @@
+package server
+
+import (
+	"context"
+	"time"
+
+	"github.com/hearth-home/hearth/internal/metrics"
+)
+
+// registerCollectors adds the scrape-time collectors: seconds left on
+// every enrolled device's certificate and on the gateway's own, and the
+// store's figures.
+func (s *Server) registerCollectors() error {
+	devices := func() ([]metrics.DeviceCert, error) {
+		ds, err := s.ca.ListDevices(context.Background())
+		if err != nil {
+			return nil, err
+		}
+		var out []metrics.DeviceCert
+		for _, d := range ds {
+			if d.Enrolled && !d.Revoked && d.CertExpires != nil {
+				out = append(out, metrics.DeviceCert{Name: d.Name, NotAfter: *d.CertExpires})
+			}
+		}
+		return out, nil
+	}
+	gateway := func() time.Time { return s.ca.ServerCertificate().Leaf.NotAfter }
+	return s.mets.Register(metrics.CertCollector(devices, gateway, s.opts.Now), metrics.StoreCollector(s.db))
+}
