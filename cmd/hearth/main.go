@@ -87,4 +87,8 @@ var commands = []func(*env) *cobra.Command{
 	newLoginCmd,
 	newAuthzCmd,
 	newAuditCmd,
+	newVersionCmd,
+	newCompletionCmd,
+	newBackupCmd,
+	newRestoreCmd,
 }
