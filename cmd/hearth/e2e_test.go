@@ -107,7 +107,15 @@ var servingRE = regexp.MustCompile(`serving gateway on (\S+), CA on (\S+),`)
 // waits for it to print where it listens.
 func startServe(t *testing.T, dir, upstream string) *served {
 	t.Helper()
-	cmd := exec.Command(hearthBin, "serve", "--dir", dir, "--listen", "127.0.0.1:0", "--ca-listen", "127.0.0.1:0", "--upstream", upstream)
+	return startServeWith(t, nil, dir, upstream)
+}
+
+// startServeWith is startServe with the command run under wrapper (e.g.
+// ip netns exec NAME).
+func startServeWith(t *testing.T, wrapper []string, dir, upstream string) *served {
+	t.Helper()
+	args := append(append([]string(nil), wrapper...), hearthBin, "serve", "--dir", dir, "--listen", "127.0.0.1:0", "--ca-listen", "127.0.0.1:0", "--upstream", upstream)
+	cmd := exec.Command(args[0], args[1:]...)
 	pr, pw := io.Pipe()
 	buf := &lockedBuffer{}
 	cmd.Stderr = io.MultiWriter(pw, buf)
