@@ -161,6 +161,25 @@ func (h *hasher) hash(pw string) (string, error) {
 	return phc{params: h.params, salt: salt, tag: h.key([]byte(pw), salt, h.params, tagLen)}.String(), nil
 }
 
+// dummy returns the PHC string of no password: current parameters, a
+// fresh salt and a random tag. Verifying any password against it costs
+// exactly what verifying against a real hash costs (one argon2id run with
+// the same parameters) and never succeeds (a 256-bit random tag), which is
+// all the unknown-user check needs. Building it runs no argon2id: a run at
+// start-up would cost its time and leave its 64 MiB in the heap of an idle
+// server.
+func (h *hasher) dummy() (string, error) {
+	salt := make([]byte, saltLen)
+	tag := make([]byte, tagLen)
+	if _, err := io.ReadFull(h.rand, salt); err != nil {
+		return "", fmt.Errorf("auth: reading randomness: %w", err)
+	}
+	if _, err := io.ReadFull(h.rand, tag); err != nil {
+		return "", fmt.Errorf("auth: reading randomness: %w", err)
+	}
+	return phc{params: h.params, salt: salt, tag: tag}.String(), nil
+}
+
 // verify checks pw against the PHC string encoded in constant time, and
 // reports whether the hash should be recomputed with the current
 // parameters. The caller holds a slot.

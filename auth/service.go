@@ -138,14 +138,9 @@ func Open(db *bbolt.DB, cfg Config, opts Options) (*Service, error) {
 		s.rand = rand.Reader
 	}
 	s.hasher = newHasher(set.argon2, set.maxHashes, set.hashQueue, s.rand)
-	dummyPw, err := s.randomString(24)
-	if err != nil {
+	if s.dummy, err = s.hasher.dummy(); err != nil {
 		return nil, err
 	}
-	if s.dummy, err = s.hasher.hash(dummyPw); err != nil {
-		return nil, err
-	}
-	s.hasher.evals.Store(0)
 	if err := createBuckets(db); err != nil {
 		return nil, err
 	}

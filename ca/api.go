@@ -46,8 +46,8 @@ func (c *CA) APIHandler() http.Handler {
 		mux.Use(c.auditStepAPI)
 		stepapi.Route(mux)
 		mux.Route("/1.0", func(r chi.Router) { stepapi.Route(r) })
-		mux.Route("/acme", func(r chi.Router) { acmeAPI.Route(r) })
-		mux.Route("/2.0/acme", func(r chi.Router) { acmeAPI.Route(r) })
+		mux.Route("/acme", func(r chi.Router) { r.Use(c.acmeGuard); acmeAPI.Route(r) })
+		mux.Route("/2.0/acme", func(r chi.Router) { r.Use(c.acmeGuard); acmeAPI.Route(r) })
 		pub := c.PublicHandler()
 		mux.Handle(EnrollPath, pub)
 		mux.Handle(RenewPath, pub) // `hearth enroll --renew` against this listener

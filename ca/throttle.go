@@ -47,6 +47,23 @@ func newFailThrottle(burst int) *ratelimit.Limiter {
 // left out, and returns false. An admitted attempt that succeeds must call
 // c.thr.GiveBack(r.RemoteAddr).
 func (c *CA) admit(w http.ResponseWriter, r *http.Request, ev audit.Event, step bool) bool {
+	return c.admitWith(w, r, ev, func(w http.ResponseWriter, _ *http.Request, d time.Duration, msg string) {
+		if !step {
+			httpx.TooMany(w, d, msg)
+			return
+		}
+		secs := max(1, int((d+time.Second-1)/time.Second))
+		w.Header().Set("Retry-After", strconv.Itoa(secs))
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Cache-Control", "no-store")
+		w.WriteHeader(http.StatusTooManyRequests)
+		_ = json.NewEncoder(w).Encode(map[string]any{"status": http.StatusTooManyRequests, "message": msg})
+	})
+}
+
+// admitWith is admit with the 429 answer written by throttled (ACME
+// answers with its own problem document).
+func (c *CA) admitWith(w http.ResponseWriter, r *http.Request, ev audit.Event, throttled func(w http.ResponseWriter, r *http.Request, d time.Duration, msg string)) bool {
 	now := c.thrNow()
 	d, ok := c.thr.Take(r.RemoteAddr, now)
 	if ok {
@@ -66,15 +83,6 @@ func (c *CA) admit(w http.ResponseWriter, r *http.Request, ev audit.Event, step 
 			return false
 		}
 	}
-	if !step {
-		httpx.TooMany(w, d, msg)
-		return false
-	}
-	secs := max(1, int((d+time.Second-1)/time.Second))
-	w.Header().Set("Retry-After", strconv.Itoa(secs))
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(http.StatusTooManyRequests)
-	_ = json.NewEncoder(w).Encode(map[string]any{"status": http.StatusTooManyRequests, "message": msg})
+	throttled(w, r, d, msg)
 	return false
 }

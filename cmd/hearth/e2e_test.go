@@ -107,14 +107,29 @@ var servingRE = regexp.MustCompile(`serving gateway on (\S+), CA on (\S+),`)
 // waits for it to print where it listens.
 func startServe(t *testing.T, dir, upstream string, extra ...string) *served {
 	t.Helper()
-	return startServeOn(t, dir, "127.0.0.1:0", upstream, extra...)
+	return startServeIn(t, nil, dir, "127.0.0.1:0", upstream, extra...)
 }
 
 // startServeOn is startServe with the gateway on listen.
 func startServeOn(t *testing.T, dir, listen, upstream string, extra ...string) *served {
 	t.Helper()
-	args := append([]string{"serve", "--dir", dir, "--listen", listen, "--ca-listen", "127.0.0.1:0", "--upstream", upstream}, extra...)
-	cmd := exec.Command(hearthBin, args...)
+	return startServeIn(t, nil, dir, listen, upstream, extra...)
+}
+
+// startServeWith is startServe with the command run under wrapper (e.g.
+// ip netns exec NAME).
+func startServeWith(t *testing.T, wrapper []string, dir, upstream string) *served {
+	t.Helper()
+	return startServeIn(t, wrapper, dir, "127.0.0.1:0", upstream)
+}
+
+// startServeIn runs `hearth serve` under wrapper (none if nil) with the
+// gateway on listen and extra flags.
+func startServeIn(t *testing.T, wrapper []string, dir, listen, upstream string, extra ...string) *served {
+	t.Helper()
+	args := append(append([]string(nil), wrapper...), hearthBin, "serve", "--dir", dir, "--listen", listen, "--ca-listen", "127.0.0.1:0", "--upstream", upstream)
+	args = append(args, extra...)
+	cmd := exec.Command(args[0], args[1:]...)
 	pr, pw := io.Pipe()
 	buf := &lockedBuffer{}
 	cmd.Stderr = io.MultiWriter(pw, buf)

@@ -90,4 +90,8 @@ var commands = []func(*env) *cobra.Command{
 	newAgentCmd,
 	newConfigCmd,
 	newReloadCmd,
+	newVersionCmd,
+	newCompletionCmd,
+	newBackupCmd,
+	newRestoreCmd,
 }
