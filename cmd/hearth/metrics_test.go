@@ -81,7 +81,7 @@ next:
 func TestMetricsScrape(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "data")
 	var in initOut
-	if err := json.Unmarshal([]byte(mustHearth(t, dir, "init", "--owner", "alice", "--json")), &in); err != nil {
+	if err := json.Unmarshal([]byte(mustHearth(t, dir, "init", "--owner", "alice", "--agent", "sample", "--json")), &in); err != nil {
 		t.Fatal(err)
 	}
 	_, upstream := startAgent(t)

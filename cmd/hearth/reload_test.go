@@ -57,7 +57,7 @@ func configChanges(t *testing.T, dir string) []map[string]any {
 func TestReloadUnderTraffic(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "data")
 	var in initOut
-	if err := json.Unmarshal([]byte(mustHearth(t, dir, "init", "--owner", "alice", "--json")), &in); err != nil {
+	if err := json.Unmarshal([]byte(mustHearth(t, dir, "init", "--owner", "alice", "--agent", "sample", "--json")), &in); err != nil {
 		t.Fatal(err)
 	}
 	agent, upstream := startAgent(t)
