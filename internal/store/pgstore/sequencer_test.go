@@ -24,7 +24,7 @@ type testSigner struct {
 	verifier note.Verifier
 }
 
-func newTestSigner(t *testing.T) *testSigner {
+func newTestSigner(t testing.TB) *testSigner {
 	t.Helper()
 	skey, vkey, err := note.GenerateKey(rand.Reader, "hearth-test")
 	if err != nil {

@@ -1,0 +1,52 @@
+package pgstore
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/hearth-home/hearth/internal/pgtest"
+)
+
+// BenchmarkAuditAppend measures audit appends through the PostgreSQL
+// sequencer as a request sees them: enqueue in a transaction, then wait
+// until a signed checkpoint covers the entry; b.SetParallelism(8) gives 16
+// concurrent writers on the 2-core machine. The test cluster runs with
+// fsync off, so this is the sequencer's cost, not a durable disk's.
+func BenchmarkAuditAppend(b *testing.B) {
+	ctx := context.Background()
+	db := pgtest.New(b)
+	pool := db.Pool(b)
+	if _, err := Migrate(ctx, pool); err != nil {
+		b.Fatal(err)
+	}
+	signer := newTestSigner(b)
+	seq := &Sequencer{Pool: pool, Sign: signer.sign, Name: "bench"}
+	sctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- seq.Run(sctx) }()
+	defer func() { cancel(); <-done }()
+	var n atomic.Int64
+	b.SetParallelism(8)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			var id int64
+			err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) (err error) {
+				id, err = EnqueueAudit(ctx, tx, fmt.Appendf(nil, `{"event":"bench","n":%d}`, n.Add(1)))
+				return err
+			})
+			if err == nil {
+				_, err = WaitAudited(ctx, pool, id)
+			}
+			if err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "entries/s")
+}
