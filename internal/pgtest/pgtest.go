@@ -36,9 +36,10 @@
 // throwaway, and no test here simulates a power cut of the database host.
 //
 // The server is started directly (not daemonised by pg_ctl) with
-// Pdeathsig=SIGQUIT, so that the kernel stops it if the test binary dies
-// without running its cleanup (go test -timeout panics, kill -9): no
-// postmaster outlives its test run.
+// Pdeathsig=SIGQUIT on Linux, so that the kernel stops it if the test
+// binary dies without running its cleanup (go test -timeout panics,
+// kill -9): no postmaster outlives its test run. (Other systems have no
+// such signal; there a killed test binary can leave its server running.)
 package pgtest
 
 import (
@@ -340,7 +341,7 @@ func (c *cluster) startServer(bin, data string, cred *syscall.Credential) error 
 	)
 	cmd.Dir = c.dir
 	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Pdeathsig: syscall.SIGQUIT, Setpgid: true}
+	cmd.SysProcAttr = serverAttr(cred)
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("starting postgres: %w", err)
 	}
