@@ -13,10 +13,16 @@ import (
 
 // BenchmarkAuditAppend measures audit appends through the PostgreSQL
 // sequencer as a request sees them: enqueue in a transaction, then wait
-// until a signed checkpoint covers the entry; b.SetParallelism(8) gives 16
-// concurrent writers on the 2-core machine. The test cluster runs with
-// fsync off, so this is the sequencer's cost, not a durable disk's.
+// until a signed checkpoint covers the entry — by polling (WaitAudited) or
+// through one AuditWaiter; b.SetParallelism(8) gives 16 concurrent writers
+// on the 2-core machine. The test cluster runs with fsync off, so this is
+// the sequencer's cost, not a durable disk's.
 func BenchmarkAuditAppend(b *testing.B) {
+	b.Run("wait=poll", func(b *testing.B) { benchAppend(b, false) })
+	b.Run("wait=listen", func(b *testing.B) { benchAppend(b, true) })
+}
+
+func benchAppend(b *testing.B, listen bool) {
 	ctx := context.Background()
 	db := pgtest.New(b)
 	pool := db.Pool(b)
@@ -29,6 +35,15 @@ func BenchmarkAuditAppend(b *testing.B) {
 	done := make(chan error, 1)
 	go func() { done <- seq.Run(sctx) }()
 	defer func() { cancel(); <-done }()
+	wait := func(id int64) (int64, error) { return WaitAudited(ctx, pool, id) }
+	if listen {
+		w, err := NewAuditWaiter(ctx, pool, 0)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer w.Close()
+		wait = func(id int64) (int64, error) { return w.Wait(ctx, id) }
+	}
 	var n atomic.Int64
 	b.SetParallelism(8)
 	b.ResetTimer()
@@ -40,7 +55,7 @@ func BenchmarkAuditAppend(b *testing.B) {
 				return err
 			})
 			if err == nil {
-				_, err = WaitAudited(ctx, pool, id)
+				_, err = wait(id)
 			}
 			if err != nil {
 				b.Error(err)
