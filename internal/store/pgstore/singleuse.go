@@ -133,6 +133,24 @@ func ChargeAttempt(ctx context.Context, q Querier, kind store.LockoutKind, name 
 	return l, nil
 }
 
+// AdvanceTOTPStep records step as the user's last accepted TOTP time
+// step if it is later than the stored one; ErrUsed otherwise (the code, or
+// an earlier one, was accepted already: RFC 6238 §5.2).
+func AdvanceTOTPStep(ctx context.Context, q Querier, user string, step uint64) error {
+	if step > 1<<63-1 {
+		return fmt.Errorf("pgstore: TOTP step %d out of range", step)
+	}
+	tag, err := q.Exec(ctx, "UPDATE "+Schema+".users SET totp_last_step = $2, version = version + 1"+
+		" WHERE name = $1 AND totp_last_step < $2", user, int64(step))
+	if err != nil {
+		return unavailable("recording a TOTP step", err)
+	}
+	if tag.RowsAffected() != 1 {
+		return store.ErrUsed
+	}
+	return nil
+}
+
 func unavailable(what string, err error) error {
 	return fmt.Errorf("%w: pgstore: %s: %v", store.ErrUnavailable, what, err)
 }

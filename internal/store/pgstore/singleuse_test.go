@@ -72,7 +72,8 @@ func mustExec(t *testing.T, pool *pgxpool.Pool, sql string, args ...any) {
 
 // Single use across replicas, for each secret: 8 racers on two pools, 100
 // secrets each, exactly one consumer per secret; the others are told
-// ErrUsed (refresh tokens, enrollment) or ErrNotFound (codes).
+// ErrUsed (refresh tokens) or refused otherwise. For TOTP each trial is a
+// new time step that all racers present.
 func TestSingleUseAcrossReplicas(t *testing.T) {
 	const racers, trials = 8, 100
 	ctx := context.Background()
@@ -116,6 +117,11 @@ func TestSingleUseAcrossReplicas(t *testing.T) {
 				" ON CONFLICT (user_name) DO UPDATE SET hash = EXCLUDED.hash, expires = EXCLUDED.expires", h[:])
 		}, func(q Querier, trial int) error {
 			return ConsumeResetCode(ctx, q, "alice", hash("reset", trial), now)
+		}))
+	})
+	t.Run("TOTP code", func(t *testing.T) {
+		exactlyOne(t, "TOTP step", racePools(pools, racers, trials, func(int) {}, func(q Querier, trial int) error {
+			return AdvanceTOTPStep(ctx, q, "alice", uint64(1000+trial))
 		}))
 	})
 	t.Run("enrollment token", func(t *testing.T) {
