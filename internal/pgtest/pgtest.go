@@ -275,7 +275,13 @@ func start(bin string) (*cluster, error) {
 	if err != nil {
 		return nil, err
 	}
-	dir, err := os.MkdirTemp("", "hearth-pgtest-")
+	base := os.TempDir()
+	if cred != nil && !othersCanEnter(base) {
+		// The server runs as postgres and must reach its directory: a
+		// $TMPDIR under root's home would stop it.
+		base = "/tmp"
+	}
+	dir, err := os.MkdirTemp(base, "hearth-pgtest-")
 	if err != nil {
 		return nil, err
 	}
@@ -398,6 +404,20 @@ func (c *cluster) stop() error {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// othersCanEnter reports whether every directory from dir up to / can be
+// traversed by any user.
+func othersCanEnter(dir string) bool {
+	for d := filepath.Clean(dir); ; d = filepath.Dir(d) {
+		fi, err := os.Stat(d)
+		if err != nil || fi.Mode().Perm()&0o001 == 0 {
+			return false
+		}
+		if d == filepath.Dir(d) {
+			return true
+		}
+	}
 }
 
 func freePort() (int, error) {
