@@ -2,7 +2,6 @@ package pgstore
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -99,42 +98,8 @@ func (w *AuditWaiter) forget(id int64, ch chan int64) {
 
 func (w *AuditWaiter) run(ctx context.Context) {
 	defer close(w.done)
-	for ctx.Err() == nil {
-		if err := w.listen(ctx); err != nil && ctx.Err() == nil {
-			select {
-			case <-ctx.Done():
-			case <-time.After(w.heartbeat):
-			}
-		}
-	}
-}
-
-func (w *AuditWaiter) listen(ctx context.Context) error {
-	cfg := w.pool.Config().ConnConfig.Copy()
-	cfg.RuntimeParams["application_name"] = WaiterApplicationName
-	conn, err := pgx.ConnectConfig(ctx, cfg)
-	if err != nil {
-		return err
-	}
-	defer conn.Close(context.Background())
-	if _, err := conn.Exec(ctx, "LISTEN "+checkpointChannel); err != nil {
-		return err
-	}
-	for {
-		// After (re)connecting, on every notification and every heartbeat.
-		if err := w.dispatch(ctx, conn); err != nil {
-			return err
-		}
-		wctx, cancel := context.WithTimeout(ctx, w.heartbeat)
-		_, err := conn.WaitForNotification(wctx)
-		cancel()
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		if err != nil && !errors.Is(err, context.DeadlineExceeded) {
-			return err
-		}
-	}
+	l := listener{pool: w.pool, appName: WaiterApplicationName, channel: checkpointChannel, heartbeat: w.heartbeat}
+	l.run(ctx, w.dispatch, nil)
 }
 
 // dispatch wakes the waiters of the entries sequenced since processed.

@@ -3,9 +3,10 @@ package pgstore
 import (
 	"context"
 	"fmt"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // Requests on a replica wait through one AuditWaiter: each is woken with
@@ -24,30 +25,11 @@ func TestAuditWaiter(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer w.Close()
-	var mu sync.Mutex
 	positions := map[int64]bool{}
 	write := func(round int) {
-		var wg sync.WaitGroup
-		for k := range writers {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for i := range each {
-					seq, err := w.Wait(ctx, enqueue(t, poolB, fmt.Sprintf("round %d writer %d entry %d", round, k, i)))
-					if err != nil {
-						t.Error(err)
-						return
-					}
-					mu.Lock()
-					if positions[seq] {
-						t.Errorf("position %d given twice", seq)
-					}
-					positions[seq] = true
-					mu.Unlock()
-				}
-			}()
-		}
-		wg.Wait()
+		writeAndWait(t, []*pgxpool.Pool{poolB}, writers, each, fmt.Sprintf("round %d ", round), positions, func(_ *pgxpool.Pool, id int64) (int64, error) {
+			return w.Wait(ctx, id)
+		})
 	}
 	write(0)
 	var killed int
