@@ -105,7 +105,7 @@ func TestAuthorityOneTimeTokenAcrossReplicas(t *testing.T) {
 		tokens[trial] = tok
 	}
 	// A racer wins when its replica accepts the token and signs.
-	wins := race(racers, trials, mint, func(trial, r int) bool {
+	wins := pgtest.Race(racers, trials, mint, func(trial, r int) bool {
 		a := replicas[r%len(replicas)]
 		opts, err := a.Authorize(signCtx, tokens[trial])
 		if err != nil {

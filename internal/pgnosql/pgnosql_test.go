@@ -208,36 +208,6 @@ func TestConcurrentStartOnEmptyDatabase(t *testing.T) {
 	}
 }
 
-// race runs trials rounds; in each, after setup (when not nil), racers
-// goroutines call try at the same moment, and it returns the number of
-// winners (try returned true) per round.
-func race(racers, trials int, setup func(trial int), try func(trial, racer int) bool) []int {
-	wins := make([]int, trials)
-	for trial := range trials {
-		if setup != nil {
-			setup(trial)
-		}
-		var wg sync.WaitGroup
-		var mu sync.Mutex
-		start := make(chan struct{})
-		for r := range racers {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				<-start
-				if try(trial, r) {
-					mu.Lock()
-					wins[trial]++
-					mu.Unlock()
-				}
-			}()
-		}
-		close(start)
-		wg.Wait()
-	}
-	return wins
-}
-
 // Compare-and-swap from nil (a key's first write) and from a value, with
 // many racers on several handles: exactly one winner every time, and the
 // stored value is the winner's.
@@ -262,7 +232,7 @@ func TestCmpAndSwapRace(t *testing.T) {
 					}
 				}
 			}
-			wins := race(racers, trials, setup, func(trial, r int) bool {
+			wins := pgtest.Race(racers, trials, setup, func(trial, r int) bool {
 				db := dbs[r%len(dbs)]
 				key := fmt.Appendf(nil, "%s-%d", from, trial)
 				mine := fmt.Appendf(nil, "racer-%d", r)

@@ -36,7 +36,7 @@ func TestUseTokenSingleUseUnderRace(t *testing.T) {
 		}
 		authDBs[i] = a
 	}
-	wins := race(racers, trials, nil, func(trial, r int) bool {
+	wins := pgtest.Race(racers, trials, nil, func(trial, r int) bool {
 		a := authDBs[r%len(authDBs)]
 		ok, err := a.UseToken(fmt.Sprintf("jti-%d", trial), fmt.Sprintf("token-%d", trial))
 		if err != nil {
@@ -87,7 +87,7 @@ func TestStockDriverCmpAndSwapIsNotAtomic(t *testing.T) {
 	if err := handles[0].CreateTable(table); err != nil {
 		t.Fatal(err)
 	}
-	wins := race(racers, trials, nil, func(trial, r int) bool {
+	wins := pgtest.Race(racers, trials, nil, func(trial, r int) bool {
 		_, ok, err := handles[r%len(handles)].CmpAndSwap(table, fmt.Appendf(nil, "k%d", trial), nil, fmt.Appendf(nil, "r%d", r))
 		if err != nil {
 			t.Error(err)
@@ -138,7 +138,7 @@ func nonceRace(t *testing.T, acmes []*acmeNoSQL.DB, racers, trials int) []int {
 		}
 		nonces[trial] = string(n)
 	}
-	return race(racers, trials, setup, func(trial, r int) bool {
+	return pgtest.Race(racers, trials, setup, func(trial, r int) bool {
 		return acmes[r%len(acmes)].DeleteNonce(ctx, acme.Nonce(nonces[trial])) == nil
 	})
 }

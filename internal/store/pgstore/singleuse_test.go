@@ -12,35 +12,14 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/hearth-home/hearth/internal/pgtest"
 	"github.com/hearth-home/hearth/internal/store"
 )
 
-// racePools has racers goroutines, alternating between the pools, call
-// try at the same moment, trials times, and returns per trial how many
-// returned nil.
+// racePools races racers goroutines, alternating between the pools, on
+// try (nil is a win), trials times (see pgtest.Race).
 func racePools(pools []*pgxpool.Pool, racers, trials int, setup func(trial int), try func(q Querier, trial int) error) []int {
-	wins := make([]int, trials)
-	for trial := range trials {
-		setup(trial)
-		var wg sync.WaitGroup
-		var mu sync.Mutex
-		start := make(chan struct{})
-		for r := range racers {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				<-start
-				if try(pools[r%len(pools)], trial) == nil {
-					mu.Lock()
-					wins[trial]++
-					mu.Unlock()
-				}
-			}()
-		}
-		close(start)
-		wg.Wait()
-	}
-	return wins
+	return pgtest.Race(racers, trials, setup, func(trial, r int) bool { return try(pools[r%len(pools)], trial) == nil })
 }
 
 func exactlyOne(t *testing.T, what string, wins []int) {
