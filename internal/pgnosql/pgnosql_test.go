@@ -208,44 +208,6 @@ func TestConcurrentStartOnEmptyDatabase(t *testing.T) {
 	}
 }
 
-// race runs trials rounds; in each, after setup (when not nil), racers
-// goroutines spread over the handles call try at the same moment, and it
-// returns the number of winners per round.
-func race(handles []database.DB, racers, trials int, setup func(trial int), try func(db database.DB, trial, racer int) bool) []int {
-	wins := make([]int, trials)
-	for trial := range trials {
-		if setup != nil {
-			setup(trial)
-		}
-		var wg sync.WaitGroup
-		var mu sync.Mutex
-		start := make(chan struct{})
-		for r := range racers {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				<-start
-				if try(handles[r%len(handles)], trial, r) {
-					mu.Lock()
-					wins[trial]++
-					mu.Unlock()
-				}
-			}()
-		}
-		close(start)
-		wg.Wait()
-	}
-	return wins
-}
-
-func asNoSQL(dbs []*DB) []database.DB {
-	out := make([]database.DB, len(dbs))
-	for i, d := range dbs {
-		out[i] = d
-	}
-	return out
-}
-
 // Compare-and-swap from nil (a key's first write) and from a value, with
 // many racers on several handles: exactly one winner every time, and the
 // stored value is the winner's.
@@ -270,7 +232,8 @@ func TestCmpAndSwapRace(t *testing.T) {
 					}
 				}
 			}
-			wins := race(asNoSQL(dbs), racers, trials, setup, func(db database.DB, trial, r int) bool {
+			wins := pgtest.Race(racers, trials, setup, func(trial, r int) bool {
+				db := dbs[r%len(dbs)]
 				key := fmt.Appendf(nil, "%s-%d", from, trial)
 				mine := fmt.Appendf(nil, "racer-%d", r)
 				_, ok, err := db.CmpAndSwap(table, key, old, mine)

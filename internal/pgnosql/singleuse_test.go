@@ -28,16 +28,15 @@ func checkOneWinner(t *testing.T, what string, wins []int) {
 func TestUseTokenSingleUseUnderRace(t *testing.T) {
 	const racers, trials = 8, 200
 	dbs := open(t, 4)
-	auth := make([]database.DB, len(dbs))
 	authDBs := make([]*smalldb.DB, len(dbs))
 	for i, d := range dbs {
 		a, err := NewAuthDB(d)
 		if err != nil {
 			t.Fatal(err)
 		}
-		auth[i], authDBs[i] = d, a
+		authDBs[i] = a
 	}
-	wins := race(auth, racers, trials, nil, func(db database.DB, trial, r int) bool {
+	wins := pgtest.Race(racers, trials, nil, func(trial, r int) bool {
 		a := authDBs[r%len(authDBs)]
 		ok, err := a.UseToken(fmt.Sprintf("jti-%d", trial), fmt.Sprintf("token-%d", trial))
 		if err != nil {
@@ -62,7 +61,7 @@ func TestACMENonceSingleUseUnderRace(t *testing.T) {
 		}
 		acmes[i] = a
 	}
-	wins := nonceRace(t, asNoSQL(dbs), acmes, racers, trials)
+	wins := nonceRace(t, acmes, racers, trials)
 	checkOneWinner(t, "DeleteNonce", wins)
 }
 
@@ -88,8 +87,8 @@ func TestStockDriverCmpAndSwapIsNotAtomic(t *testing.T) {
 	if err := handles[0].CreateTable(table); err != nil {
 		t.Fatal(err)
 	}
-	wins := race(handles, racers, trials, nil, func(db database.DB, trial, r int) bool {
-		_, ok, err := db.CmpAndSwap(table, fmt.Appendf(nil, "k%d", trial), nil, fmt.Appendf(nil, "r%d", r))
+	wins := pgtest.Race(racers, trials, nil, func(trial, r int) bool {
+		_, ok, err := handles[r%len(handles)].CmpAndSwap(table, fmt.Appendf(nil, "k%d", trial), nil, fmt.Appendf(nil, "r%d", r))
 		if err != nil {
 			t.Error(err)
 		}
@@ -108,7 +107,6 @@ func TestStockDriverCmpAndSwapIsNotAtomic(t *testing.T) {
 // row lock. Asserted to happen at least once in 100 trials.
 func TestStockDriverNonceIsNotSingleUse(t *testing.T) {
 	pdb := pgtest.New(t)
-	var handles []database.DB
 	var acmes []*acmeNoSQL.DB
 	for range 4 {
 		db, err := nosql.New(nosql.PostgreSQLDriver, pdb.DSN)
@@ -120,9 +118,9 @@ func TestStockDriverNonceIsNotSingleUse(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		handles, acmes = append(handles, db), append(acmes, a)
+		acmes = append(acmes, a)
 	}
-	multi := countMulti(nonceRace(t, handles, acmes, 8, 100))
+	multi := countMulti(nonceRace(t, acmes, 8, 100))
 	t.Logf("stock driver: %d of 100 nonces consumed more than once", multi)
 	if multi == 0 {
 		t.Errorf("stock driver: no nonce of 100 was consumed twice; has smallstep's Update started locking?")
@@ -130,7 +128,7 @@ func TestStockDriverNonceIsNotSingleUse(t *testing.T) {
 }
 
 // nonceRace creates one nonce per trial and has racers consume it.
-func nonceRace(t *testing.T, handles []database.DB, acmes []*acmeNoSQL.DB, racers, trials int) []int {
+func nonceRace(t *testing.T, acmes []*acmeNoSQL.DB, racers, trials int) []int {
 	ctx := context.Background()
 	nonces := make([]string, trials)
 	setup := func(trial int) {
@@ -140,7 +138,7 @@ func nonceRace(t *testing.T, handles []database.DB, acmes []*acmeNoSQL.DB, racer
 		}
 		nonces[trial] = string(n)
 	}
-	return race(handles, racers, trials, setup, func(_ database.DB, trial, r int) bool {
+	return pgtest.Race(racers, trials, setup, func(trial, r int) bool {
 		return acmes[r%len(acmes)].DeleteNonce(ctx, acme.Nonce(nonces[trial])) == nil
 	})
 }

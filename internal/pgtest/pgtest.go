@@ -36,9 +36,10 @@
 // throwaway, and no test here simulates a power cut of the database host.
 //
 // The server is started directly (not daemonised by pg_ctl) with
-// Pdeathsig=SIGQUIT, so that the kernel stops it if the test binary dies
-// without running its cleanup (go test -timeout panics, kill -9): no
-// postmaster outlives its test run.
+// Pdeathsig=SIGQUIT on Linux, so that the kernel stops it if the test
+// binary dies without running its cleanup (go test -timeout panics,
+// kill -9): no postmaster outlives its test run. (Other systems have no
+// such signal; there a killed test binary can leave its server running.)
 package pgtest
 
 import (
@@ -274,7 +275,13 @@ func start(bin string) (*cluster, error) {
 	if err != nil {
 		return nil, err
 	}
-	dir, err := os.MkdirTemp("", "hearth-pgtest-")
+	base := os.TempDir()
+	if cred != nil && !othersCanEnter(base) {
+		// The server runs as postgres and must reach its directory: a
+		// $TMPDIR under root's home would stop it.
+		base = "/tmp"
+	}
+	dir, err := os.MkdirTemp(base, "hearth-pgtest-")
 	if err != nil {
 		return nil, err
 	}
@@ -340,7 +347,7 @@ func (c *cluster) startServer(bin, data string, cred *syscall.Credential) error 
 	)
 	cmd.Dir = c.dir
 	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Pdeathsig: syscall.SIGQUIT, Setpgid: true}
+	cmd.SysProcAttr = serverAttr(cred)
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("starting postgres: %w", err)
 	}
@@ -397,6 +404,20 @@ func (c *cluster) stop() error {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// othersCanEnter reports whether every directory from dir up to / can be
+// traversed by any user.
+func othersCanEnter(dir string) bool {
+	for d := filepath.Clean(dir); ; d = filepath.Dir(d) {
+		fi, err := os.Stat(d)
+		if err != nil || fi.Mode().Perm()&0o001 == 0 {
+			return false
+		}
+		if d == filepath.Dir(d) {
+			return true
+		}
+	}
 }
 
 func freePort() (int, error) {

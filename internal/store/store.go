@@ -117,6 +117,10 @@ type ReadTx interface {
 	// issued to.
 	DeviceByCert(sha256 [32]byte) (device string, cert *DeviceCert, err error)
 
+	// RecoveryCode returns the user's unused recovery code under locator
+	// (its hash, to verify before ConsumeRecoveryCode).
+	RecoveryCode(user, locator string) (*RecoveryCode, error)
+
 	// Lockout state of a name (a user's or not), per kind.
 	Lockout(kind LockoutKind, name string) (Lockout, error)
 }
@@ -136,6 +140,12 @@ type Tx interface {
 	// subject) belongs to at most one user (ErrConflict).
 	LinkIdentity(issuer, subject, user string) error
 	UnlinkIdentity(issuer, subject string) error
+
+	// AdvanceTOTPStep records that the user's TOTP code for time step was
+	// accepted, if step is later than the last accepted one; ErrUsed
+	// otherwise, so that one code is accepted once across replicas (RFC
+	// 6238 §5.2).
+	AdvanceTOTPStep(user string, step uint64) error
 
 	// SetRecoveryCodes replaces a user's recovery codes (argon2id hashes
 	// under public locators).

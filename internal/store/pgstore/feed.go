@@ -2,7 +2,6 @@ package pgstore
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strconv"
 	"sync"
@@ -108,51 +107,11 @@ func (f *Feed) Fresh(now time.Time) bool {
 // committed in between is lost), then every change committed since, until
 // ctx ends; it returns ctx's error.
 func (f *Feed) Subscribe(ctx context.Context, fn func(store.Change)) error {
-	for {
-		err := f.listen(ctx, fn)
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
+	l := listener{pool: f.pool, appName: FeedApplicationName, channel: Channel, heartbeat: f.cfg.Heartbeat, dial: f.cfg.Bound}
+	l.run(ctx, func(ctx context.Context, conn *pgx.Conn) error { return f.read(ctx, conn, fn) }, func(err error) {
 		f.cfg.Logger.Warn().Err(err).Msg("pgstore: invalidation feed lost its connection; reconnecting")
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(f.cfg.Heartbeat):
-		}
-	}
-}
-
-// listen runs one listening connection until it fails or ctx ends.
-func (f *Feed) listen(ctx context.Context, fn func(store.Change)) error {
-	cfg := f.pool.Config().ConnConfig.Copy()
-	cfg.RuntimeParams["application_name"] = FeedApplicationName
-	cctx, cancel := context.WithTimeout(ctx, f.cfg.Bound)
-	conn, err := pgx.ConnectConfig(cctx, cfg)
-	cancel()
-	if err != nil {
-		return err
-	}
-	defer conn.Close(context.Background())
-	if _, err := conn.Exec(ctx, "LISTEN "+Channel); err != nil {
-		return err
-	}
-	for {
-		// Resync after (re)connecting, on every notification and on every
-		// heartbeat: a notification sent while no connection listened is
-		// lost, the table is not.
-		if err := f.read(ctx, conn, fn); err != nil {
-			return err
-		}
-		wctx, cancel := context.WithTimeout(ctx, f.cfg.Heartbeat)
-		_, err := conn.WaitForNotification(wctx)
-		cancel()
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		if err != nil && !errors.Is(err, context.DeadlineExceeded) {
-			return err
-		}
-	}
+	})
+	return ctx.Err()
 }
 
 // read delivers the changes committed since the cursor and moves it.

@@ -218,3 +218,55 @@ func TestFeedFreshness(t *testing.T) {
 		t.Error("feed not fresh again 10 s after the lock was released")
 	}
 }
+
+// PruneChanges drops rows older than ChangeRetention and keeps the rest.
+func TestPruneChanges(t *testing.T) {
+	_, pool := migrated(t)
+	ctx := context.Background()
+	if _, err := pool.Exec(ctx, "INSERT INTO hearth.changes (kind, key, at) VALUES ('user', 'old', now() - interval '25 hours'), ('user', 'new', now())"); err != nil {
+		t.Fatal(err)
+	}
+	n, err := PruneChanges(ctx, pool)
+	if err != nil || n != 1 {
+		t.Fatalf("PruneChanges = %d, %v; want 1 row", n, err)
+	}
+	var left string
+	if err := pool.QueryRow(ctx, "SELECT string_agg(key, ',') FROM hearth.changes").Scan(&left); err != nil || left != "new" {
+		t.Errorf("rows left: %q, %v; want new", left, err)
+	}
+}
+
+// A feed that has not read for longer than maxGap (its clock jumps) may
+// have missed pruned changes, so it delivers ChangeResync again.
+func TestFeedResyncsAfterLongGap(t *testing.T) {
+	db, _ := migrated(t)
+	var mu sync.Mutex
+	offset := time.Duration(0)
+	now := func() time.Time { mu.Lock(); defer mu.Unlock(); return time.Now().Add(offset) }
+	f := NewFeed(db.Pool(t), FeedConfig{Now: now})
+	resyncs := make(chan struct{}, 10)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		f.Subscribe(ctx, func(c store.Change) {
+			if c.Kind == store.ChangeResync {
+				resyncs <- struct{}{}
+			}
+		})
+	}()
+	defer func() { cancel(); <-done }()
+	wait := func(what string) {
+		t.Helper()
+		select {
+		case <-resyncs:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("no ChangeResync %s", what)
+		}
+	}
+	wait("at start")
+	mu.Lock()
+	offset = 2 * maxGap
+	mu.Unlock()
+	wait("after a gap longer than maxGap")
+}

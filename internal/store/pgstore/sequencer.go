@@ -37,8 +37,12 @@ const AuditLockKey int64 = 0x6865617274684155 // "hearthAU"
 // connection.
 const SequencerApplicationName = "hearth-audit-sequencer"
 
-// auditChannel is notified when entries are enqueued.
-const auditChannel = "hearth_audit"
+// auditChannel is notified when entries are enqueued; checkpointChannel
+// when a batch commits (payload: the new tree size).
+const (
+	auditChannel      = "hearth_audit"
+	checkpointChannel = "hearth_audit_checkpoint"
+)
 
 // ErrFenced is returned by Sequencer.Run when another sequencer has taken
 // over (the fencing row's epoch moved on): this one must not append.
@@ -57,8 +61,9 @@ func EnqueueAudit(ctx context.Context, tx pgx.Tx, body []byte) (int64, error) {
 	return id, nil
 }
 
-// WaitAudited waits until the entry id is covered by a stored checkpoint
-// and returns its position in the log.
+// WaitAudited waits, polling, until the entry id is covered by a stored
+// checkpoint and returns its position in the log. A replica with many
+// requests uses an AuditWaiter instead (one listener for all of them).
 func WaitAudited(ctx context.Context, pool *pgxpool.Pool, id int64) (int64, error) {
 	wait := 500 * time.Microsecond
 	for {
@@ -229,6 +234,9 @@ func (s *Sequencer) batch(ctx context.Context, conn *pgx.Conn, epoch int64, max 
 		}
 		if tag.RowsAffected() != 1 {
 			return ErrFenced
+		}
+		if _, err := tx.Exec(ctx, "SELECT pg_notify($1, $2)", checkpointChannel, fmt.Sprint(newSize)); err != nil {
+			return err
 		}
 		n = len(ids)
 		return nil

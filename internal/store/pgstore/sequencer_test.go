@@ -24,7 +24,7 @@ type testSigner struct {
 	verifier note.Verifier
 }
 
-func newTestSigner(t *testing.T) *testSigner {
+func newTestSigner(t testing.TB) *testSigner {
 	t.Helper()
 	skey, vkey, err := note.GenerateKey(rand.Reader, "hearth-test")
 	if err != nil {
@@ -178,17 +178,26 @@ func TestSequencerOrdersEveryEntryOnce(t *testing.T) {
 	runSequencer(t, &Sequencer{Pool: poolA, Sign: signer.sign, Name: "a"})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
+	writeAndWait(t, []*pgxpool.Pool{poolA, poolB}, writers, each, "", map[int64]bool{}, func(pool *pgxpool.Pool, id int64) (int64, error) {
+		return WaitAudited(ctx, pool, id)
+	})
+	verifyHistory(t, poolA, signer, writers*each)
+}
+
+// writeAndWait has writers goroutines, on the pools in turn, each enqueue
+// each entries (named with label) and wait for them, and checks that no
+// position is given twice (positions carries over between calls).
+func writeAndWait(t *testing.T, pools []*pgxpool.Pool, writers, each int, label string, positions map[int64]bool, wait func(*pgxpool.Pool, int64) (int64, error)) {
+	t.Helper()
 	var mu sync.Mutex
-	positions := map[int64]bool{}
 	var wg sync.WaitGroup
 	for w := range writers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			pool := []*pgxpool.Pool{poolA, poolB}[w%2]
+			pool := pools[w%len(pools)]
 			for i := range each {
-				id := enqueue(t, pool, fmt.Sprintf("writer %d entry %d", w, i))
-				seq, err := WaitAudited(ctx, pool, id)
+				seq, err := wait(pool, enqueue(t, pool, fmt.Sprintf("%swriter %d entry %d", label, w, i)))
 				if err != nil {
 					t.Error(err)
 					return
@@ -203,7 +212,6 @@ func TestSequencerOrdersEveryEntryOnce(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	verifyHistory(t, poolA, signer, writers*each)
 }
 
 // The sequencer dies (its connection is terminated) while signing a batch:
