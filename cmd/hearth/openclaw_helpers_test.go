@@ -246,7 +246,7 @@ func (c *operatorClient) connect(ctx context.Context, url string, hc *http.Clien
 		ws.CloseNow()
 		return nil, fmt.Errorf("first frame %+v is not connect.challenge", ch)
 	}
-	scopes := []string{"operator.admin", "operator.read", "operator.write", "operator.approvals", "operator.pairing"}
+	scopes := []string{"operator.admin", "operator.read", "operator.write", "operator.approvals", "operator.pairing", "operator.questions"}
 	const clientID, mode, role, platform = "openclaw-linux", "ui", "operator", "linux"
 	payload := strings.Join([]string{"v3", c.id, clientID, mode, role, strings.Join(scopes, ","), strconv.FormatInt(chal.TS, 10), "", chal.Nonce, platform, ""}, "|")
 	sig := ed25519.Sign(c.key, []byte(payload))
