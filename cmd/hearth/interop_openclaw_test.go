@@ -213,6 +213,12 @@ func TestOpenClawInterop(t *testing.T) {
 		}
 	})
 
+	mustHearthIn(t, h.dir, "another long passphrase for carol 7\n", "user", "add", "carol", "--caps", "system:write")
+	t.Run("Chromium with a session cookie loads the Control UI and chats without pairing", func(t *testing.T) {
+		tok := h.login(t, h.httpClient(t, "", lan.LANClient), "carol", "another long passphrase for carol 7")
+		h.browserChat(t, tok)
+	})
+
 	t.Run("revoking a device closes its websocket with 1008", func(t *testing.T) {
 		doomed := h.enroll(t, "doomed", "system:read")
 		c := h.httpClient(t, doomed, lan.LANClient)
