@@ -95,6 +95,49 @@ func TestAgentHeaders(t *testing.T) {
 // tlsCert keeps the table above short.
 type tlsCert = tls.Certificate
 
+// TestWebsocketClosedWhenScopesChange: OpenClaw fixes a session's scopes
+// at the upgrade, so a narrowed grant closes the websocket (1008) and the
+// reconnect carries the new set.
+func TestWebsocketClosedWhenScopesChange(t *testing.T) {
+	h := newHarness(t, func(o *GatewayOptions) {
+		o.RecheckInterval = 100 * time.Millisecond
+		o.Agent = openClawAgent()
+	})
+	laptop := h.ca.device(t, "laptop") // system:admin
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	url := strings.Replace(h.url, "https", "wss", 1) + "/ws"
+	ws, _, err := websocket.Dial(ctx, url, &websocket.DialOptions{HTTPClient: h.client(t, &laptop, clientOpt{})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.CloseNow()
+	if got := h.up.lastReq().Header.Get("X-Openclaw-Scopes"); !strings.Contains(got, "operator.admin") {
+		t.Fatalf("upgrade scopes = %q", got)
+	}
+	time.Sleep(300 * time.Millisecond) // unchanged grants keep the socket open
+	if err := ws.Write(ctx, websocket.MessageText, []byte("ping")); err != nil {
+		t.Fatalf("socket closed with unchanged scopes: %v", err)
+	}
+	if _, _, err := ws.Read(ctx); err != nil {
+		t.Fatalf("socket closed with unchanged scopes: %v", err)
+	}
+	h.dev.set("laptop", h.caps(t, "system:read")) // still allowed /ws (status)
+	_, _, err = ws.Read(ctx)
+	var ce websocket.CloseError
+	if !errors.As(err, &ce) || ce.Code != websocket.StatusPolicyViolation || !strings.Contains(ce.Reason, "scopes changed") {
+		t.Errorf("after the grant narrowed: %v, want close 1008 (scopes changed)", err)
+	}
+	ws2, _, err := websocket.Dial(ctx, url, &websocket.DialOptions{HTTPClient: h.client(t, &laptop, clientOpt{})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ws2.CloseNow()
+	if got := h.up.lastReq().Header.Get("X-Openclaw-Scopes"); got != "operator.read" {
+		t.Errorf("reconnect scopes = %q, want operator.read", got)
+	}
+}
+
 func TestForwardedForWithoutProfile(t *testing.T) {
 	h := newHarness(t)
 	pi := h.ca.device(t, "kitchen-pi")
