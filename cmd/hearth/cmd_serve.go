@@ -53,6 +53,6 @@ Flags override hearth.yaml. SIGTERM or Ctrl-C shuts down cleanly.`,
 	f.StringVar(&o.Listen, "listen", "", "gateway address (default from hearth.yaml, :8443)")
 	f.StringVar(&o.CAListen, "ca-listen", "", "CA API address (default from hearth.yaml, :9443)")
 	f.StringVar(&o.Upstream, "upstream", "", "the agent's URL (default from hearth.yaml, http://127.0.0.1:18789)")
-	f.StringVar(&o.PublicURL, "public-url", "", "the gateway URL devices use, in enrollment links (default https://localhost:PORT)")
+	f.StringVar(&o.PublicURL, "public-url", "", "the gateway URL devices use, in enrollment links and the CA URL device add prints (default gateway.public_url, else https://localhost:PORT)")
 	return cmd
 }

@@ -69,6 +69,14 @@ func run(hearthBin, ocDir string, n, chats int) error {
 		return err
 	}
 	defer os.RemoveAll(tmp)
+	// OpenClaw's state locks and log folder in the system temp dir: removed
+	// afterwards if this run made them.
+	for _, d := range []string{fmt.Sprintf("openclaw-state-locks-%d", os.Getuid()), "openclaw"} {
+		p := filepath.Join(os.TempDir(), d)
+		if _, err := os.Stat(p); os.IsNotExist(err) {
+			defer os.RemoveAll(p)
+		}
+	}
 
 	model, err := stubModel()
 	if err != nil {
