@@ -34,7 +34,12 @@
 //  3. Paths under /.hearth/ go to the Hearth handler with the principal
 //     (possibly nil) in the context ([PrincipalFrom]).
 //  4. Any other path picks its route (exact, else the longest "/*" prefix),
-//     the method must be listed, and authz decides. The decision is recorded
+//     the method must be listed (a websocket upgrade is the method
+//     WEBSOCKET, which only a route listing it matches), and authz
+//     decides. A probe route (Route.Probe) needs no credential and is
+//     audited in aggregate, once per route per ProbeAuditEvery. A route
+//     may set its own body limit and time to the agent's response headers
+//     (Route.MaxBody, Route.Timeout). The decision is recorded
 //     in the audit log and the request waits for it: if the log cannot be
 //     written the answer is 503 and the agent sees nothing.
 //     A remote client (not in a trusted network) whose agent requests keep
@@ -52,14 +57,30 @@
 //     authenticated request is never limited, even from a throttled
 //     address; lan clients and the admin socket are exempt.
 //  5. Allowed requests are proxied with exactly the normalised path,
-//     without the client's X-Hearth-* headers or hearth's bearer token, and
-//     with X-Hearth-Principal, X-Hearth-Method, X-Hearth-Capabilities and
-//     X-Forwarded-For/-Proto/-Host set by the gateway.
+//     without hearth's bearer token or any client-supplied address or
+//     identity header ([ClientAddressHeaders]: X-Forwarded-*, Forwarded,
+//     X-Real-IP, True-Client-IP, CF-Connecting-IP, x-openclaw-*,
+//     Tailscale-*, X-Hearth-*, and the agent's scopes header), and with
+//     X-Hearth-Principal, X-Hearth-Method, X-Hearth-Capabilities,
+//     X-Forwarded-For/-Proto/-Host set by the gateway — plus, with an
+//     [Agent] profile, the agent's scopes header (x-openclaw-scopes: the
+//     scopes of the capabilities authz allows the principal now) and, for
+//     a loopback peer, Agent.LocalClientAddress as X-Forwarded-For.
+//
+// # Trust boundary with the agent
+//
+// The agent must be reachable only through hearth: it trusts the identity
+// headers of whatever connects to it from hearth's address (for OpenClaw:
+// loopback), so a local process that can reach the agent's port directly
+// can claim any principal. hearth's guarantees hold for every request that
+// arrives on the gateway listener.
 //
 // Websocket upgrades are authorized like any request; while one is open, or
 // a server-sent event stream (a request with "Accept: text/event-stream"),
 // its credential and capability are checked again every RecheckInterval,
-// and the connection is closed when they no longer hold. Other responses
+// and the connection is closed when they no longer hold — a websocket with
+// a close frame 1008 and the reason, sent between two of the agent's
+// frames. Other responses
 // are not watched: a revoked device's next request is refused.
 package mtls
 

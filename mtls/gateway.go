@@ -745,10 +745,12 @@ func (g *Gateway) serveAgent(w http.ResponseWriter, r *http.Request, norm string
 	h[HeaderPrincipal] = []string{pr.ID}
 	h[HeaderMethod] = []string{string(pr.Method)}
 	h[HeaderCapabilities] = []string{joinCaps(pr.Caps)}
+	var scopes string
 	if g.agent.scopesHeader != "" {
 		// Present even when empty: for OpenClaw an empty header means no
 		// scopes, a missing one every operator scope.
-		h[g.agent.scopesHeader] = []string{g.agent.scopesFor(g.policy, pr, now)}
+		scopes = g.agent.scopesFor(g.policy, pr, now)
+		h[g.agent.scopesHeader] = []string{scopes}
 	}
 	setPath(r.URL, norm)
 	if m.entry.limits.timeout > 0 {
@@ -770,7 +772,7 @@ func (g *Gateway) serveAgent(w http.ResponseWriter, r *http.Request, norm string
 			ws = &wsCloser{}
 			w = ws.wrap(w)
 		}
-		go g.watch(ctx, cancel, ws, cred, zone, c, r.RemoteAddr, norm)
+		go g.watch(ctx, cancel, ws, cred, zone, c, scopes, r.RemoteAddr, norm)
 	}
 	g.proxy.ServeHTTP(w, r)
 }
@@ -822,10 +824,16 @@ func wantsEventStream(h http.Header) bool {
 // closes both ends, when the device is revoked, the token expires or the
 // capability is withdrawn.
 //
+// With an agent scopes header, the exchange is also closed when the
+// principal's scope set is no longer the one sent at its start (a grant
+// changed, or a token's trust level no longer allows as much): the agent
+// fixed the session's scopes at the upgrade, and the client's reconnect
+// carries the new set.
+//
 // A websocket (ws non-nil) gets a close frame first, status 1008 (policy
 // violation, RFC 6455 §7.4.1) with the reason, so that the client learns
 // why instead of seeing an abnormal closure (1006).
-func (g *Gateway) watch(ctx context.Context, cancel context.CancelFunc, ws *wsCloser, cred credential, zone authz.Zone, c authz.Capability, client, path string) {
+func (g *Gateway) watch(ctx context.Context, cancel context.CancelFunc, ws *wsCloser, cred credential, zone authz.Zone, c authz.Capability, scopes, client, path string) {
 	t := time.NewTicker(g.recheck)
 	defer t.Stop()
 	for {
@@ -844,6 +852,9 @@ func (g *Gateway) watch(ctx context.Context, cancel context.CancelFunc, ws *wsCl
 			reason, short = "connection closed: "+fail.reason(), fail.reason()
 		} else if d := g.policy.Decide(pr, c, now); !d.Allow {
 			reason, id, short = "connection closed: "+d.Reason(), pr.ID, d.Reason()
+		} else if g.agent.scopesHeader != "" && g.agent.scopesFor(g.policy, pr, now) != scopes {
+			short = "the principal's agent scopes changed; reconnect"
+			reason, id = "connection closed: "+short, pr.ID
 		} else {
 			continue
 		}

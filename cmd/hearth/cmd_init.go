@@ -24,7 +24,14 @@ account with a one-time password and ten recovery codes.
 
 It prints the root fingerprint (SHA-256 of the root certificate) that devices
 pin when they enroll, and the owner's secrets: they are shown once and
-stored only hashed. init refuses a data dir that already holds files.`,
+stored only hashed. init refuses a data dir that already holds files.
+
+--agent openclaw (the default) writes OpenClaw's routes and the
+capability-to-scope map into hearth.yaml, and OpenClaw's side of the
+configuration (trusted-proxy mode, hearth its only trusted proxy, the public
+URL its only allowed origin) into openclaw.patch.json: apply it with
+'openclaw config patch --file <dir>/openclaw.patch.json'. --agent sample
+writes the sample agent's routes, as 'hearth demo' uses.`,
 		Example: `  hearth init --owner alice --hosts hearth.home.arpa,192.168.1.10
   hearth init --agent openclaw --public-url https://hearth.home.arpa:8443
   hearth init --dir /var/lib/hearth --json`,

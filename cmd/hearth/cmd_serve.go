@@ -62,6 +62,6 @@ connections.`,
 	f.StringVar(&o.CAListen, "ca-listen", "", "CA API address (default from hearth.yaml, :9443)")
 	f.StringVar(&o.Upstream, "upstream", "", "the agent's URL (default from hearth.yaml, http://127.0.0.1:18789)")
 	f.StringVar(&o.MetricsListen, "metrics-listen", "", "serve Prometheus metrics (plain HTTP, no auth) on this address; an empty host is 127.0.0.1, e.g. :9464 (default off)")
-	f.StringVar(&o.PublicURL, "public-url", "", "the gateway URL devices use, in enrollment links (default https://localhost:PORT)")
+	f.StringVar(&o.PublicURL, "public-url", "", "the gateway URL devices use, in enrollment links and the CA URL device add prints (default gateway.public_url, else https://localhost:PORT)")
 	return cmd
 }

@@ -26,11 +26,11 @@ import (
 //	namespace: <lan>.2/24 (in hearth's trusted networks: zone lan) and
 //	           <remote>.2/24 (not trusted: zone remote)
 type testLAN struct {
-	ns                 string // ip netns name, h9-<random>
-	HostIP, LANClient  string // 10.209.N.1, 10.209.N.2
-	RemoteHost         string // 198.18.N.1 (RFC 2544 benchmarking range)
-	RemoteClient       string // 198.18.N.2
-	LANNet             string // 10.209.N.0/24
+	ns                string // ip netns name, h9-<random>
+	HostIP, LANClient string // 10.209.N.1, 10.209.N.2
+	RemoteHost        string // 198.18.N.1 (RFC 2544 benchmarking range)
+	RemoteClient      string // 198.18.N.2
+	LANNet            string // 10.209.N.0/24
 }
 
 // newTestLAN creates the namespace and its veth pair, and removes both at

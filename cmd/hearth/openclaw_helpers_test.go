@@ -107,11 +107,14 @@ func newOpenClaw(t testing.TB, port int, model *stubModel) *openClaw {
 	if err := os.WriteFile(o.cfgPath, b, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	// OpenClaw keeps state locks in the system temp dir whatever TMPDIR
-	// says; remove them afterwards only if this test made them.
-	locks := filepath.Join(os.TempDir(), "openclaw-state-locks-"+strconv.Itoa(os.Getuid()))
-	if _, err := os.Stat(locks); os.IsNotExist(err) {
-		t.Cleanup(func() { os.RemoveAll(locks) })
+	// OpenClaw keeps state locks and a log folder in the system temp dir
+	// whatever TMPDIR says; remove them afterwards only if this test made
+	// them (another OpenClaw may be using them).
+	for _, d := range []string{"openclaw-state-locks-" + strconv.Itoa(os.Getuid()), "openclaw"} {
+		p := filepath.Join(os.TempDir(), d)
+		if _, err := os.Stat(p); os.IsNotExist(err) {
+			t.Cleanup(func() { os.RemoveAll(p) })
+		}
 	}
 	return o
 }
@@ -246,7 +249,7 @@ func (c *operatorClient) connect(ctx context.Context, url string, hc *http.Clien
 		ws.CloseNow()
 		return nil, fmt.Errorf("first frame %+v is not connect.challenge", ch)
 	}
-	scopes := []string{"operator.admin", "operator.read", "operator.write", "operator.approvals", "operator.pairing"}
+	scopes := []string{"operator.admin", "operator.read", "operator.write", "operator.approvals", "operator.pairing", "operator.questions"}
 	const clientID, mode, role, platform = "openclaw-linux", "ui", "operator", "linux"
 	payload := strings.Join([]string{"v3", c.id, clientID, mode, role, strings.Join(scopes, ","), strconv.FormatInt(chal.TS, 10), "", chal.Nonce, platform, ""}, "|")
 	sig := ed25519.Sign(c.key, []byte(payload))
