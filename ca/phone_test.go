@@ -182,7 +182,7 @@ func checkIdentity(t *testing.T, tc *testCA, key any, leaf *x509.Certificate, ca
 func TestPhonePKCS12Files(t *testing.T) {
 	tc := newTestCA(t, Config{})
 	pc := issuePhone(t, tc, "bobs-phone")
-	const pw = "abcd efgh ijkm npqr stuv"
+	const pw = "abcdefghijkmnpqrstuv"
 	openssl, err := exec.LookPath("openssl")
 	if err != nil && os.Getenv("CI") != "" {
 		t.Fatal("openssl is required (apt-get install -y openssl)")
@@ -244,7 +244,7 @@ func dictGet(d plistNode, k string) (plistNode, bool) {
 func TestPhoneMobileConfig(t *testing.T) {
 	tc := newTestCA(t, Config{})
 	pc := issuePhone(t, tc, "ipad")
-	const pw = "wxyz abcd efgh ijkm npqr"
+	const pw = "wxyzabcdefghijkmnpqr"
 	b, err := pc.MobileConfig("ipad", pw)
 	if err != nil {
 		t.Fatal(err)

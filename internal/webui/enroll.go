@@ -178,7 +178,8 @@ const passwordAlphabet = "abcdefghijkmnpqrstuvwxyz"
 // against offline guessing of a file that may be copied.
 const PasswordLen = 20
 
-// onePassword returns a random password and its grouped form ("abcd efgh …").
+// onePassword returns a random password and its grouped form, four
+// groups of five ("abcde fghij …"): two lines on a phone, one on a desktop.
 func onePassword() (string, string, error) {
 	var b, g strings.Builder
 	max := big.NewInt(int64(len(passwordAlphabet)))
@@ -189,7 +190,7 @@ func onePassword() (string, string, error) {
 		}
 		c := passwordAlphabet[n.Int64()]
 		b.WriteByte(c)
-		if i > 0 && i%4 == 0 {
+		if i > 0 && i%5 == 0 {
 			g.WriteByte(' ')
 		}
 		g.WriteByte(c)
