@@ -218,7 +218,7 @@ func TestChromiumEnrollPhone(t *testing.T) {
 	shoot(t, phone, shots, "enroll")
 	must(t, phone, "claim", chromedp.Click(chromedp.CSS(`#claim-button`)), chromedp.WaitVisible(chromedp.CSS(`#p12-password`)))
 	shoot(t, phone, shots, "enroll-password")
-	password := strings.ReplaceAll(text(t, phone, "#p12-password"), " ", "")
+	password := strings.Join(strings.Fields(text(t, phone, "#p12-password")), "")
 	must(t, phone, "download", chromedp.Click(chromedp.CSS(`#download-p12`)))
 	var p12 string
 	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline) && p12 == ""; time.Sleep(100 * time.Millisecond) {

@@ -84,7 +84,9 @@ type enrollData struct {
 	Platforms []platformChoice
 	Action    string
 	// After the claim.
-	Password string // grouped for typing
+	// Password is grouped for typing, in two halves that wrap as a
+	// whole: two even lines of two groups.
+	Password [2]string
 	Ticket   string
 	Minutes  int
 }
@@ -179,7 +181,7 @@ const passwordAlphabet = "abcdefghijkmnpqrstuvwxyz"
 const PasswordLen = 20
 
 // onePassword returns a random password and its grouped form, four
-// groups of five ("abcde fghij …"): two lines on a phone, one on a desktop.
+// groups of five ("abcde fghij …").
 func onePassword() (string, string, error) {
 	var b, g strings.Builder
 	max := big.NewInt(int64(len(passwordAlphabet)))
@@ -196,6 +198,13 @@ func onePassword() (string, string, error) {
 		g.WriteByte(c)
 	}
 	return b.String(), g.String(), nil
+}
+
+// halves splits "a b c d" into "a b" and "c d".
+func halves(grouped string) [2]string {
+	g := strings.Fields(grouped)
+	n := (len(g) + 1) / 2
+	return [2]string{strings.Join(g[:n], " "), strings.Join(g[n:], " ")}
 }
 
 func (u *UI) enrollClaim(w http.ResponseWriter, r *http.Request) {
@@ -225,7 +234,7 @@ func (u *UI) enrollClaim(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Security-Policy", enrollCSP)
 	u.render(w, http.StatusOK, "enrollpw", page{Title: "Install the certificate", CSRF: u.csrfToken(w, r), Data: enrollData{
-		Device: cl.Device, Expires: cl.ExpiresAt, Platform: plat, Password: grouped, Ticket: tk,
+		Device: cl.Device, Expires: cl.ExpiresAt, Platform: plat, Password: halves(grouped), Ticket: tk,
 		Minutes: int((cl.ExpiresAt.Sub(u.o.Now()) + 30*time.Second) / time.Minute),
 	}})
 }
