@@ -93,7 +93,7 @@ type enrollData struct {
 
 // enrollCSP allows one script from hearth itself, for the iPadOS check;
 // everything else is as strict as on every page.
-const enrollCSP = "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'"
+const enrollCSP = "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'"
 
 func (u *UI) platformOf(r *http.Request, p string) (string, bool) {
 	if validPlatform(p) {
