@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -182,7 +183,7 @@ func checkIdentity(t *testing.T, tc *testCA, key any, leaf *x509.Certificate, ca
 func TestPhonePKCS12Files(t *testing.T) {
 	tc := newTestCA(t, Config{})
 	pc := issuePhone(t, tc, "bobs-phone")
-	const pw = "abcd efgh ijkm npqr stuv"
+	const pw = "abcdefghijkmnpqrstuv"
 	openssl, err := exec.LookPath("openssl")
 	if err != nil && os.Getenv("CI") != "" {
 		t.Fatal("openssl is required (apt-get install -y openssl)")
@@ -244,7 +245,7 @@ func dictGet(d plistNode, k string) (plistNode, bool) {
 func TestPhoneMobileConfig(t *testing.T) {
 	tc := newTestCA(t, Config{})
 	pc := issuePhone(t, tc, "ipad")
-	const pw = "wxyz abcd efgh ijkm npqr"
+	const pw = "wxyzabcdefghijkmnpqr"
 	b, err := pc.MobileConfig("ipad", pw)
 	if err != nil {
 		t.Fatal(err)
@@ -357,4 +358,30 @@ func FuzzLinkKey(f *testing.F) {
 			t.Fatalf("accepted %q of %d characters", s, len(canon))
 		}
 	})
+}
+
+// BenchmarkPhoneEnrollment: one whole phone enrollment on the CA's side
+// (add with link, claim, key + certificate in memory, LegacyDES and Modern
+// PKCS#12), with an in-memory audit recorder.
+func BenchmarkPhoneEnrollment(b *testing.B) {
+	tc := newTestCA(b, Config{})
+	ctx := context.Background()
+	for i := 0; b.Loop(); i++ {
+		name := "phone-" + strconv.Itoa(i)
+		l, err := tc.AddPhoneLink(ctx, name, []string{"system:read"}, 0, 0)
+		if err != nil {
+			b.Fatal(err)
+		}
+		cl, err := tc.ClaimPhoneLink(ctx, l.Secret)
+		if err != nil {
+			b.Fatal(err)
+		}
+		pc, err := tc.IssuePhoneCredential(ctx, *cl)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := pc.PKCS12(PKCS12Legacy, "abcdefghijkmnpqrstuv"); err != nil {
+			b.Fatal(err)
+		}
+	}
 }

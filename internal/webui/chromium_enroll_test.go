@@ -218,7 +218,7 @@ func TestChromiumEnrollPhone(t *testing.T) {
 	shoot(t, phone, shots, "enroll")
 	must(t, phone, "claim", chromedp.Click(chromedp.CSS(`#claim-button`)), chromedp.WaitVisible(chromedp.CSS(`#p12-password`)))
 	shoot(t, phone, shots, "enroll-password")
-	password := strings.ReplaceAll(text(t, phone, "#p12-password"), " ", "")
+	password := strings.Join(strings.Fields(text(t, phone, "#p12-password")), "")
 	must(t, phone, "download", chromedp.Click(chromedp.CSS(`#download-p12`)))
 	var p12 string
 	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline) && p12 == ""; time.Sleep(100 * time.Millisecond) {
@@ -316,11 +316,28 @@ func TestChromiumEnrollPhone(t *testing.T) {
 	if v := text(t, owner, "#verify"); !strings.HasPrefix(v, "passes") {
 		t.Errorf("verify says %q", v)
 	}
-	// The sign-in side pages, for the screenshots.
+	// The remaining pages, for the screenshots: a setup code for a new
+	// person, the one-time-code enrolment, the sign-in side pages, and
+	// the refusal a password-only session gets.
+	must(t, owner, "add a person", chromedp.Navigate(e.url+webui.UsersPath), chromedp.WaitVisible(chromedp.CSS(`#add-user`)),
+		chromedp.SendKeys(chromedp.CSS(`#add-user input[name=name]`), "gran"),
+		chromedp.Click(chromedp.CSS(`#add-user button[type=submit]`)), chromedp.WaitVisible(chromedp.CSS(`#setup-code`)))
+	shoot(t, owner, shots, "users-setup-code")
+	must(t, owner, "one-time code", chromedp.Navigate(e.url+webui.AccountPath), chromedp.Click(chromedp.CSS(`#totp-start`)), chromedp.WaitVisible(chromedp.CSS(`#totp-secret`)))
+	shoot(t, owner, shots, "account-totp")
 	anon := testbrowser.New(t, 60*time.Second, pin)
 	for _, pg := range []struct{ name, path string }{{"recover", webui.RecoverPath}, {"reset", webui.ResetPath}} {
 		must(t, anon, pg.name, chromedp.Navigate(e.url+pg.path), chromedp.WaitVisible(chromedp.CSS(`#code`)))
 		shoot(t, anon, shots, pg.name)
 	}
+	must(t, anon, "alice signs in", chromedp.Navigate(e.url+webui.LoginPath), chromedp.WaitVisible(chromedp.CSS(`input[name=username]`)),
+		chromedp.SendKeys(chromedp.CSS(`input[name=username]`), "alice"),
+		chromedp.SendKeys(chromedp.CSS(`input[name=password]`), alicePw),
+		chromedp.Click(chromedp.CSS(`form.login button[type=submit]`)), chromedp.WaitVisible(chromedp.CSS(`#principal`)),
+		chromedp.Navigate(e.url+webui.DevicesPath), chromedp.WaitVisible(chromedp.CSS(`#message`)))
+	if msg := text(t, anon, "#message"); !strings.Contains(msg, "lacks hearth:admin") {
+		t.Errorf("alice's Devices page says %q", msg)
+	}
+	shoot(t, anon, shots, "denied")
 	t.Logf("screenshots in %s", shots)
 }

@@ -84,14 +84,16 @@ type enrollData struct {
 	Platforms []platformChoice
 	Action    string
 	// After the claim.
-	Password string // grouped for typing
+	// Password is grouped for typing, in two halves that wrap as a
+	// whole: two even lines of two groups.
+	Password [2]string
 	Ticket   string
 	Minutes  int
 }
 
 // enrollCSP allows one script from hearth itself, for the iPadOS check;
 // everything else is as strict as on every page.
-const enrollCSP = "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'"
+const enrollCSP = "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'"
 
 func (u *UI) platformOf(r *http.Request, p string) (string, bool) {
 	if validPlatform(p) {
@@ -178,7 +180,8 @@ const passwordAlphabet = "abcdefghijkmnpqrstuvwxyz"
 // against offline guessing of a file that may be copied.
 const PasswordLen = 20
 
-// onePassword returns a random password and its grouped form ("abcd efgh …").
+// onePassword returns a random password and its grouped form, four
+// groups of five ("abcde fghij …").
 func onePassword() (string, string, error) {
 	var b, g strings.Builder
 	max := big.NewInt(int64(len(passwordAlphabet)))
@@ -189,12 +192,19 @@ func onePassword() (string, string, error) {
 		}
 		c := passwordAlphabet[n.Int64()]
 		b.WriteByte(c)
-		if i > 0 && i%4 == 0 {
+		if i > 0 && i%5 == 0 {
 			g.WriteByte(' ')
 		}
 		g.WriteByte(c)
 	}
 	return b.String(), g.String(), nil
+}
+
+// halves splits "a b c d" into "a b" and "c d".
+func halves(grouped string) [2]string {
+	g := strings.Fields(grouped)
+	n := (len(g) + 1) / 2
+	return [2]string{strings.Join(g[:n], " "), strings.Join(g[n:], " ")}
 }
 
 func (u *UI) enrollClaim(w http.ResponseWriter, r *http.Request) {
@@ -224,7 +234,7 @@ func (u *UI) enrollClaim(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Security-Policy", enrollCSP)
 	u.render(w, http.StatusOK, "enrollpw", page{Title: "Install the certificate", CSRF: u.csrfToken(w, r), Data: enrollData{
-		Device: cl.Device, Expires: cl.ExpiresAt, Platform: plat, Password: grouped, Ticket: tk,
+		Device: cl.Device, Expires: cl.ExpiresAt, Platform: plat, Password: halves(grouped), Ticket: tk,
 		Minutes: int((cl.ExpiresAt.Sub(u.o.Now()) + 30*time.Second) / time.Minute),
 	}})
 }

@@ -19,7 +19,7 @@ import (
 
 var (
 	linkRE     = regexp.MustCompile(`id="enroll-link" class="mono" href="([^"]+)"`)
-	passwordRE = regexp.MustCompile(`id="p12-password">([a-z ]+)<`)
+	passwordRE = regexp.MustCompile(`id="p12-password"><span class="half">([a-z ]+)</span> <span class="half">([a-z ]+)</span>`)
 	ticketRE   = regexp.MustCompile(`name="ticket" value="([^"]+)"`)
 )
 
@@ -63,7 +63,11 @@ func (e *env) claim(t *testing.T, phone *http.Client, link, platform string) (st
 	if r.status != 200 {
 		t.Fatalf("claim = %d:\n%s", r.status, r.body)
 	}
-	return strings.ReplaceAll(match(t, passwordRE, r.body), " ", ""), match(t, ticketRE, r.body)
+	m := passwordRE.FindStringSubmatch(r.body)
+	if m == nil {
+		t.Fatalf("the page lacks the password:\n%s", r.body)
+	}
+	return strings.ReplaceAll(m[1]+m[2], " ", ""), match(t, ticketRE, r.body)
 }
 
 func TestEnrollPhoneOverHTTP(t *testing.T) {
