@@ -94,6 +94,7 @@ type Log struct {
 	hashBuf    []byte
 	cpBuf      []byte
 
+	bundles   bundleIndex // where entry tiles start, for serving them
 	witnesses []*witnessClient
 	wstop     chan struct{}
 	wdone     chan struct{}

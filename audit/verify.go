@@ -279,6 +279,7 @@ func (v *verifier) run(opts VerifyOptions) error {
 		v.res.Warnings = append(v.res.Warnings, "no stored hashes file")
 	}
 	var fr frontier
+	var scratch []tlog.Hash
 	ci := 0
 	final := Checkpoint{Origin: nv.Name(), Hash: emptyRoot()}
 	finalIndex := -1
@@ -303,10 +304,8 @@ func (v *verifier) run(opts VerifyOptions) error {
 				return bad(v.badAt(i), "entry %d: %v", i, err)
 			}
 		}
-		hs, err := fr.add(tlog.RecordHash(line))
-		if err != nil {
-			return err
-		}
+		scratch = fr.appendAdd(scratch[:0], tlog.RecordHash(line))
+		hs := scratch
 		if hashes != nil && v.hashDiverged < 0 {
 			ok, err := hashes.match(hs)
 			switch {
