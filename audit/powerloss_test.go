@@ -63,14 +63,24 @@ func (fs *crashFS) step() bool {
 	fs.crashed = true
 	fs.image = map[string][]byte{}
 	for p, f := range fs.files {
-		img := f.durable
-		switch {
-		case len(f.cur) >= len(f.durable) && bytes.Equal(f.cur[:len(f.durable)], f.durable):
-			// Appended since the sync: any prefix of it may have reached the disk.
-			img = f.cur[:len(f.durable)+fs.rng.IntN(len(f.cur)-len(f.durable)+1)]
-		case fs.rng.IntN(2) == 0:
-			// Truncated since the sync: the truncation may or may not stick.
-			img = f.cur
+		// What reached the disk since the last sync is any subset of the
+		// 512-byte sectors written, and the file's length is the old or the
+		// new one: a torn batch may have holes, and a later sector (say, a
+		// checkpoint record) may survive an earlier one.
+		n := len(f.durable)
+		if fs.rng.IntN(2) == 0 {
+			n = len(f.cur)
+		}
+		img := make([]byte, n)
+		for s := 0; s < n; s += 512 {
+			e := min(s+512, n)
+			src := f.durable
+			if fs.rng.IntN(2) == 0 {
+				src = f.cur
+			}
+			if s < len(src) {
+				copy(img[s:e], src[s:min(e, len(src))])
+			}
 		}
 		fs.image[p] = bytes.Clone(img)
 	}

@@ -198,6 +198,10 @@ func (v *verifier) run(opts VerifyOptions) error {
 	if err != nil {
 		return fmt.Errorf("audit: %w", err)
 	}
+	if clean, at := cacheData(data); at >= 0 {
+		v.res.Warnings = append(v.res.Warnings, fmt.Sprintf("the checkpoints file reads as zeros from offset %d (not yet written out when the power went off; opening the log repairs it)", at))
+		data = clean
+	}
 	recs, torn, splitErr := splitCheckpoints(data)
 	if torn >= 0 && !running {
 		v.res.Warnings = append(v.res.Warnings, fmt.Sprintf("torn record at offset %d of the checkpoints file (a crash while appending; opening the log repairs it)", torn))
