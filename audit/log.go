@@ -119,15 +119,19 @@ var _ Recorder = (*Log)(nil)
 // crash, and records an audit.start entry. Only one process may have a log
 // open (ErrLocked).
 //
-// Recovery finds the last complete signed checkpoint and makes the files
-// agree with it: a torn checkpoint record is cut off; entries written after
-// it were never acknowledged (a Record returns only after the checkpoint
-// covering its entry is durable), so they are discarded, not re-signed —
-// re-signing would put into the signed history entries whose requests were
-// refused; the stored hashes are cut back or rebuilt from the entries. A
-// state that a crash cannot produce (a checkpoint covering entries that do
-// not exist, more than MaxBatchLimit uncovered entries, entries that do not
-// match the last checkpoint) is refused: run `hearth audit verify`.
+// Recovery finds the last intact checkpoint record of the last segment and
+// cuts the segment after it: records written after it (entries, a torn
+// record) were never acknowledged (a Record returns only after the
+// fdatasync of the batch holding its entry and checkpoint), so they are
+// discarded, not re-signed — re-signing would put into the signed history
+// entries whose requests were refused; the stored hashes are cut back or
+// rebuilt from the entries, and the checkpoints cache brought up to date.
+// A log of legacy segments is recovered as before and goes on in a framed
+// segment from the next index. A state that a crash cannot produce (a
+// checkpoint record that does not cover the entries before it, more than
+// MaxBatchLimit uncovered entries, entries that do not match the last
+// checkpoint, a cached checkpoint beyond the segments' last one) is
+// refused: run `hearth audit verify`.
 func Open(dir string, cfg Config, opts Options) (*Log, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
