@@ -35,6 +35,8 @@ type Options struct {
 	// WitnessInterval is the least time between two pushes to a witness.
 	// Default one second.
 	WitnessInterval time.Duration
+	// CacheLimit overrides DefaultCacheLimit (tests).
+	CacheLimit int64
 	// OnBatch, if set, is called by the writer after each batch (written
 	// or failed) with its figures: a hook for metrics. It must not block.
 	OnBatch func(BatchStats)
@@ -86,6 +88,8 @@ type Log struct {
 	hs         *hashStore
 	cps        File
 	cpBytes    int64
+	cacheKeep  int64 // the checkpoints file's legacy records end here
+	cacheLimit int64
 	wsize      int64
 	broken     bool  // a write failed: truncate the tails before the next one
 	allocEnd   int64 // the segment is zero-filled up to here
@@ -141,14 +145,15 @@ func Open(dir string, cfg Config, opts Options) (*Log, error) {
 		return nil, fmt.Errorf("audit: no log in %s (run hearth init): %w", adir, err)
 	}
 	l := &Log{
-		adir:     adir,
-		segSize:  cfg.segmentSize(),
-		log:      opts.Logger,
-		now:      opts.Now,
-		openFile: opts.OpenFile,
-		maxBatch: opts.MaxBatch,
-		reqs:     make(chan *request, MaxBatchLimit),
-		done:     make(chan struct{}),
+		adir:       adir,
+		segSize:    cfg.segmentSize(),
+		log:        opts.Logger,
+		now:        opts.Now,
+		openFile:   opts.OpenFile,
+		maxBatch:   opts.MaxBatch,
+		cacheLimit: opts.CacheLimit,
+		reqs:       make(chan *request, MaxBatchLimit),
+		done:       make(chan struct{}),
 	}
 	if l.now == nil {
 		l.now = time.Now
@@ -228,7 +233,10 @@ func (l *Log) openFiles(st *recovered) error {
 	if l.hs, err = newHashStore(l.hashes, st.size); err != nil {
 		return err
 	}
-	l.cpBytes = st.cpBytes
+	l.cpBytes, l.cacheKeep = st.cpBytes, st.legacyEnd
+	if l.cacheLimit <= 0 {
+		l.cacheLimit = DefaultCacheLimit
+	}
 	l.wsize = st.size
 	l.size, l.cp, l.cpMsg = st.size, st.cp, st.cpMsg
 	return nil
@@ -511,11 +519,53 @@ func (l *Log) preallocate(n int64) {
 // failed write is overwritten by the next one.
 func (l *Log) writeCache(msg []byte) {
 	l.cpBuf = append(append(l.cpBuf[:0], msg...), '\n')
+	if l.cpBytes+int64(len(l.cpBuf)) > l.cacheLimit && l.cpBytes > l.cacheKeep {
+		if err := l.compactCache(); err != nil {
+			l.log.Warn().Err(err).Msg("audit: cannot compact the checkpoints file")
+		}
+	}
 	if _, err := l.cps.WriteAt(l.cpBuf, l.cpBytes); err != nil {
 		l.log.Warn().Err(err).Msg("audit: cannot update the checkpoints file (readers see an older checkpoint)")
 		return
 	}
 	l.cpBytes += int64(len(l.cpBuf))
+}
+
+// DefaultCacheLimit bounds the checkpoints cache: past it, the writer
+// replaces the file with its legacy records (which legacy segments need)
+// and the latest checkpoint. It keeps readers' and recovery's reads of it,
+// and Verify's memory, bounded.
+const DefaultCacheLimit = 4 << 20
+
+// compactCache replaces the checkpoints file with its first cacheKeep
+// bytes (the legacy records); the caller then appends the latest
+// checkpoint. The new file is fsynced before it is renamed into place, so
+// that a power cut leaves the old file or the whole new one.
+func (l *Log) compactCache() error {
+	path := filepath.Join(l.adir, CheckpointsFile)
+	tmp := path + ".tmp"
+	keep := make([]byte, l.cacheKeep)
+	if _, err := l.cps.ReadAt(keep, 0); err != nil {
+		return err
+	}
+	os.Remove(tmp)
+	if err := writeFileSync(tmp, keep, 0o600); err != nil {
+		return err
+	}
+	f, err := l.openFile(tmp, os.O_RDWR, 0o600)
+	if err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		f.Close()
+		return err
+	}
+	if err := syncDir(l.adir); err != nil {
+		l.log.Warn().Err(err).Msg("audit: syncing the audit directory")
+	}
+	l.cps.Close()
+	l.cps, l.cpBytes = f, l.cacheKeep
+	return nil
 }
 
 // truncateTails cuts what a failed batch may have left past the durable

@@ -21,6 +21,7 @@ type recovered struct {
 	cp        Checkpoint
 	cpMsg     []byte
 	cpBytes   int64
+	legacyEnd int64 // offset past the checkpoints file's legacy records
 	segStart  int64
 	segBytes  int64
 	discarded int64  // complete entries past the last checkpoint, dropped
@@ -69,6 +70,12 @@ func recoverLog(adir string, k *keys, lg zerolog.Logger) (*recovered, error) {
 			return nil, err
 		}
 		repaired = append(repaired, "torn checkpoint")
+	}
+	for _, r := range recs {
+		if !bytes.HasPrefix(r.msg, []byte(LegacyCheckpointHeader+"\n")) {
+			break
+		}
+		st.legacyEnd = r.end
 	}
 	// The latest checkpoint in the checkpoints file: before the framed
 	// segments the durable state, since then a cache of it.
