@@ -112,7 +112,8 @@ type Log struct {
 }
 
 type request struct {
-	event []byte // marshalEvent output
+	event []byte // the event's JSON (appendEvent), in buf
+	buf   []byte
 	index int64
 	done  chan error
 }
@@ -304,15 +305,18 @@ func (l *Log) Append(ctx context.Context, e Event) (int64, error) {
 		e.Time = l.now()
 	}
 	e.Time = e.Time.UTC()
-	ev, err := marshalEvent(e)
-	if err != nil {
-		return -1, err
+	if y := e.Time.Year(); y < 0 || y > 9999 {
+		return -1, fmt.Errorf("%w: %s: time %v out of range", ErrInvalidEvent, e.Name, e.Time)
 	}
-	if len(ev)+40 > MaxEntrySize {
+	// The request, and the buffer its event is encoded into, are
+	// recycled: no allocation per entry once the pool is warm.
+	r := requests.Get().(*request)
+	r.event = appendEvent(r.buf[:0], &e)
+	r.buf = r.event
+	if len(r.event)+40 > MaxEntrySize {
+		putRequest(r)
 		return -1, fmt.Errorf("%w: %s: entry longer than %d bytes", ErrInvalidEvent, e.Name, MaxEntrySize)
 	}
-	r := requests.Get().(*request)
-	r.event = ev
 	l.sendMu.RLock()
 	if l.closed {
 		l.sendMu.RUnlock()
@@ -329,7 +333,7 @@ func (l *Log) Append(ctx context.Context, e Event) (int64, error) {
 	l.sendMu.RUnlock()
 	// Once submitted, wait for the outcome whatever ctx says: an error
 	// must mean that the entry is not in the log.
-	err = <-r.done
+	err := <-r.done
 	index := r.index
 	// The writer is done with r once it has answered: it never touches an
 	// answered request again.
@@ -346,6 +350,9 @@ var requests = sync.Pool{New: func() any { return &request{done: make(chan error
 
 func putRequest(r *request) {
 	r.event, r.index = nil, 0
+	if cap(r.buf) > 4<<10 {
+		r.buf = nil // keep only ordinary sizes in the pool
+	}
 	requests.Put(r)
 }
 
