@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"bytes"
 	"errors"
 	"os"
 	"runtime"
@@ -122,4 +123,26 @@ func TestCheckpointCacheCompacted(t *testing.T) {
 	l = openTest(t, dir, Config{}, Options{CacheLimit: 4 << 10})
 	l.Close()
 	mustVerify(t, dir, VerifyOptions{})
+}
+
+// TestReaderLatestLargeCache: Latest finds the last record of a
+// checkpoints file longer than its first read window (16 KiB).
+func TestReaderLatestLargeCache(t *testing.T) {
+	dir := newTestDir(t)
+	l := openTest(t, dir, Config{}, Options{})
+	for i := range 150 {
+		mustRecord(t, l, testEvent(i))
+	}
+	defer l.Close()
+	if fi, _ := os.Stat(auditPath(dir, CheckpointsFile)); fi.Size() < 32<<10 {
+		t.Fatalf("checkpoints file is only %d bytes", fi.Size())
+	}
+	r, err := NewReader(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, msg, err := r.Latest()
+	if want, wmsg := l.Checkpoint(); err != nil || c != want || !bytes.Equal(msg, wmsg) {
+		t.Fatalf("Latest = %+v, %v; want %+v", c, err, want)
+	}
 }
