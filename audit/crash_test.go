@@ -79,6 +79,7 @@ func TestCrash(t *testing.T) {
 		t.Fatal(err)
 	}
 	acked := map[int64]string{}
+	tails := 0
 	start := time.Now()
 	for c := range cycles {
 		cmd := exec.Command(os.Args[0], "-test.run=^$")
@@ -131,7 +132,24 @@ func TestCrash(t *testing.T) {
 		if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
 			t.Fatalf("cycle %d: child ended with %v, not by SIGKILL; stderr %s", c, err, stderr.String())
 		}
+		// Right after the kill, before the restart repairs anything, the
+		// signed history verifies and holds every acknowledged entry; what
+		// follows it is named as the unsigned tail.
+		res, err := Verify(dir, VerifyOptions{})
+		if err != nil {
+			t.Fatalf("cycle %d: Verify right after kill -9: %v", c, err)
+		}
+		if res.Entries <= maxAcked(acked) {
+			t.Fatalf("cycle %d: Verify covers %d entries, but entry %d was acknowledged", c, res.Entries, maxAcked(acked))
+		}
+		if res.Unsigned != nil {
+			tails++
+			if res.Unsigned.After != res.Entries || res.Unsigned.Segment == "" {
+				t.Fatalf("cycle %d: unsigned tail %+v after %d entries", c, res.Unsigned, res.Entries)
+			}
+		}
 	}
+	t.Logf("verify right after the kill named an unsigned tail %d times in %d", tails, cycles)
 	t.Logf("%d cycles, %d acknowledged entries in %v", cycles, len(acked), time.Since(start).Round(time.Millisecond))
 
 	// Restart once more (recovery), close, verify.
@@ -181,4 +199,12 @@ func TestCrash(t *testing.T) {
 		t.Errorf("%d audit.start entries, want %d", starts, cycles+1)
 	}
 	t.Logf("recoveries: %d discarded an unacknowledged tail, %d repaired a torn record", discards, repairs)
+}
+
+func maxAcked(acked map[int64]string) int64 {
+	m := int64(-1)
+	for i := range acked {
+		m = max(m, i)
+	}
+	return m
 }

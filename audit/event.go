@@ -24,6 +24,9 @@ const (
 	EventConfigChange       = "config.change"
 	EventUserChange         = "user.change"
 	EventAuditStart         = "audit.start"
+	// EventAuditWitness: a witness refused the log's history (outcome
+	// failure; meta witness, size; reason the witness's answer).
+	EventAuditWitness = "audit.witness"
 )
 
 // Outcomes.

@@ -77,6 +77,16 @@ func (f *faultFile) Sync() error {
 	return f.File.Sync()
 }
 
+// Datasync is Sync for datasync: counted, failing like Sync, and
+// fdatasync(2) underneath, as the log's own files do.
+func (f *faultFile) Datasync() error {
+	f.fs.syncs.Add(1)
+	if f.fs.failing(f.class, "sync") {
+		return &os.PathError{Op: "fdatasync", Path: f.Name(), Err: syscall.EIO}
+	}
+	return fdatasync(f.File)
+}
+
 func (f *faultFile) Truncate(n int64) error {
 	if f.fs.failing(f.class, "truncate") {
 		return &os.PathError{Op: "truncate", Path: f.Name(), Err: syscall.EIO}

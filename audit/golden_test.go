@@ -10,7 +10,9 @@ import (
 	"path/filepath"
 	"testing"
 
+	"filippo.io/torchwood"
 	"golang.org/x/mod/sumdb/note"
+	"golang.org/x/mod/sumdb/tlog"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files under testdata/golden")
@@ -190,5 +192,23 @@ func TestLegacyLog(t *testing.T) {
 	}
 	if err := CheckConsistency(p, old, cp); err != nil {
 		t.Fatalf("legacy to C2SP: %v", err)
+	}
+	// Entry tiles span the legacy and the framed segment; twice, the
+	// second time from the bundle index.
+	for range 2 {
+		bundle, err := l.entryBundle(tlog.Tile{H: 8, L: -1, N: 0, W: 13})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := int64(0); i < 13; i++ {
+			e, rest, err := torchwood.ReadTileEntry(bundle)
+			if err != nil || !indexPrefix(e, i) {
+				t.Fatalf("entry %d of the bundle: %q, %v", i, e, err)
+			}
+			bundle = rest
+		}
+		if len(bundle) != 0 {
+			t.Fatalf("%d bytes after the bundle's entries", len(bundle))
+		}
 	}
 }

@@ -60,11 +60,7 @@ func (h *hashStore) records() int64 { return h.pendFront.n }
 
 // add computes the stored hashes of the next record, whose leaf is data.
 func (h *hashStore) add(data []byte) error {
-	hs, err := h.pendFront.add(tlog.RecordHash(data))
-	if err != nil {
-		return err
-	}
-	h.pending = append(h.pending, hs...)
+	h.pending = h.pendFront.appendAdd(h.pending, tlog.RecordHash(data))
 	return nil
 }
 
@@ -108,15 +104,27 @@ func (f *frontier) ReadHashes(indexes []int64) ([]tlog.Hash, error) {
 	return out, nil
 }
 
-// add appends a record with leaf hash h and returns its stored hashes.
+// add appends a record with leaf hash h and returns its stored hashes
+// (those tlog.StoredHashesForRecordHash returns).
 func (f *frontier) add(h tlog.Hash) ([]tlog.Hash, error) {
-	hs, err := tlog.StoredHashesForRecordHash(f.n, h, f)
-	if err != nil {
-		return nil, err
+	return f.appendAdd(nil, h), nil
+}
+
+// appendAdd appends a record with leaf hash h and its stored hashes to
+// dst, without allocating when dst has room: the leaf's hash, then one
+// interior node per level where the record completes a perfect subtree
+// (RFC 6962 section 2.1; the order of tlog's stored hashes), each the
+// node hash of the frontier's subtree on its left and the one below.
+func (f *frontier) appendAdd(dst []tlog.Hash, h tlog.Hash) []tlog.Hash {
+	dst = append(dst, h)
+	l := 0
+	for ; f.n>>l&1 == 1; l++ {
+		h = tlog.NodeHash(f.level[l], h)
+		dst = append(dst, h)
 	}
-	f.level[len(hs)-1] = hs[len(hs)-1]
+	f.level[l] = h
 	f.n++
-	return hs, nil
+	return dst
 }
 
 func (f *frontier) root() (tlog.Hash, error) { return tlog.TreeHash(f.n, f) }

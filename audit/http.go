@@ -268,20 +268,3 @@ func (l *Log) serveTile(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Write(data)
 }
-
-// entryBundle reads the entries of entry tile t, each with its 2-byte
-// big-endian length (tlog-tiles "entry bundles").
-func (l *Log) entryBundle(t tlog.Tile) ([]byte, error) {
-	from := t.N * torchwood.TileWidth
-	to := from + int64(t.W)
-	var out []byte
-	next, err := scanLines(l.adir, from, to, func(_ int64, e []byte) error {
-		var err error
-		out, err = torchwood.AppendTileEntry(out, e)
-		return err
-	})
-	if err == nil && next != to {
-		err = fmt.Errorf("audit: entries end at %d, before %d", next, to)
-	}
-	return out, err
-}

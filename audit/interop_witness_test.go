@@ -225,8 +225,16 @@ func TestLitewitnessInterop(t *testing.T) {
 	}
 	l.Close()
 	l = openTest(t, dir, cfg, opts)
-	s := waitWitness(l, l.Size())
+	s := waitWitness(l, l.Size()+1)
+	var reported []Entry
+	for i := 0; i < 200 && len(reported) == 0; i++ {
+		reported, _ = l.Tail(1, func(e Entry) bool { return e.Name == EventAuditWitness })
+		time.Sleep(10 * time.Millisecond)
+	}
 	l.Close()
+	if len(reported) != 1 || reported[0].Outcome != OutcomeFailure || reported[0].Meta["witness"] != "witness.test/h11" {
+		t.Fatalf("no audit.witness entry for the refusal: %+v", reported)
+	}
 	// 409 (the witness has 27 entries), then the proof from 27 to the
 	// rewritten tree, which the witness refuses with 422.
 	if !s.Refused || !strings.Contains(s.Error, "does not verify against the tree it has seen") {

@@ -35,6 +35,8 @@ type Options struct {
 	// WitnessInterval is the least time between two pushes to a witness.
 	// Default one second.
 	WitnessInterval time.Duration
+	// CacheLimit overrides DefaultCacheLimit (tests).
+	CacheLimit int64
 	// OnBatch, if set, is called by the writer after each batch (written
 	// or failed) with its figures: a hook for metrics. It must not block.
 	OnBatch func(BatchStats)
@@ -86,6 +88,8 @@ type Log struct {
 	hs         *hashStore
 	cps        File
 	cpBytes    int64
+	cacheKeep  int64 // the checkpoints file's legacy records end here
+	cacheLimit int64
 	wsize      int64
 	broken     bool  // a write failed: truncate the tails before the next one
 	allocEnd   int64 // the segment is zero-filled up to here
@@ -94,6 +98,7 @@ type Log struct {
 	hashBuf    []byte
 	cpBuf      []byte
 
+	bundles   bundleIndex // where entry tiles start, for serving them
 	witnesses []*witnessClient
 	wstop     chan struct{}
 	wdone     chan struct{}
@@ -107,7 +112,8 @@ type Log struct {
 }
 
 type request struct {
-	event []byte // marshalEvent output
+	event []byte // the event's JSON (appendEvent), in buf
+	buf   []byte
 	index int64
 	done  chan error
 }
@@ -118,15 +124,19 @@ var _ Recorder = (*Log)(nil)
 // crash, and records an audit.start entry. Only one process may have a log
 // open (ErrLocked).
 //
-// Recovery finds the last complete signed checkpoint and makes the files
-// agree with it: a torn checkpoint record is cut off; entries written after
-// it were never acknowledged (a Record returns only after the checkpoint
-// covering its entry is durable), so they are discarded, not re-signed —
-// re-signing would put into the signed history entries whose requests were
-// refused; the stored hashes are cut back or rebuilt from the entries. A
-// state that a crash cannot produce (a checkpoint covering entries that do
-// not exist, more than MaxBatchLimit uncovered entries, entries that do not
-// match the last checkpoint) is refused: run `hearth audit verify`.
+// Recovery finds the last intact checkpoint record of the last segment and
+// cuts the segment after it: records written after it (entries, a torn
+// record) were never acknowledged (a Record returns only after the
+// fdatasync of the batch holding its entry and checkpoint), so they are
+// discarded, not re-signed — re-signing would put into the signed history
+// entries whose requests were refused; the stored hashes are cut back or
+// rebuilt from the entries, and the checkpoints cache brought up to date.
+// A log of legacy segments is recovered as before and goes on in a framed
+// segment from the next index. A state that a crash cannot produce (a
+// checkpoint record that does not cover the entries before it, more than
+// MaxBatchLimit uncovered entries, entries that do not match the last
+// checkpoint, a cached checkpoint beyond the segments' last one) is
+// refused: run `hearth audit verify`.
 func Open(dir string, cfg Config, opts Options) (*Log, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -136,14 +146,15 @@ func Open(dir string, cfg Config, opts Options) (*Log, error) {
 		return nil, fmt.Errorf("audit: no log in %s (run hearth init): %w", adir, err)
 	}
 	l := &Log{
-		adir:     adir,
-		segSize:  cfg.segmentSize(),
-		log:      opts.Logger,
-		now:      opts.Now,
-		openFile: opts.OpenFile,
-		maxBatch: opts.MaxBatch,
-		reqs:     make(chan *request, MaxBatchLimit),
-		done:     make(chan struct{}),
+		adir:       adir,
+		segSize:    cfg.segmentSize(),
+		log:        opts.Logger,
+		now:        opts.Now,
+		openFile:   opts.OpenFile,
+		maxBatch:   opts.MaxBatch,
+		cacheLimit: opts.CacheLimit,
+		reqs:       make(chan *request, MaxBatchLimit),
+		done:       make(chan struct{}),
 	}
 	if l.now == nil {
 		l.now = time.Now
@@ -223,7 +234,10 @@ func (l *Log) openFiles(st *recovered) error {
 	if l.hs, err = newHashStore(l.hashes, st.size); err != nil {
 		return err
 	}
-	l.cpBytes = st.cpBytes
+	l.cpBytes, l.cacheKeep = st.cpBytes, st.legacyEnd
+	if l.cacheLimit <= 0 {
+		l.cacheLimit = DefaultCacheLimit
+	}
 	l.wsize = st.size
 	l.size, l.cp, l.cpMsg = st.size, st.cp, st.cpMsg
 	return nil
@@ -291,15 +305,18 @@ func (l *Log) Append(ctx context.Context, e Event) (int64, error) {
 		e.Time = l.now()
 	}
 	e.Time = e.Time.UTC()
-	ev, err := marshalEvent(e)
-	if err != nil {
-		return -1, err
+	if y := e.Time.Year(); y < 0 || y > 9999 {
+		return -1, fmt.Errorf("%w: %s: time %v out of range", ErrInvalidEvent, e.Name, e.Time)
 	}
-	if len(ev)+40 > MaxEntrySize {
+	// The request, and the buffer its event is encoded into, are
+	// recycled: no allocation per entry once the pool is warm.
+	r := requests.Get().(*request)
+	r.event = appendEvent(r.buf[:0], &e)
+	r.buf = r.event
+	if len(r.event)+40 > MaxEntrySize {
+		putRequest(r)
 		return -1, fmt.Errorf("%w: %s: entry longer than %d bytes", ErrInvalidEvent, e.Name, MaxEntrySize)
 	}
-	r := requests.Get().(*request)
-	r.event = ev
 	l.sendMu.RLock()
 	if l.closed {
 		l.sendMu.RUnlock()
@@ -316,7 +333,7 @@ func (l *Log) Append(ctx context.Context, e Event) (int64, error) {
 	l.sendMu.RUnlock()
 	// Once submitted, wait for the outcome whatever ctx says: an error
 	// must mean that the entry is not in the log.
-	err = <-r.done
+	err := <-r.done
 	index := r.index
 	// The writer is done with r once it has answered: it never touches an
 	// answered request again.
@@ -333,6 +350,9 @@ var requests = sync.Pool{New: func() any { return &request{done: make(chan error
 
 func putRequest(r *request) {
 	r.event, r.index = nil, 0
+	if cap(r.buf) > 4<<10 {
+		r.buf = nil // keep only ordinary sizes in the pool
+	}
 	requests.Put(r)
 }
 
@@ -506,11 +526,53 @@ func (l *Log) preallocate(n int64) {
 // failed write is overwritten by the next one.
 func (l *Log) writeCache(msg []byte) {
 	l.cpBuf = append(append(l.cpBuf[:0], msg...), '\n')
+	if l.cpBytes+int64(len(l.cpBuf)) > l.cacheLimit && l.cpBytes > l.cacheKeep {
+		if err := l.compactCache(); err != nil {
+			l.log.Warn().Err(err).Msg("audit: cannot compact the checkpoints file")
+		}
+	}
 	if _, err := l.cps.WriteAt(l.cpBuf, l.cpBytes); err != nil {
 		l.log.Warn().Err(err).Msg("audit: cannot update the checkpoints file (readers see an older checkpoint)")
 		return
 	}
 	l.cpBytes += int64(len(l.cpBuf))
+}
+
+// DefaultCacheLimit bounds the checkpoints cache: past it, the writer
+// replaces the file with its legacy records (which legacy segments need)
+// and the latest checkpoint. It keeps readers' and recovery's reads of it,
+// and Verify's memory, bounded.
+const DefaultCacheLimit = 4 << 20
+
+// compactCache replaces the checkpoints file with its first cacheKeep
+// bytes (the legacy records); the caller then appends the latest
+// checkpoint. The new file is fsynced before it is renamed into place, so
+// that a power cut leaves the old file or the whole new one.
+func (l *Log) compactCache() error {
+	path := filepath.Join(l.adir, CheckpointsFile)
+	tmp := path + ".tmp"
+	keep := make([]byte, l.cacheKeep)
+	if _, err := l.cps.ReadAt(keep, 0); err != nil {
+		return err
+	}
+	os.Remove(tmp)
+	if err := writeFileSync(tmp, keep, 0o600); err != nil {
+		return err
+	}
+	f, err := l.openFile(tmp, os.O_RDWR, 0o600)
+	if err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		f.Close()
+		return err
+	}
+	if err := syncDir(l.adir); err != nil {
+		l.log.Warn().Err(err).Msg("audit: syncing the audit directory")
+	}
+	l.cps.Close()
+	l.cps, l.cpBytes = f, l.cacheKeep
+	return nil
 }
 
 // truncateTails cuts what a failed batch may have left past the durable

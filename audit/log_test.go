@@ -1,7 +1,9 @@
 package audit
 
 import (
+	"bytes"
 	"errors"
+	"os"
 	"runtime"
 	"sync"
 	"testing"
@@ -90,5 +92,57 @@ func TestCloseWhileAppending(t *testing.T) {
 	}
 	if int64(len(acked))+1 != res.Entries {
 		t.Fatalf("%d acknowledged entries, log has %d (audit.start included)", len(acked), res.Entries)
+	}
+}
+
+// TestCheckpointCacheCompacted: past its limit the checkpoints cache is
+// replaced by its legacy records and the latest checkpoint; readers,
+// Verify and a reopened log work across the compactions.
+func TestCheckpointCacheCompacted(t *testing.T) {
+	dir := legacyTestDir(t)
+	l := openTest(t, dir, Config{}, Options{CacheLimit: 4 << 10})
+	r, err := NewReader(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 100 {
+		mustRecord(t, l, testEvent(i))
+		if c, _, err := r.Latest(); err != nil || c.Size != l.Size() {
+			t.Fatalf("Latest after %d = %d, %v; want %d", i, c.Size, err, l.Size())
+		}
+	}
+	l.Close()
+	fi, err := os.Stat(auditPath(dir, CheckpointsFile))
+	if err != nil || fi.Size() > 8<<10 {
+		t.Fatalf("checkpoints file: %v, %v", fi.Size(), err)
+	}
+	res := mustVerify(t, dir, VerifyOptions{})
+	if res.Entries != 108 || res.Checkpoints != 7+101 {
+		t.Fatalf("Verify: %d entries, %d checkpoints", res.Entries, res.Checkpoints)
+	}
+	l = openTest(t, dir, Config{}, Options{CacheLimit: 4 << 10})
+	l.Close()
+	mustVerify(t, dir, VerifyOptions{})
+}
+
+// TestReaderLatestLargeCache: Latest finds the last record of a
+// checkpoints file longer than its first read window (16 KiB).
+func TestReaderLatestLargeCache(t *testing.T) {
+	dir := newTestDir(t)
+	l := openTest(t, dir, Config{}, Options{})
+	for i := range 150 {
+		mustRecord(t, l, testEvent(i))
+	}
+	defer l.Close()
+	if fi, _ := os.Stat(auditPath(dir, CheckpointsFile)); fi.Size() < 32<<10 {
+		t.Fatalf("checkpoints file is only %d bytes", fi.Size())
+	}
+	r, err := NewReader(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, msg, err := r.Latest()
+	if want, wmsg := l.Checkpoint(); err != nil || c != want || !bytes.Equal(msg, wmsg) {
+		t.Fatalf("Latest = %+v, %v; want %+v", c, err, want)
 	}
 }

@@ -21,6 +21,7 @@ type recovered struct {
 	cp        Checkpoint
 	cpMsg     []byte
 	cpBytes   int64
+	legacyEnd int64 // offset past the checkpoints file's legacy records
 	segStart  int64
 	segBytes  int64
 	discarded int64  // complete entries past the last checkpoint, dropped
@@ -49,6 +50,16 @@ func recoverLog(adir string, k *keys, lg zerolog.Logger) (*recovered, error) {
 	if err != nil {
 		return nil, fmt.Errorf("audit: %w", err)
 	}
+	if clean, at := cacheData(data); at >= 0 {
+		// The cache is not fsynced: after a power cut its tail may read as
+		// zeros. Nothing in it is needed; the segments rebuild it.
+		lg.Warn().Int64("offset", at).Msg("audit: the checkpoints file has zeros left by a power cut; cutting them")
+		if err := truncateSync(cpPath, at); err != nil {
+			return nil, err
+		}
+		data = clean
+		repaired = append(repaired, "checkpoints file")
+	}
 	recs, torn, err := splitCheckpoints(data)
 	if err != nil {
 		return nil, fmt.Errorf("%w; %w", err, errDamaged)
@@ -59,6 +70,12 @@ func recoverLog(adir string, k *keys, lg zerolog.Logger) (*recovered, error) {
 			return nil, err
 		}
 		repaired = append(repaired, "torn checkpoint")
+	}
+	for _, r := range recs {
+		if !bytes.HasPrefix(r.msg, []byte(LegacyCheckpointHeader+"\n")) {
+			break
+		}
+		st.legacyEnd = r.end
 	}
 	// The latest checkpoint in the checkpoints file: before the framed
 	// segments the durable state, since then a cache of it.
@@ -172,6 +189,16 @@ func recoverLog(adir string, k *keys, lg zerolog.Logger) (*recovered, error) {
 	}
 	st.repaired = strings.Join(repaired, ", ")
 	return st, nil
+}
+
+// cacheData cuts the checkpoints file at its first zero byte, which no
+// record holds: blocks that were allocated but not written when the power
+// went off read as zeros. It returns the offset of the cut, or -1.
+func cacheData(data []byte) ([]byte, int64) {
+	if i := bytes.IndexByte(data, 0); i >= 0 {
+		return data[:i], int64(i)
+	}
+	return data, -1
 }
 
 // recoverLegacy cuts the last legacy segment after the st.size'th entry:

@@ -267,6 +267,15 @@ func (c *witnessClient) keep(cp Checkpoint, msg, lines []byte) error {
 // per interval, in its own goroutine, never in a request's path.
 func (l *Log) runWitnesses(interval time.Duration) {
 	defer close(l.wdone)
+	stopped, cancelAll := context.WithCancel(context.Background())
+	defer cancelAll()
+	go func() {
+		select {
+		case <-l.wstop:
+			cancelAll()
+		case <-stopped.Done():
+		}
+	}()
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
@@ -283,11 +292,11 @@ func (l *Log) runWitnesses(interval time.Duration) {
 			if !behind {
 				continue
 			}
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			go func() { <-l.wstop; cancel() }()
+			ctx, cancel := context.WithTimeout(stopped, 10*time.Second)
 			err := c.push(ctx, l, cp, msg)
 			cancel()
 			now := time.Now()
+			var refused *Event
 			c.mu.Lock()
 			c.status.LastAttempt = now
 			if err != nil {
@@ -295,6 +304,12 @@ func (l *Log) runWitnesses(interval time.Duration) {
 				if errors.Is(err, errWitnessRefused) {
 					c.status.Refused = true
 					l.log.Error().Err(err).Str("witness", c.status.Name).Msg("audit: a witness refuses this log's history; run `hearth audit verify --witness KEY`")
+					ev := Event{Name: EventAuditWitness, Outcome: OutcomeFailure, Principal: "hearth", Resource: c.w.URL,
+						Reason: firstLine([]byte(err.Error())), Meta: map[string]string{"witness": c.status.Name, "size": fmt.Sprint(cp.Size)}}
+					if len(ev.Resource) > maxFieldLen {
+						ev.Resource = ev.Resource[:maxFieldLen]
+					}
+					refused = &ev
 				} else {
 					l.log.Warn().Err(err).Str("witness", c.status.Name).Msg("audit: witness push failed; retrying")
 				}
@@ -302,6 +317,12 @@ func (l *Log) runWitnesses(interval time.Duration) {
 				c.status.Error, c.status.LastSuccess = "", now
 			}
 			c.mu.Unlock()
+			if refused != nil {
+				// An entry of its own, so the owner sees it in the log.
+				if err := l.Record(stopped, *refused); err != nil {
+					l.log.Error().Err(err).Msg("audit: recording a witness's refusal")
+				}
+			}
 		}
 	}
 }

@@ -69,6 +69,15 @@ func TestAuditCommands(t *testing.T) {
 		t.Errorf("audit verify --checkpoint = %q, %v", out, err)
 	}
 
+	// A witness whose cosignature the data dir does not hold: verify
+	// --witness fails and says why.
+	wkey := "witness.example/w+54610131+BO1JKMYo0cLG6ukDOJBZlWEpWSc6XGP5NjbBRhSshzfR"
+	out, err = runAudit(t, dir, "verify", "--witness", wkey)
+	var wee exitError
+	if !errors.As(err, &wee) || wee.code != 1 || !strings.Contains(out, "no checkpoint of this log cosigned by witness witness.example/w") {
+		t.Errorf("audit verify --witness without a cosignature = %q, %v", out, err)
+	}
+
 	// Tamper with entry 2: verify fails with its index and exit status 1.
 	seg := filepath.Join(dir, "audit", "segments", "00000000.seg")
 	b, _ := os.ReadFile(seg)

@@ -87,5 +87,8 @@ func (c *Config) Validate() error {
 	if err := oidc.ValidateProviders(c.OIDC); err != nil {
 		return err
 	}
+	if err := c.Audit.Validate(); err != nil {
+		return err
+	}
 	return nil
 }

@@ -22,15 +22,16 @@
 // none, no fsync): the numbers are then the gateway's own cost. With
 // -audit disk it records into the real signed log in a temp dir, every
 // request waiting until its entry and a checkpoint covering it are
-// fsynced. Each client then waits about one and a half group commits (two
-// fsyncs each) per request, so with few clients keep-alive throughput is
-// bound by fsync latency (Little's law: clients / latency), not by CPU;
-// more clients make bigger batches (-clients 128 narrows the gap).
+// durable (one framed append and one fdatasync per group commit). Each
+// client then waits about one and a half group commits per request, so
+// with few clients keep-alive throughput is bound by fdatasync latency
+// (Little's law: clients / latency), not by CPU; more clients make bigger
+// batches (-clients 32,128 measures both in one run).
 //
 // -baseline BIN runs the hearth role of another build of this program
 // side by side, as "baseline" (gateway.sh does it for a git revision).
 //
-// Usage: go run ./scripts/bench/gateway [-duration 3s] [-rounds 3] [-clients 32] [-rate 1000] [-audit mem|disk] [-baseline BIN] [-x25519] [-nginx auto|off]
+// Usage: go run ./scripts/bench/gateway [-duration 3s] [-rounds 3] [-clients 32[,128]] [-rate 1000] [-audit mem|disk] [-baseline BIN] [-x25519] [-nginx auto|off]
 // or scripts/bench/gateway.sh with the same flags.
 package main
 
@@ -76,7 +77,7 @@ func main() {
 	dir := flag.String("dir", "", "certificate dir (roles other than driver)")
 	upstream := flag.String("upstream", "", "upstream URL (proxy roles)")
 	duration := flag.Duration("duration", 3*time.Second, "length of each measurement")
-	clients := flag.Int("clients", 32, "concurrent clients")
+	clients := flag.String("clients", "32", "concurrent clients; a comma-separated list (32,128) measures each in turn with the same processes")
 	rate := flag.Int("rate", 1000, "total requests/s of the paced latency measurement")
 	nginx := flag.String("nginx", "auto", "auto: use nginx when installed; off: skip it")
 	rounds := flag.Int("rounds", 3, "rounds; proxies are interleaved and medians reported")
@@ -88,7 +89,16 @@ func main() {
 	switch *role {
 	case "driver":
 		os.Setenv("HEARTH_BENCH_AUDIT", *auditMode) // inherited by the hearth role
-		err = drive(*duration, *clients, *rate, *rounds, *nginx, *x25519, *baseline)
+		var ns []int
+		for _, c := range strings.Split(*clients, ",") {
+			n, cerr := strconv.Atoi(strings.TrimSpace(c))
+			if cerr != nil || n < 1 {
+				fmt.Fprintf(os.Stderr, "gateway: -clients %q: want positive numbers, comma-separated\n", *clients)
+				os.Exit(2)
+			}
+			ns = append(ns, n)
+		}
+		err = drive(*duration, ns, *rate, *rounds, *nginx, *x25519, *baseline)
 	case "upstream":
 		err = serveUpstream()
 	case "hearth":
@@ -722,7 +732,7 @@ func median[T int64 | float64 | time.Duration](xs []T) T {
 	return s[len(s)/2]
 }
 
-func drive(d time.Duration, n, rate, rounds int, nginxMode string, x25519 bool, baseline string) error {
+func drive(d time.Duration, ns []int, rate, rounds int, nginxMode string, x25519 bool, baseline string) error {
 	dir, err := os.MkdirTemp("", "hearth-bench-")
 	if err != nil {
 		return err
@@ -753,7 +763,6 @@ func drive(d time.Duration, n, rate, rounds int, nginxMode string, x25519 bool, 
 	}
 	defer up.stop()
 	upURL := "http://" + up.addr
-	interval := time.Duration(float64(time.Second) * float64(n) / float64(rate))
 
 	var procs []*proc
 	defer func() {
@@ -783,101 +792,107 @@ func drive(d time.Duration, n, rate, rounds int, nginxMode string, x25519 bool, 
 		}
 	}
 
-	fmt.Printf("hearth gateway benchmark: %d clients, %s per measurement, %d rounds (proxies interleaved, medians shown),\n", n, d, rounds)
-	fmt.Printf("paced latency at %d req/s in total, %d CPUs shared by the load generator, the proxies and the upstream\n", rate, numCPU())
-	if os.Getenv("HEARTH_BENCH_AUDIT") == "disk" {
-		fmt.Printf("audit recorder in the hearth gateway: the real signed log on disk (group commit, fsync per batch)\n\n")
-	} else {
-		fmt.Printf("audit recorder in the hearth gateway: memrecorder (in-memory, JSON-encodes each event, no disk, no fsync)\n\n")
-	}
+	for k, n := range ns {
+		if k > 0 {
+			fmt.Println()
+		}
+		interval := time.Duration(float64(time.Second) * float64(n) / float64(rate))
+		fmt.Printf("hearth gateway benchmark: %d clients, %s per measurement, %d rounds (proxies interleaved, medians shown),\n", n, d, rounds)
+		fmt.Printf("paced latency at %d req/s in total, %d CPUs shared by the load generator, the proxies and the upstream\n", rate, numCPU())
+		if os.Getenv("HEARTH_BENCH_AUDIT") == "disk" {
+			fmt.Printf("audit recorder in the hearth gateway: the real signed log on disk (group commit, one fdatasync per batch)\n\n")
+		} else {
+			fmt.Printf("audit recorder in the hearth gateway: memrecorder (in-memory, JSON-encodes each event, no disk, no fsync)\n\n")
+		}
 
-	samples := map[string][]sample{}
-	groups := map[string]string{}
-	for round := 0; round < rounds; round++ {
-		for i := range procs {
-			p := procs[(i+round)%len(procs)]
-			load(p.addr, cfg, n, d/5, true, 0, true) // warm up
-			var s sample
-			c0 := cpuTicks(p.pids())
-			ka := load(p.addr, cfg, n, d, true, 0, true)
-			c1 := cpuTicks(p.pids())
-			nc := load(p.addr, cfg, n, d, false, 0, true)
-			c2 := cpuTicks(p.pids())
-			paced, direct := pacedPairs(p.addr, cfg, up.addr, n, d, interval)
-			s.keepAlive, s.newConns = ka.rps, nc.rps
-			if ka.reqs > 0 {
-				s.kaCPU = float64(c1-c0) * 1e4 / float64(ka.reqs)
-			}
-			if nc.reqs > 0 {
-				s.ncCPU = float64(c2-c1) * 1e4 / float64(nc.reqs)
-			}
-			s.addedP50 = paced.pct(0.5) - direct.pct(0.5)
-			s.addedP99 = paced.pct(0.99) - direct.pct(0.99)
-			s.kaP99 = ka.pct(0.99)
-			s.errs = ka.errs + nc.errs + paced.errs
-			samples[p.name] = append(samples[p.name], s)
-			if c, err := tls.Dial("tcp", p.addr, cfg); err == nil {
-				groups[p.name] = c.ConnectionState().CurveID.String()
-				c.Close()
+		samples := map[string][]sample{}
+		groups := map[string]string{}
+		for round := 0; round < rounds; round++ {
+			for i := range procs {
+				p := procs[(i+round)%len(procs)]
+				load(p.addr, cfg, n, d/5, true, 0, true) // warm up
+				var s sample
+				c0 := cpuTicks(p.pids())
+				ka := load(p.addr, cfg, n, d, true, 0, true)
+				c1 := cpuTicks(p.pids())
+				nc := load(p.addr, cfg, n, d, false, 0, true)
+				c2 := cpuTicks(p.pids())
+				paced, direct := pacedPairs(p.addr, cfg, up.addr, n, d, interval)
+				s.keepAlive, s.newConns = ka.rps, nc.rps
+				if ka.reqs > 0 {
+					s.kaCPU = float64(c1-c0) * 1e4 / float64(ka.reqs)
+				}
+				if nc.reqs > 0 {
+					s.ncCPU = float64(c2-c1) * 1e4 / float64(nc.reqs)
+				}
+				s.addedP50 = paced.pct(0.5) - direct.pct(0.5)
+				s.addedP99 = paced.pct(0.99) - direct.pct(0.99)
+				s.kaP99 = ka.pct(0.99)
+				s.errs = ka.errs + nc.errs + paced.errs
+				samples[p.name] = append(samples[p.name], s)
+				if c, err := tls.Dial("tcp", p.addr, cfg); err == nil {
+					groups[p.name] = c.ConnectionState().CurveID.String()
+					c.Close()
+				}
 			}
 		}
-	}
 
-	type summary struct {
-		name                 string
-		ka, nc, kaCPU, ncCPU float64
-		p50, p99, kaP99      time.Duration
-		errs                 int64
-		rss                  int64
-	}
-	var sums []summary
-	for _, p := range procs {
-		ss := samples[p.name]
-		pick := func(f func(sample) float64) float64 {
-			var xs []float64
+		type summary struct {
+			name                 string
+			ka, nc, kaCPU, ncCPU float64
+			p50, p99, kaP99      time.Duration
+			errs                 int64
+			rss                  int64
+		}
+		var sums []summary
+		for _, p := range procs {
+			ss := samples[p.name]
+			pick := func(f func(sample) float64) float64 {
+				var xs []float64
+				for _, s := range ss {
+					xs = append(xs, f(s))
+				}
+				return median(xs)
+			}
+			pickD := func(f func(sample) time.Duration) time.Duration {
+				var xs []time.Duration
+				for _, s := range ss {
+					xs = append(xs, f(s))
+				}
+				return median(xs)
+			}
+			sum := summary{name: p.name,
+				ka: pick(func(s sample) float64 { return s.keepAlive }), nc: pick(func(s sample) float64 { return s.newConns }),
+				kaCPU: pick(func(s sample) float64 { return s.kaCPU }), ncCPU: pick(func(s sample) float64 { return s.ncCPU }),
+				p50: pickD(func(s sample) time.Duration { return s.addedP50 }), p99: pickD(func(s sample) time.Duration { return s.addedP99 }),
+				kaP99: pickD(func(s sample) time.Duration { return s.kaP99 }),
+				rss:   peakRSS(p.pids()),
+			}
 			for _, s := range ss {
-				xs = append(xs, f(s))
+				sum.errs += s.errs
 			}
-			return median(xs)
+			sums = append(sums, sum)
 		}
-		pickD := func(f func(sample) time.Duration) time.Duration {
-			var xs []time.Duration
-			for _, s := range ss {
-				xs = append(xs, f(s))
-			}
-			return median(xs)
-		}
-		sum := summary{name: p.name,
-			ka: pick(func(s sample) float64 { return s.keepAlive }), nc: pick(func(s sample) float64 { return s.newConns }),
-			kaCPU: pick(func(s sample) float64 { return s.kaCPU }), ncCPU: pick(func(s sample) float64 { return s.ncCPU }),
-			p50: pickD(func(s sample) time.Duration { return s.addedP50 }), p99: pickD(func(s sample) time.Duration { return s.addedP99 }),
-			kaP99: pickD(func(s sample) time.Duration { return s.kaP99 }),
-			rss:   peakRSS(p.pids()),
-		}
-		for _, s := range ss {
-			sum.errs += s.errs
-		}
-		sums = append(sums, sum)
-	}
 
-	fmt.Printf("%-8s %11s %10s %11s %10s %10s %10s %12s %9s  %s\n", "proxy", "keepalive/s", "cpu µs/req", "newconn/s", "cpu µs/req", "added p50", "added p99", "sat. KA p99", "peak RSS", "key exchange")
-	for _, s := range sums {
-		fmt.Printf("%-8s %11.0f %10.0f %11.0f %10.0f %10s %10s %12s %5.1f MiB  %s", s.name, s.ka, s.kaCPU, s.nc, s.ncCPU,
-			s.p50.Round(time.Microsecond), s.p99.Round(time.Microsecond), s.kaP99.Round(time.Microsecond), float64(s.rss)/1024, groups[s.name])
-		if s.errs > 0 {
-			fmt.Printf("  (%d errors)", s.errs)
+		fmt.Printf("%-8s %11s %10s %11s %10s %10s %10s %12s %9s  %s\n", "proxy", "keepalive/s", "cpu µs/req", "newconn/s", "cpu µs/req", "added p50", "added p99", "sat. KA p99", "peak RSS", "key exchange")
+		for _, s := range sums {
+			fmt.Printf("%-8s %11.0f %10.0f %11.0f %10.0f %10s %10s %12s %5.1f MiB  %s", s.name, s.ka, s.kaCPU, s.nc, s.ncCPU,
+				s.p50.Round(time.Microsecond), s.p99.Round(time.Microsecond), s.kaP99.Round(time.Microsecond), float64(s.rss)/1024, groups[s.name])
+			if s.errs > 0 {
+				fmt.Printf("  (%d errors)", s.errs)
+			}
+			fmt.Println()
 		}
 		fmt.Println()
-	}
-	fmt.Println()
-	fmt.Println("added p50/p99: paced load; each client alternates a request through the proxy and one straight to the")
-	fmt.Println("  upstream (plain HTTP); the proxy's percentile minus the direct one")
-	fmt.Println("cpu µs/req: the proxy process's user+system CPU per request (less sensitive to a busy machine than req/s)")
-	fmt.Println()
-	base := sums[0]
-	for _, r := range sums[1:] {
-		fmt.Printf("hearth / %-8s keep-alive %.2fx (CPU per request %.2fx)   new connections %.2fx (CPU per request %.2fx)   added p50 %.2fx, p99 %.2fx\n",
-			r.name, base.ka/r.ka, base.kaCPU/r.kaCPU, base.nc/r.nc, base.ncCPU/r.ncCPU, float64(base.p50)/float64(r.p50), float64(base.p99)/float64(r.p99))
+		fmt.Println("added p50/p99: paced load; each client alternates a request through the proxy and one straight to the")
+		fmt.Println("  upstream (plain HTTP); the proxy's percentile minus the direct one")
+		fmt.Println("cpu µs/req: the proxy process's user+system CPU per request (less sensitive to a busy machine than req/s)")
+		fmt.Println()
+		base := sums[0]
+		for _, r := range sums[1:] {
+			fmt.Printf("hearth / %-8s keep-alive %.2fx (CPU per request %.2fx)   new connections %.2fx (CPU per request %.2fx)   added p50 %.2fx, p99 %.2fx\n",
+				r.name, base.ka/r.ka, base.kaCPU/r.kaCPU, base.nc/r.nc, base.ncCPU/r.ncCPU, float64(base.p50)/float64(r.p50), float64(base.p99)/float64(r.p99))
+		}
 	}
 	return nil
 }
