@@ -335,7 +335,11 @@ func (s *Server) Serve(ctx context.Context) error {
 
 	// The listeners stay; every request is served by the live gateway of
 	// the moment, so a reload drops no connection.
-	gwSrv := s.live.Load().gateway.Server(mtls.ServerTLSConfig(s.ca.ServerCertificate(), s.ca.Roots()))
+	// The gateway's certificate comes from the CA at every handshake, so
+	// that it renews itself without a restart.
+	tlsCfg := mtls.ServerTLSConfig(nil, s.ca.Roots())
+	tlsCfg.GetCertificate = s.ca.GetCertificate
+	gwSrv := s.live.Load().gateway.Server(tlsCfg)
 	gwSrv.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.live.Load().gateway.ServeHTTP(w, r)
 	})
