@@ -453,7 +453,7 @@ func (c *CA) APITLSConfig() *tls.Config {
 	clientCAs.AddCert(c.root)
 	clientCAs.AddCert(c.inter) // clients that send only their leaf
 	return &tls.Config{
-		MinVersion:   tls.VersionTLS12,
+		MinVersion:     tls.VersionTLS12,
 		GetCertificate: c.GetCertificate,
 		CipherSuites: []uint16{
 			tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
