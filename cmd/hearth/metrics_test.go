@@ -107,6 +107,9 @@ func TestMetricsScrape(t *testing.T) {
 	devDir := filepath.Join(t.TempDir(), "device")
 	mustHearth(t, dir, "enroll", "--ca-url", "https://"+srv.gateway, "--fingerprint", in.Fingerprint, "--token", tok.Token, "--out", devDir)
 	client, _ := deviceClient(t, devDir)
+	if out := mustHearth(t, dir, "device", "list"); !regexp.MustCompile(`(?m)^NAME\s+STATE\s+CERT EXPIRES\s+WARNINGS`).MatchString(out) || !regexp.MustCompile(`(?m)^pi\s+enrolled\s+\S+ \S+\s+-\s`).MatchString(out) {
+		t.Errorf("device list = %q, want a WARNINGS column with none for a fresh certificate", out)
+	}
 	for path, want := range map[string]int{
 		"/api/status":                       http.StatusOK,
 		"/api/settings":                     http.StatusForbidden,
