@@ -71,12 +71,8 @@ func countingClient(root *x509.Certificate, now func() time.Time) (*http.Client,
 // connection opened before keeps working; no restart, and the renewal is
 // in the audit log.
 func TestGatewayCertificateRenewsWithoutRestart(t *testing.T) {
-	dir := filepath.Join(t.TempDir(), "data")
-	res, err := Init(context.Background(), dir, InitOptions{Listen: "127.0.0.1:0", CAListen: "127.0.0.1:0"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	rootPEM, err := os.ReadFile(res.RootCert)
+	dir := initializedDir(t)
+	rootPEM, err := os.ReadFile(filepath.Join(dir, "ca", "root_ca.crt"))
 	if err != nil {
 		t.Fatal(err)
 	}

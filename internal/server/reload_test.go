@@ -22,10 +22,7 @@ import (
 // that need a restart, refuses a file that does not build with the
 // running configuration kept, and records config.change either way.
 func TestReloadAppliesEachPart(t *testing.T) {
-	dir := filepath.Join(t.TempDir(), "data")
-	if _, err := Init(context.Background(), dir, InitOptions{Listen: "127.0.0.1:0", CAListen: "127.0.0.1:0", TrustedNetworks: []string{"127.0.0.0/8"}}); err != nil {
-		t.Fatal(err)
-	}
+	dir := initializedDir(t)
 	s, err := Open(Options{Dir: dir})
 	if err != nil {
 		t.Fatal(err)
