@@ -16,6 +16,21 @@ import (
 	"time"
 )
 
+// enrollDevice adds device name with caps through the running server and
+// enrolls it with `hearth enroll`; it returns the device's directory.
+func enrollDevice(t *testing.T, dir, gateway, fingerprint, name, caps string) string {
+	t.Helper()
+	var tok struct {
+		Token string `json:"token"`
+	}
+	if err := json.Unmarshal([]byte(mustHearth(t, dir, "device", "add", name, "--caps", caps, "--json")), &tok); err != nil {
+		t.Fatal(err)
+	}
+	devDir := filepath.Join(t.TempDir(), "device-"+name)
+	mustHearth(t, dir, "enroll", "--ca-url", "https://"+gateway, "--fingerprint", fingerprint, "--token", tok.Token, "--out", devDir)
+	return devDir
+}
+
 // editYAML rewrites the data dir's hearth.yaml with f, which must change it.
 func editYAML(t *testing.T, dir string, f func(string) string) {
 	t.Helper()
@@ -62,15 +77,7 @@ func TestReloadUnderTraffic(t *testing.T) {
 	}
 	agent, upstream := startAgent(t)
 	srv := startServe(t, dir, upstream)
-	var tok struct {
-		Token string `json:"token"`
-	}
-	if err := json.Unmarshal([]byte(mustHearth(t, dir, "device", "add", "pi", "--caps", "system:read", "--json")), &tok); err != nil {
-		t.Fatal(err)
-	}
-	devDir := filepath.Join(t.TempDir(), "device")
-	mustHearth(t, dir, "enroll", "--ca-url", "https://"+srv.gateway, "--fingerprint", in.Fingerprint, "--token", tok.Token, "--out", devDir)
-	client, conns := deviceClient(t, devDir)
+	client, conns := deviceClient(t, enrollDevice(t, dir, srv.gateway, in.Fingerprint, "pi", "system:read"))
 	get := func(path string) (int, error) {
 		resp, err := client.Get("https://" + srv.gateway + path)
 		if err != nil {
