@@ -159,7 +159,7 @@ func TestReloadUnderTraffic(t *testing.T) {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(30 * time.Second)
-	for len(configChanges(t, dir)) < 2 {
+	for len(configChanges(t, dir)) < 3 {
 		if time.Now().After(deadline) {
 			t.Fatalf("no config.change entry after SIGHUP; serve stderr:\n%s", srv.stderr.String())
 		}
@@ -190,10 +190,10 @@ func TestReloadUnderTraffic(t *testing.T) {
 		meta, _ := e["meta"].(map[string]any)
 		vias = append(vias, meta["via"].(string))
 	}
-	if strings.Join(outcomes, ",") != "success,failure,failure" || strings.Join(vias, ",") != "socket,signal,socket" {
-		t.Errorf("config.change entries: outcomes %v via %v; want success,failure,failure via socket,signal,socket", outcomes, vias)
+	if strings.Join(outcomes, ",") != "success,success,failure,failure" || strings.Join(vias, ",") != "start,socket,signal,socket" {
+		t.Errorf("config.change entries: outcomes %v via %v; want success,success,failure,failure via start,socket,signal,socket", outcomes, vias)
 	}
-	if len(es) == 3 && !strings.Contains(es[1]["reason"].(string), "no:such") {
+	if len(es) == 4 && !strings.Contains(es[2]["reason"].(string), "no:such") {
 		t.Errorf("the refused reload's entry = %v, want its reason to name the bad capability", es[1])
 	}
 	if n := len(agent.Seen()); n < 60 {

@@ -110,9 +110,13 @@ oidc:
 		t.Error("a refused reload replaced the running configuration")
 	}
 	ents, err := s.audit.Tail(10, func(e audit.Entry) bool { return e.Name == audit.EventConfigChange })
-	if err != nil || len(ents) != 2 {
-		t.Fatalf("config.change entries = %v, %v; want 2", ents, err)
+	if err != nil || len(ents) != 3 {
+		t.Fatalf("config.change entries = %v, %v; want 3", ents, err)
 	}
+	if e := ents[0]; e.Meta["via"] != "start" || e.Meta["sha256"] != sha256Hex(orig) {
+		t.Errorf("the entry at start = %+v, want via start with the file's sha256", e)
+	}
+	ents = ents[1:]
 	if e := ents[0]; e.Outcome != audit.OutcomeSuccess || e.Meta["restart_needed"] != "ca" || e.Meta["sha256"] != res.SHA256 || e.Principal != mtls.LocalPrincipalID {
 		t.Errorf("the applied reload's entry = %+v", e)
 	}
