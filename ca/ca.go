@@ -78,7 +78,9 @@ type CA struct {
 	roots         *x509.CertPool
 	intermediates *x509.CertPool
 	rootPEM       []byte
-	serverCert    *tls.Certificate
+	serverCert    atomic.Pointer[tls.Certificate] // renewed in place by GetCertificate
+	gwMu          sync.Mutex                      // one renewal of the gateway certificate at a time
+	gwRetry       time.Time                       // after a failed renewal, not before this
 	fingerprint   string
 
 	jwk    *jose.JSONWebKey // the provisioner's private key
@@ -251,10 +253,7 @@ func (c *CA) loadPKI() error {
 	if gw, gwKey, err = c.renewGatewayIfDue(gw, gwKey); err != nil {
 		return err
 	}
-	c.serverCert = &tls.Certificate{PrivateKey: gwKey, Leaf: gw[0]}
-	for _, crt := range gw {
-		c.serverCert.Certificate = append(c.serverCert.Certificate, crt.Raw)
-	}
+	c.serverCert.Store(tlsCertificate(gw, gwKey))
 	c.hosts = append(c.hosts, gw[0].DNSNames...)
 	for _, ip := range gw[0].IPAddresses {
 		c.hosts = append(c.hosts, ip.String())
@@ -439,7 +438,9 @@ func (c *CA) startAuthority() error {
 
 // ServerCertificate returns the gateway's TLS certificate (leaf and
 // intermediate), for the gateway and the CA listener.
-func (c *CA) ServerCertificate() *tls.Certificate { return c.serverCert }
+// It is the one being served now; [CA.GetCertificate] replaces it when
+// it is due.
+func (c *CA) ServerCertificate() *tls.Certificate { return c.serverCert.Load() }
 
 // Roots returns a pool holding hearth's root only: client certificates are
 // verified against it, never against the system roots.
@@ -462,8 +463,8 @@ func (c *CA) APITLSConfig() *tls.Config {
 	clientCAs.AddCert(c.root)
 	clientCAs.AddCert(c.inter) // clients that send only their leaf
 	return &tls.Config{
-		MinVersion:   tls.VersionTLS12,
-		Certificates: []tls.Certificate{*c.serverCert},
+		MinVersion:     tls.VersionTLS12,
+		GetCertificate: c.GetCertificate,
 		CipherSuites: []uint16{
 			tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
 			tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,

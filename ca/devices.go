@@ -92,6 +92,10 @@ type Device struct {
 	Serial       string             `json:"serial,omitempty"`
 	Revoked      bool               `json:"revoked"`
 	RevokedAt    *time.Time         `json:"revoked_at,omitempty"`
+	// Warnings flag a newest certificate that has expired, expires soon,
+	// or that no renewing client refreshed (see [WarnNotRenewing]); set by
+	// ListDevices on the CA's clock.
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 func publicDevice(r *deviceRecord, idx *certIndex) Device {
@@ -428,7 +432,9 @@ func (c *CA) ListDevices(_ context.Context) ([]Device, error) {
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, publicDevice(r, idx))
+		d := publicDevice(r, idx)
+		d.Warnings = warnings(d, r.Lifetime, c.now())
+		out = append(out, d)
 	}
 	slices.SortFunc(out, func(a, b Device) int { return strings.Compare(a.Name, b.Name) })
 	return out, nil

@@ -120,6 +120,10 @@ func newTestCA(t testing.TB, cfg Config) *testCA {
 
 	api := httptest.NewUnstartedServer(c.APIHandler())
 	api.TLS = c.APITLSConfig()
+	// httptest adds its own certificate when Certificates is empty, and
+	// crypto/tls prefers it to GetCertificate for clients that send no SNI
+	// (an IP address); serve the gateway certificate to every client.
+	api.TLS.Certificates = []tls.Certificate{*c.ServerCertificate()}
 	api.StartTLS()
 	t.Cleanup(api.Close)
 	tc.api = api

@@ -103,7 +103,13 @@ func newDeviceListCmd(e *env) *cobra.Command {
 	c := &cobra.Command{
 		Use:   "list [--json]",
 		Short: "List devices, their capabilities and certificates",
-		Long:  `List every device: whether it enrolled, when its newest certificate expires, whether it is revoked, and its capabilities.`,
+		Long: `List every device: whether it enrolled, when its newest certificate expires, whether it is revoked, and its capabilities.
+
+The WARNINGS column flags a certificate that needs attention: "expires soon"
+(less than 7 days, or a sixth of its lifetime, left), "not renewing" (past
+two thirds of its lifetime and no client renewed it: run 'hearth enroll
+--renew' on the device, or check that it still runs), and "expired" (the
+device is locked out until it enrolls again).`,
 		Example: `  hearth device list
   hearth device list --json`,
 		Args: cobra.NoArgs,
@@ -127,7 +133,8 @@ func newDeviceListCmd(e *env) *cobra.Command {
 				return nil
 			}
 			tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tSTATE\tCERT EXPIRES\tCAPABILITIES")
+			fmt.Fprintln(tw, "NAME\tSTATE\tCERT EXPIRES\tWARNINGS\tCAPABILITIES")
+			flagged := 0
 			for _, d := range out.Devices {
 				state := "waiting for enrollment"
 				switch {
@@ -146,9 +153,20 @@ func newDeviceListCmd(e *env) *cobra.Command {
 				for i, c := range d.Capabilities {
 					caps[i] = string(c)
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", d.Name, state, exp, strings.Join(caps, ","))
+				warn := "-"
+				if len(d.Warnings) > 0 {
+					warn = strings.Join(d.Warnings, ", ")
+					flagged++
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", d.Name, state, exp, warn, strings.Join(caps, ","))
 			}
-			return tw.Flush()
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			if flagged > 0 {
+				fmt.Fprintf(e.stdout, "\n%d device(s) need attention: on a device that is not renewing, run 'hearth enroll --renew' (or 'step ca renew --daemon'); an expired one must enroll again ('hearth device revoke', then 'hearth device add').\n", flagged)
+			}
+			return nil
 		},
 	}
 	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")

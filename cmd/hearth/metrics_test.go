@@ -98,15 +98,10 @@ func TestMetricsScrape(t *testing.T) {
 		t.Errorf("metrics listen on %s, want loopback", maddr)
 	}
 
-	var tok struct {
-		Token string `json:"token"`
+	client, _ := deviceClient(t, enrollDevice(t, dir, srv.gateway, in.Fingerprint, "pi", "system:read"))
+	if out := mustHearth(t, dir, "device", "list"); !regexp.MustCompile(`(?m)^NAME\s+STATE\s+CERT EXPIRES\s+WARNINGS`).MatchString(out) || !regexp.MustCompile(`(?m)^pi\s+enrolled\s+\S+ \S+\s+-\s`).MatchString(out) {
+		t.Errorf("device list = %q, want a WARNINGS column with none for a fresh certificate", out)
 	}
-	if err := json.Unmarshal([]byte(mustHearth(t, dir, "device", "add", "pi", "--caps", "system:read", "--json")), &tok); err != nil {
-		t.Fatal(err)
-	}
-	devDir := filepath.Join(t.TempDir(), "device")
-	mustHearth(t, dir, "enroll", "--ca-url", "https://"+srv.gateway, "--fingerprint", in.Fingerprint, "--token", tok.Token, "--out", devDir)
-	client, _ := deviceClient(t, devDir)
 	for path, want := range map[string]int{
 		"/api/status":                       http.StatusOK,
 		"/api/settings":                     http.StatusForbidden,

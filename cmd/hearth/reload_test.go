@@ -16,6 +16,21 @@ import (
 	"time"
 )
 
+// enrollDevice adds device name with caps through the running server and
+// enrolls it with `hearth enroll`; it returns the device's directory.
+func enrollDevice(t *testing.T, dir, gateway, fingerprint, name, caps string) string {
+	t.Helper()
+	var tok struct {
+		Token string `json:"token"`
+	}
+	if err := json.Unmarshal([]byte(mustHearth(t, dir, "device", "add", name, "--caps", caps, "--json")), &tok); err != nil {
+		t.Fatal(err)
+	}
+	devDir := filepath.Join(t.TempDir(), "device-"+name)
+	mustHearth(t, dir, "enroll", "--ca-url", "https://"+gateway, "--fingerprint", fingerprint, "--token", tok.Token, "--out", devDir)
+	return devDir
+}
+
 // editYAML rewrites the data dir's hearth.yaml with f, which must change it.
 func editYAML(t *testing.T, dir string, f func(string) string) {
 	t.Helper()
@@ -62,15 +77,7 @@ func TestReloadUnderTraffic(t *testing.T) {
 	}
 	agent, upstream := startAgent(t)
 	srv := startServe(t, dir, upstream)
-	var tok struct {
-		Token string `json:"token"`
-	}
-	if err := json.Unmarshal([]byte(mustHearth(t, dir, "device", "add", "pi", "--caps", "system:read", "--json")), &tok); err != nil {
-		t.Fatal(err)
-	}
-	devDir := filepath.Join(t.TempDir(), "device")
-	mustHearth(t, dir, "enroll", "--ca-url", "https://"+srv.gateway, "--fingerprint", in.Fingerprint, "--token", tok.Token, "--out", devDir)
-	client, conns := deviceClient(t, devDir)
+	client, conns := deviceClient(t, enrollDevice(t, dir, srv.gateway, in.Fingerprint, "pi", "system:read"))
 	get := func(path string) (int, error) {
 		resp, err := client.Get("https://" + srv.gateway + path)
 		if err != nil {
@@ -152,7 +159,7 @@ func TestReloadUnderTraffic(t *testing.T) {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(30 * time.Second)
-	for len(configChanges(t, dir)) < 2 {
+	for len(configChanges(t, dir)) < 3 {
 		if time.Now().After(deadline) {
 			t.Fatalf("no config.change entry after SIGHUP; serve stderr:\n%s", srv.stderr.String())
 		}
@@ -183,10 +190,10 @@ func TestReloadUnderTraffic(t *testing.T) {
 		meta, _ := e["meta"].(map[string]any)
 		vias = append(vias, meta["via"].(string))
 	}
-	if strings.Join(outcomes, ",") != "success,failure,failure" || strings.Join(vias, ",") != "socket,signal,socket" {
-		t.Errorf("config.change entries: outcomes %v via %v; want success,failure,failure via socket,signal,socket", outcomes, vias)
+	if strings.Join(outcomes, ",") != "success,success,failure,failure" || strings.Join(vias, ",") != "start,socket,signal,socket" {
+		t.Errorf("config.change entries: outcomes %v via %v; want success,success,failure,failure via start,socket,signal,socket", outcomes, vias)
 	}
-	if len(es) == 3 && !strings.Contains(es[1]["reason"].(string), "no:such") {
+	if len(es) == 4 && !strings.Contains(es[2]["reason"].(string), "no:such") {
 		t.Errorf("the refused reload's entry = %v, want its reason to name the bad capability", es[1])
 	}
 	if n := len(agent.Seen()); n < 60 {

@@ -209,28 +209,31 @@ func locate(root *yaml.Node, section string, n *yaml.Node, path string, err erro
 
 // key returns the key node of name in mapping m.
 func key(m *yaml.Node, name string) *yaml.Node {
-	if m == nil || m.Kind != yaml.MappingNode {
-		return nil
-	}
-	for i := 0; i+1 < len(m.Content); i += 2 {
-		if m.Content[i].Value == name {
-			return m.Content[i]
-		}
+	if i := entry(m, name); i >= 0 {
+		return m.Content[i]
 	}
 	return nil
 }
 
 // child returns the value node of name in mapping m.
 func child(m *yaml.Node, name string) *yaml.Node {
+	if i := entry(m, name); i >= 0 {
+		return m.Content[i+1]
+	}
+	return nil
+}
+
+// entry returns the index of name's key node in mapping m, or -1.
+func entry(m *yaml.Node, name string) int {
 	if m == nil || m.Kind != yaml.MappingNode {
-		return nil
+		return -1
 	}
 	for i := 0; i+1 < len(m.Content); i += 2 {
 		if m.Content[i].Value == name {
-			return m.Content[i+1]
+			return i
 		}
 	}
-	return nil
+	return -1
 }
 
 // item returns element i of sequence s.

@@ -41,21 +41,21 @@ func ApplyProfile(existing []byte, agent, publicURL string) ([]byte, error) {
 	if root == nil {
 		return nil, fmt.Errorf("config: %s is not a mapping", FileName)
 	}
-	gw, pgw := entry(root, "gateway", true), entry(proot, "gateway", false)
+	gw, pgw := childMap(root, "gateway", true), childMap(proot, "gateway", false)
 	for _, k := range []string{"public_url", "routes", "agent"} {
-		if v := entry(pgw, k, false); v != nil {
+		if v := childMap(pgw, k, false); v != nil {
 			set(gw, k, v, keyNode(pgw, k))
 		} else {
 			del(gw, k)
 		}
 	}
-	az, paz := entry(root, "authz", true), entry(proot, "authz", false)
-	caps := entry(az, "capabilities", false)
+	az, paz := childMap(root, "authz", true), childMap(proot, "authz", false)
+	caps := childMap(az, "capabilities", false)
 	if caps == nil || caps.Kind != yaml.SequenceNode {
 		caps = &yaml.Node{Kind: yaml.SequenceNode, Style: yaml.FlowStyle}
 		set(az, "capabilities", caps, nil)
 	}
-	for _, c := range entry(paz, "capabilities", false).Content {
+	for _, c := range childMap(paz, "capabilities", false).Content {
 		if !hasScalar(caps, c.Value) {
 			caps.Content = append(caps.Content, &yaml.Node{Kind: yaml.ScalarNode, Value: c.Value, Style: yaml.DoubleQuotedStyle})
 		}
@@ -64,15 +64,15 @@ func ApplyProfile(existing []byte, agent, publicURL string) ([]byte, error) {
 		name    string
 		replace bool
 	}{{"bundles", true}, {"requirements", false}} {
-		m := entry(az, sect.name, true)
+		m := childMap(az, sect.name, true)
 		m.Style = 0
-		pm := entry(paz, sect.name, false)
+		pm := childMap(paz, sect.name, false)
 		if pm == nil || pm.Kind != yaml.MappingNode {
 			continue
 		}
 		for i := 0; i+1 < len(pm.Content); i += 2 {
 			k := pm.Content[i].Value
-			if sect.replace || entry(m, k, false) == nil {
+			if sect.replace || childMap(m, k, false) == nil {
 				set(m, k, pm.Content[i+1], pm.Content[i])
 			}
 		}
@@ -100,10 +100,10 @@ func docRoot(n *yaml.Node) *yaml.Node {
 	return nil
 }
 
-// entry is the value of key k in mapping m (see child); with create, an
+// childMap is the value of key k in mapping m (see child); with create, an
 // empty mapping is added when there is none (or when the value is not a
 // mapping).
-func entry(m *yaml.Node, k string, create bool) *yaml.Node {
+func childMap(m *yaml.Node, k string, create bool) *yaml.Node {
 	if !create || m == nil {
 		return child(m, k)
 	}

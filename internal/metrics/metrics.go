@@ -81,6 +81,10 @@ type Metrics struct {
 	WitnessLag *prometheus.GaugeVec
 }
 
+// latencyBuckets span half a millisecond (a batch on a fast disk) to
+// 2.5 s (an SD card under load).
+var latencyBuckets = []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5}
+
 // New makes the collectors, with Go runtime and process figures (RSS, CPU,
 // open files) besides hearth's own.
 func New() *Metrics {
@@ -108,7 +112,7 @@ func New() *Metrics {
 	m.appendSecs = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "hearth_audit_append_seconds",
 		Help:    "Time from submitting an audit entry to its being durable (what a request waits for), by result (ok, error).",
-		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
+		Buckets: latencyBuckets,
 	}, []string{"result"})
 	m.batchSize = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:    "hearth_audit_batch_entries",
@@ -118,7 +122,7 @@ func New() *Metrics {
 	m.batchSecs = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:    "hearth_audit_batch_seconds",
 		Help:    "Time to write, fsync and sign one audit batch.",
-		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1},
+		Buckets: latencyBuckets,
 	})
 	m.batchErrors = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "hearth_audit_batch_failures_total",

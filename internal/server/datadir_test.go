@@ -130,8 +130,10 @@ func TestInitRefusesNonEmptyDir(t *testing.T) {
 		},
 		"a subdirectory": func(dir string) error { return os.Mkdir(filepath.Join(dir, "ca"), 0o755) },
 		"a data dir": func(dir string) error {
-			_, err := Init(context.Background(), dir, InitOptions{Listen: "127.0.0.1:0", CAListen: "127.0.0.1:0"})
-			return err
+			if err := os.Remove(dir); err != nil {
+				return err
+			}
+			return os.Rename(initializedDir(t), dir)
 		},
 	} {
 		t.Run(name, func(t *testing.T) {

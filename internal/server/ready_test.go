@@ -1,11 +1,9 @@
 package server
 
 import (
-	"context"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -15,10 +13,7 @@ import (
 // GET /.hearth/readyz: 200 when store, audit and CA work; 503 naming the
 // failing part once the store is closed, without its error.
 func TestReadyz(t *testing.T) {
-	dir := filepath.Join(t.TempDir(), "data")
-	if _, err := Init(context.Background(), dir, InitOptions{Listen: "127.0.0.1:0", CAListen: "127.0.0.1:0"}); err != nil {
-		t.Fatal(err)
-	}
+	dir := initializedDir(t)
 	var skew atomic.Int64 // how far the injected clock is ahead
 	now := func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
 	s, err := Open(Options{Dir: dir, Now: now})

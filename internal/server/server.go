@@ -147,7 +147,10 @@ func Open(opts Options) (*Server, error) {
 	}
 	s.rec = s.audit
 	if s.mets != nil {
-		s.rec = s.mets.Recorder(s.audit, func(c string) bool { return s.live.Load().policy.Known(authz.Capability(c)) })
+		s.rec = s.mets.Recorder(s.audit, func(c string) bool {
+			l := s.live.Load() // nil while Open records the configuration it starts with
+			return l != nil && l.policy.Known(authz.Capability(c))
+		})
 	}
 	s.publicURL = opts.PublicURL
 	if s.publicURL == "" {
@@ -173,6 +176,16 @@ func Open(opts Options) (*Server, error) {
 		return nil, err
 	}
 	l.sum = sha256Hex(raw)
+	// Which configuration the server starts with is a configuration
+	// change too: an edit made while hearth was stopped shows in the log
+	// as a new sha256 at the next start.
+	if err := s.rec.Record(context.Background(), audit.Event{
+		Time: opts.Now().UTC(), Name: audit.EventConfigChange, Outcome: audit.OutcomeSuccess,
+		Principal: mtls.LocalPrincipalID, Resource: config.FileName, Client: "local",
+		Reason: "started with this configuration", Meta: map[string]string{"via": "start", "sha256": l.sum},
+	}); err != nil {
+		return nil, fmt.Errorf("server: recording the configuration at start: %w", err)
+	}
 	s.commit(l)
 	if s.mets != nil {
 		if err := s.registerCollectors(); err != nil {
@@ -341,7 +354,11 @@ func (s *Server) Serve(ctx context.Context) error {
 
 	// The listeners stay; every request is served by the live gateway of
 	// the moment, so a reload drops no connection.
-	gwSrv := s.live.Load().gateway.Server(mtls.ServerTLSConfig(s.ca.ServerCertificate(), s.ca.ClientCAs()))
+	// The gateway's certificate comes from the CA at every handshake, so
+	// that it renews itself without a restart.
+	tlsCfg := mtls.ServerTLSConfig(nil, s.ca.ClientCAs())
+	tlsCfg.GetCertificate = s.ca.GetCertificate
+	gwSrv := s.live.Load().gateway.Server(tlsCfg)
 	gwSrv.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.live.Load().gateway.ServeHTTP(w, r)
 	})
