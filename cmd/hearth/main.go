@@ -91,4 +91,5 @@ var commands = []func(*env) *cobra.Command{
 	newCompletionCmd,
 	newBackupCmd,
 	newRestoreCmd,
+	newCACmd,
 }
