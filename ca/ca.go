@@ -242,6 +242,9 @@ func (c *CA) loadPKI() error {
 	if c.interKey, err = key(interKeyFile); err != nil {
 		return err
 	}
+	if pub, ok := c.interKey.Public().(interface{ Equal(crypto.PublicKey) bool }); !ok || !pub.Equal(c.inter.PublicKey) {
+		return errors.New("ca: the intermediate key does not match its certificate (an interrupted hearth ca rotate-intermediate? run it again)")
+	}
 	gw, err := certs(gatewayCertFile)
 	if err != nil {
 		return err

@@ -94,6 +94,24 @@ func TestBackupUnderLoadRestores(t *testing.T) {
 			}
 		}
 	}()
+	// A remote principal, even one allowed hearth:admin, never gets an
+	// archive of the CA's keys: only the admin socket does.
+	adminDev := filepath.Join(t.TempDir(), "admin-device")
+	if err := json.Unmarshal([]byte(mustHearth(t, dir, "device", "add", "admin-laptop", "--caps", "system:admin", "--json")), &tok); err != nil {
+		t.Fatal(err)
+	}
+	mustHearth(t, dir, "enroll", "--ca-url", "https://"+srv.gateway, "--fingerprint", in.Fingerprint, "--token", tok.Token, "--out", adminDev)
+	adminClient, _ := deviceClient(t, adminDev)
+	resp, err := adminClient.Post("https://"+srv.gateway+"/.hearth/v1/admin/backup", "application/json", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden || !strings.Contains(string(body), "local_only") {
+		t.Errorf("backup over the gateway as a hearth:admin device = %d %s, want 403 local_only", resp.StatusCode, body)
+	}
+
 	time.Sleep(300 * time.Millisecond) // let the load start
 	archive := filepath.Join(t.TempDir(), "hearth.age")
 	out := mustHearth(t, dir, "backup", "--out", archive, "--recipient", id.Recipient().String())
@@ -156,7 +174,7 @@ func TestBackupUnderLoadRestores(t *testing.T) {
 	agent2, upstream2 := startAgent(t)
 	srv2 := startServe(t, restored, upstream2)
 	client2, _ := deviceClient(t, devDir)
-	resp, err := client2.Get("https://" + srv2.gateway + "/api/status")
+	resp, err = client2.Get("https://" + srv2.gateway + "/api/status")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -170,6 +188,9 @@ func TestBackupUnderLoadRestores(t *testing.T) {
 	}
 	if err := json.Unmarshal([]byte(mustHearth(t, restored, "audit", "verify", "--json")), &v); err != nil || !v.OK || v.Entries < 10 {
 		t.Errorf("restored audit verify = %+v, %v", v, err)
+	}
+	if got := mustHearth(t, restored, "audit", "tail", "--event", "backup.create", "--json"); !strings.Contains(got, `"outcome":"deny"`) || !strings.Contains(got, "device:admin-laptop") {
+		t.Errorf("the refused remote backup is not in the log: %q", got)
 	}
 	for _, ev := range []string{"backup.create", "backup.restore"} {
 		if got := mustHearth(t, restored, "audit", "tail", "--event", ev, "--json"); !strings.Contains(got, `"event":"`+ev+`"`) {

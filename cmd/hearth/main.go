@@ -94,4 +94,5 @@ var commands = []func(*env) *cobra.Command{
 	newCompletionCmd,
 	newBackupCmd,
 	newRestoreCmd,
+	newCACmd,
 }
