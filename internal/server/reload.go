@@ -138,13 +138,18 @@ type ReloadResult struct {
 // "socket"), and nothing is applied unless its entry is in the log. Open
 // connections stay up: the listeners are not touched.
 func (s *Server) Reload(ctx context.Context, by, via string) (*ReloadResult, error) {
+	return s.reload(ctx, by, via, "local")
+}
+
+// reload is Reload for a request from client (an address, or "local").
+func (s *Server) reload(ctx context.Context, by, via, client string) (*ReloadResult, error) {
 	s.reloadMu.Lock()
 	defer s.reloadMu.Unlock()
 	path := filepath.Join(s.opts.Dir, config.FileName)
 	old := s.live.Load()
 	ev := audit.Event{
 		Time: s.opts.Now().UTC(), Name: audit.EventConfigChange, Principal: by,
-		Resource: config.FileName, Client: "local",
+		Resource: config.FileName, Client: client,
 		Meta: map[string]string{"via": via, "previous_sha256": old.sum},
 	}
 	refuse := func(err error) (*ReloadResult, error) {
@@ -251,7 +256,7 @@ func (s *Server) handleReload(w http.ResponseWriter, r *http.Request) {
 			via = "gateway"
 		}
 	}
-	res, err := s.Reload(r.Context(), by, via)
+	res, err := s.reload(r.Context(), by, via, r.RemoteAddr)
 	switch {
 	case errors.Is(err, ErrConfigRefused):
 		httpx.Error(w, http.StatusBadRequest, "config_invalid", err.Error()+" (run `hearth config check` for every problem with its line)")
