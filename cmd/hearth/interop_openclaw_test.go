@@ -20,6 +20,8 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+
+	"github.com/hearth-home/hearth/internal/testbrowser"
 )
 
 // TestOpenClawInterop runs the real OpenClaw (2026.9.6, Node 24) behind the
@@ -29,6 +31,8 @@ import (
 // test's own: a lan address (10.209.N.2) and a remote one (198.18.N.2).
 // OpenClaw starts once (≈15 s, ≈760 MB); the subtests share it.
 func TestOpenClawInterop(t *testing.T) {
+	openClawInstall(t) // fails under CI, skips elsewhere, when missing
+	testbrowser.Path(t)
 	lan := newTestLAN(t)
 	model := startStubModel(t)
 	ocPort := freePort(t, "127.0.0.1")
