@@ -148,35 +148,53 @@ func (p *agentProfile) forwardedFor(host string) string {
 }
 
 // headerMatcher matches header names, exact or by prefix, ignoring ASCII
-// case and reading "_" as "-".
+// case and reading "_" as "-". It runs on every request's every header, so
+// it compares in place without allocating.
 type headerMatcher struct {
-	exact    map[string]bool
-	prefixes []string
+	exact, prefixes []string // folded
 }
 
 func newHeaderMatcher(names []string) headerMatcher {
-	m := headerMatcher{exact: map[string]bool{}}
+	var m headerMatcher
 	for _, n := range names {
 		if p, ok := strings.CutSuffix(n, "*"); ok {
 			m.prefixes = append(m.prefixes, foldHeader(p))
 		} else {
-			m.exact[foldHeader(n)] = true
+			m.exact = append(m.exact, foldHeader(n))
 		}
 	}
 	return m
 }
 
 func (m headerMatcher) match(name string) bool {
-	f := foldHeader(name)
-	if m.exact[f] {
-		return true
+	for _, e := range m.exact {
+		if len(e) == len(name) && foldedPrefix(name, e) {
+			return true
+		}
 	}
 	for _, p := range m.prefixes {
-		if strings.HasPrefix(f, p) {
+		if len(name) >= len(p) && foldedPrefix(name, p) {
 			return true
 		}
 	}
 	return false
+}
+
+// foldedPrefix reports whether s starts with the folded string p.
+func foldedPrefix(s, p string) bool {
+	for i := 0; i < len(p); i++ {
+		c := s[i]
+		switch {
+		case 'A' <= c && c <= 'Z':
+			c += 'a' - 'A'
+		case c == '_':
+			c = '-'
+		}
+		if c != p[i] {
+			return false
+		}
+	}
+	return true
 }
 
 // strip deletes every matching header of h.

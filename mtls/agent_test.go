@@ -429,3 +429,23 @@ func equalInts(a, b []int) bool {
 	}
 	return true
 }
+
+func TestHeaderMatcher(t *testing.T) {
+	m := newHeaderMatcher([]string{"X-Real-IP", "X-Forwarded-*"})
+	for name, want := range map[string]bool{
+		"X-Real-Ip": true, "x-real-ip": true, "X_REAL_IP": true, "X-Real-Ip2": false, "X-Real": false,
+		"X-Forwarded-For": true, "x_forwarded_host": true, "X-Forwarded": false, "X-Forwardedx": false,
+	} {
+		if got := m.match(name); got != want {
+			t.Errorf("match(%q) = %v, want %v", name, got, want)
+		}
+	}
+	h := http.Header{"X-Forwarded-For": {"1"}, "Accept": {"*/*"}}
+	if n := testing.AllocsPerRun(100, func() { m.match("X-Forwarded-For"); m.match("Accept") }); n != 0 {
+		t.Errorf("match allocates %v times", n)
+	}
+	m.strip(h)
+	if len(h) != 1 || h.Get("Accept") == "" {
+		t.Errorf("strip left %v", h)
+	}
+}

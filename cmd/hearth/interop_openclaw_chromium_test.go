@@ -35,7 +35,7 @@ func (h *ocHarness) browserChat(t *testing.T, token string) {
 	t.Helper()
 	proxy := h.lan.ConnectProxy(t, h.lan.LANClient)
 	pin := serverSPKI(t, h)
-	ctx := testbrowser.New(t, 3*time.Minute,
+	ctx := testbrowser.New(t, 6*time.Minute,
 		chromedp.ProxyServer("http://"+proxy),
 		chromedp.Flag("proxy-bypass-list", "<-loopback>"),
 		chromedp.Flag("ignore-certificate-errors-spki-list", pin),
@@ -79,11 +79,11 @@ func (h *ocHarness) browserChat(t *testing.T, token string) {
 	if err != nil {
 		t.Fatalf("typing a chat message: %v", err)
 	}
-	deadline := time.Now().Add(90 * time.Second)
+	deadline := time.Now().Add(4 * time.Minute)
 	for !strings.Contains(deepText(t, ctx), stubReply) {
 		if time.Now().After(deadline) {
 			shot("h9-openclaw-ui-chat.png")
-			t.Fatalf("the model's answer did not appear in the Control UI within 90s (model called %d times); page:\n%.3000s", h.model.calls.Load()-calls, deepText(t, ctx))
+			t.Fatalf("the model's answer did not appear in the Control UI within 4m (model called %d times); page:\n%.3000s", h.model.calls.Load()-calls, deepText(t, ctx))
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
