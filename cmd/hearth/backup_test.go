@@ -137,12 +137,15 @@ func TestBackupUnderLoadRestores(t *testing.T) {
 	// Restore into an existing empty directory (a mount point, a systemd
 	// StateDirectory).
 	restored := filepath.Join(t.TempDir(), "restored")
-	if err := os.Mkdir(restored, 0o700); err != nil {
+	if err := os.Mkdir(restored, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	out = mustHearth(t, restored, "restore", "--in", archive, "--identity", idFile)
 	if !strings.Contains(out, "audit log ok:") {
 		t.Errorf("restore said %q, want the audit log verified", out)
+	}
+	if fi, err := os.Stat(restored); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Errorf("restored data dir mode = %v, %v; want 0700", fi.Mode().Perm(), err)
 	}
 	// A second restore into the now non-empty directory is refused and
 	// changes nothing.

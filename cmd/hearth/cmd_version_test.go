@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"os"
 	"runtime"
 	"strings"
 	"testing"
@@ -24,6 +25,30 @@ func TestVersion(t *testing.T) {
 	for _, sh := range []string{"bash", "zsh", "fish", "powershell"} {
 		if out := mustHearth(t, t.TempDir(), "completion", sh); !strings.Contains(out, "hearth") || len(out) < 500 {
 			t.Errorf("completion %s printed %d bytes", sh, len(out))
+		}
+	}
+}
+
+// backup refuses a short passphrase and a malformed recipient before it
+// writes anything.
+func TestBackupRefusesWeakInput(t *testing.T) {
+	dir := t.TempDir()
+	out := dir + "/b.age"
+	for _, tc := range []struct {
+		stdin string
+		args  []string
+		want  string
+	}{
+		{"too short\n", nil, "at least 15 characters"},
+		{"", []string{"--recipient", "age1notakey"}, "--recipient"},
+		{"", nil, "no Backup passphrase"},
+	} {
+		_, _, err := runCmd(t, tc.stdin, append([]string{"backup", "--dir", dir, "--out", out}, tc.args...)...)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("backup %v with stdin %q = %v, want an error saying %q", tc.args, tc.stdin, err, tc.want)
+		}
+		if _, err := os.Stat(out); !os.IsNotExist(err) {
+			t.Errorf("a refused backup wrote %s", out)
 		}
 	}
 }

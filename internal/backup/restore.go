@@ -69,6 +69,11 @@ func Restore(r io.Reader, dir string) (*Manifest, *audit.VerifyResult, error) {
 			return nil, nil, fmt.Errorf("backup: %w", err)
 		}
 	} else {
+		// A data dir is 0700 (it holds the CA's keys), whatever mode the
+		// empty directory was created with.
+		if err := os.Chmod(dir, 0o700); err != nil {
+			return nil, nil, fmt.Errorf("backup: %w", err)
+		}
 		ents, err := os.ReadDir(tmp)
 		if err != nil {
 			return nil, nil, fmt.Errorf("backup: %w", err)
