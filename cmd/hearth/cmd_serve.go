@@ -42,6 +42,10 @@ connections.`,
 			}
 			o.Logger = newLogger(cmd, e)
 			o.Ready = func(a server.Addrs) {
+				// Opening the CA, the store and the audit log leaves
+				// garbage behind that an idle server would otherwise keep
+				// resident until the scavenger gets to it: give it back now.
+				debug.FreeOSMemory()
 				fmt.Fprintf(e.stderr, "hearth: serving gateway on %s, CA on %s, admin socket %s\n", a.Gateway, a.CA, a.Socket)
 				if a.Metrics != "" {
 					fmt.Fprintf(e.stderr, "hearth: metrics on http://%s/metrics\n", a.Metrics)

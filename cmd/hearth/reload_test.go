@@ -135,8 +135,8 @@ func TestReloadUnderTraffic(t *testing.T) {
 
 	// A good change: reading settings needs only status now.
 	editYAML(t, dir, func(s string) string {
-		return strings.Replace(s, `{ path: "/api/settings",        methods: [GET, PUT], capability: "settings:modify" }`,
-			`{ path: "/api/settings",        methods: [GET],      capability: "status" }`, 1)
+		return strings.Replace(s, `{ path: "/api/settings",        methods: [GET, PUT],  capability: "settings:modify" }`,
+			`{ path: "/api/settings",        methods: [GET],       capability: "status" }`, 1)
 	})
 	if out := mustHearth(t, dir, "reload"); !strings.Contains(out, "applied") {
 		t.Errorf("hearth reload = %q, want it to say the file was applied", out)

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"github.com/hearth-home/hearth/internal/config"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -38,7 +39,7 @@ func initializedDir(t *testing.T) string {
 			return
 		}
 		fixture.dir = filepath.Join(parent, "data")
-		_, fixture.err = Init(context.Background(), fixture.dir, InitOptions{Listen: "127.0.0.1:0", CAListen: "127.0.0.1:0"})
+		_, fixture.err = Init(context.Background(), fixture.dir, InitOptions{Listen: "127.0.0.1:0", CAListen: "127.0.0.1:0", Agent: config.AgentSample})
 	})
 	if fixture.err != nil {
 		t.Fatal(fixture.err)
