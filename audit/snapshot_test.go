@@ -72,10 +72,13 @@ func snapshotFile(s *Snapshot, name string) (SnapshotFile, bool) {
 func TestSnapshotWhileAppending(t *testing.T) {
 	dir := newTestDir(t)
 	l := openTest(t, dir, Config{SegmentSize: 16 << 10}, Options{})
-	defer l.Close()
+	t.Cleanup(func() { l.Close() })
 	var acked atomic.Int64 // entries acknowledged (the largest index + 1)
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
+	var stopOnce sync.Once
+	stopWriters := func() { stopOnce.Do(func() { close(stop) }); wg.Wait() }
+	t.Cleanup(stopWriters) // before Close, also when the test fails
 	for w := 0; w < 4; w++ {
 		wg.Go(func() {
 			for i := 0; ; i++ {
@@ -125,8 +128,7 @@ func TestSnapshotWhileAppending(t *testing.T) {
 		maxSegs = max(maxSegs, n)
 		last = s
 	}
-	close(stop)
-	wg.Wait()
+	stopWriters()
 	if maxSegs < 2 {
 		t.Errorf("the snapshots held at most %d segment, want several (rotation while copying)", maxSegs)
 	}
