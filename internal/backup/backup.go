@@ -19,12 +19,13 @@
 // taken while the server keeps writing. Those transactions begin before
 // the audit log is read, and every change is audited before it is
 // committed, so every change in the copied stores has its entry in the
-// copied log. The audit log is copied up to its latest complete signed
-// checkpoint: the checkpoints file up to that checkpoint's record, the
-// segments up to the entries it covers and the stored hashes up to its
-// tree, so the copy is a state the log itself was in, which `hearth audit
-// verify` accepts and the log opens without recovery. The other files are
-// copied whole.
+// copied log. The audit log is copied up to its latest acknowledged signed
+// checkpoint, as the audit package describes it ([audit.Snapshot]: the
+// segments cut just past that checkpoint's record, the stored hashes cut
+// to its tree, the checkpoints cache reduced to its legacy records and
+// that checkpoint), so the copy is a state the log itself was in, which
+// `hearth audit verify` accepts and the log opens without recovery. The
+// other files are copied whole.
 //
 // # Trust boundary
 //
@@ -36,23 +37,18 @@ package backup
 
 import (
 	"archive/tar"
-	"bufio"
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"os"
-	"path"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
-	"golang.org/x/mod/sumdb/tlog"
 
 	"github.com/hearth-home/hearth/audit"
 )
@@ -84,15 +80,18 @@ type Options struct {
 	// [Databases]; a database not given is opened here, read-only (which
 	// fails after a short timeout while another process has it open).
 	DBs map[string]*bolt.DB
+	// Log is the running server's open audit log: the archive then holds
+	// every entry acknowledged before Write was called. Without it, the
+	// log's files are read (audit.TakeSnapshot).
+	Log *audit.Log
 	// Now is the clock of the manifest and the members. Default time.Now.
 	Now func() time.Time
 }
 
 // skipped reports whether the data dir file name (slash path) stays out
-// of an archive: the admin socket, the audit log's lock file, temporary
-// and hidden files (an init or restore in progress).
+// of an archive: the admin socket, temporary and hidden files (an init or restore in progress).
 func skipped(name string) bool {
-	if name == "admin.sock" || name == audit.DirName+"/lock" {
+	if name == "admin.sock" {
 		return true
 	}
 	for _, part := range strings.Split(name, "/") {
@@ -155,12 +154,9 @@ func Write(w io.Writer, opts Options) (*Manifest, error) {
 	}
 
 	// 2. The audit log up to its latest complete checkpoint.
-	am, size, err := auditMembers(dir)
+	am, size, err := auditMembers(dir, opts.Log)
 	if err != nil {
 		return nil, err
-	}
-	for _, m := range am {
-		special[m.name] = true
 	}
 	members = append(members, am...)
 
@@ -181,7 +177,7 @@ func Write(w io.Writer, opts Options) (*Manifest, error) {
 			return nil
 		}
 		if d.IsDir() {
-			if name == audit.DirName+"/"+audit.SegmentsDir {
+			if name == audit.DirName {
 				return filepath.SkipDir // auditMembers took what belongs in it
 			}
 			return nil
@@ -237,136 +233,25 @@ func Write(w io.Writer, opts Options) (*Manifest, error) {
 	return man, nil
 }
 
-// auditMembers returns the audit log's checkpoints, stored hashes and
-// segments, each cut to the latest complete signed checkpoint, and that
-// checkpoint's tree size.
-func auditMembers(dir string) ([]member, int64, error) {
-	r, err := audit.NewReader(dir)
-	if err != nil {
-		return nil, 0, fmt.Errorf("backup: %w", err)
+// auditMembers returns the audit log's files cut to its latest complete
+// signed checkpoint (audit.Snapshot: the audit package owns its format),
+// and that checkpoint's tree size.
+func auditMembers(dir string, lg *audit.Log) ([]member, int64, error) {
+	var snap *audit.Snapshot
+	var err error
+	if lg != nil {
+		snap, err = lg.Snapshot()
+	} else {
+		snap, err = audit.TakeSnapshot(dir)
 	}
-	cp, msg, err := r.Latest()
 	if err != nil {
 		return nil, 0, fmt.Errorf("backup: audit log: %w (run hearth audit verify)", err)
 	}
-	adir := filepath.Join(dir, audit.DirName)
-	var out []member
-	prefix := func(name string, n int64) member {
-		p := filepath.Join(adir, filepath.FromSlash(name))
-		return member{name: audit.DirName + "/" + name, mode: 0o600, size: n, write: func(w io.Writer) error {
-			f, err := os.Open(p)
-			if err != nil {
-				return err
-			}
-			defer f.Close()
-			_, err = io.CopyN(w, f, n)
-			return err
-		}}
+	out := make([]member, 0, len(snap.Files))
+	for _, f := range snap.Files {
+		out = append(out, member{name: audit.DirName + "/" + f.Name, mode: f.Mode, size: f.Size(), write: func(w io.Writer) error {
+			return snap.WriteFile(w, f)
+		}})
 	}
-
-	// The checkpoints file, up to and including the record of cp: the
-	// signed note followed by the empty line that ends each record.
-	cpEnd := int64(0)
-	if msg != nil {
-		if cpEnd, err = recordEnd(filepath.Join(adir, audit.CheckpointsFile), append(bytes.Clone(msg), '\n')); err != nil {
-			return nil, 0, err
-		}
-	}
-	out = append(out, prefix(audit.CheckpointsFile, cpEnd))
-
-	// The stored hashes of the tree of size cp.Size (Open rebuilds any
-	// that were not yet written).
-	fi, err := os.Stat(filepath.Join(adir, audit.HashesFile))
-	if err != nil {
-		return nil, 0, fmt.Errorf("backup: %w", err)
-	}
-	out = append(out, prefix(audit.HashesFile, min(fi.Size(), tlog.StoredHashCount(cp.Size)*tlog.HashSize)))
-
-	// The segments holding entries [0, cp.Size): whole, but the last one
-	// cut after entry cp.Size-1.
-	ents, err := os.ReadDir(filepath.Join(adir, audit.SegmentsDir))
-	if err != nil {
-		return nil, 0, fmt.Errorf("backup: %w", err)
-	}
-	type seg struct {
-		name  string
-		start int64
-	}
-	var segs []seg
-	for _, e := range ents {
-		base, ok := strings.CutSuffix(e.Name(), ".log")
-		start, err := strconv.ParseInt(base, 10, 64)
-		if !ok || err != nil || !e.Type().IsRegular() {
-			continue
-		}
-		if start < cp.Size {
-			segs = append(segs, seg{e.Name(), start})
-		}
-	}
-	sort.Slice(segs, func(i, j int) bool { return segs[i].start < segs[j].start })
-	for i, s := range segs {
-		p := filepath.Join(adir, audit.SegmentsDir, s.name)
-		end := cp.Size
-		if i+1 < len(segs) {
-			end = segs[i+1].start
-		}
-		n, err := lineEnd(p, end-s.start)
-		if err != nil {
-			return nil, 0, err
-		}
-		out = append(out, prefix(path.Join(audit.SegmentsDir, s.name), n))
-	}
-	return out, cp.Size, nil
-}
-
-// recordEnd returns the offset just past the last occurrence of rec in
-// the file, searching backwards from its end (the latest checkpoint is
-// near the end; the file may have grown since it was read).
-func recordEnd(p string, rec []byte) (int64, error) {
-	f, err := os.Open(p)
-	if err != nil {
-		return 0, fmt.Errorf("backup: %w", err)
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return 0, fmt.Errorf("backup: %w", err)
-	}
-	size := fi.Size()
-	for k := int64(64 << 10); ; k *= 2 {
-		k = min(k, size)
-		buf := make([]byte, k)
-		if _, err := f.ReadAt(buf, size-k); err != nil {
-			return 0, fmt.Errorf("backup: %w", err)
-		}
-		if i := bytes.LastIndex(buf, rec); i >= 0 {
-			return size - k + int64(i) + int64(len(rec)), nil
-		}
-		if k == size {
-			return 0, fmt.Errorf("backup: %s does not hold the latest checkpoint (run hearth audit verify)", p)
-		}
-	}
-}
-
-// lineEnd returns the offset just past the n-th newline of the file.
-func lineEnd(p string, n int64) (int64, error) {
-	f, err := os.Open(p)
-	if err != nil {
-		return 0, fmt.Errorf("backup: %w", err)
-	}
-	defer f.Close()
-	br := bufio.NewReaderSize(f, 256<<10)
-	var off int64
-	for i := int64(0); i < n; i++ {
-		line, err := br.ReadSlice('\n')
-		for err == bufio.ErrBufferFull {
-			off += int64(len(line))
-			line, err = br.ReadSlice('\n')
-		}
-		off += int64(len(line))
-		if err != nil {
-			return 0, fmt.Errorf("backup: %s holds fewer entries than its checkpoint covers (run hearth audit verify)", p)
-		}
-	}
-	return off, nil
+	return out, snap.Checkpoint.Size, nil
 }

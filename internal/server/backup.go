@@ -62,7 +62,7 @@ func (s *Server) serveBackup(w http.ResponseWriter, r *http.Request) {
 	if db := s.ca.Database(); db != nil {
 		dbs[ca.DatabaseName] = db
 	}
-	_, err := backup.Write(w, backup.Options{Dir: s.opts.Dir, DBs: dbs, Now: s.opts.Now})
+	_, err := backup.Write(w, backup.Options{Dir: s.opts.Dir, DBs: dbs, Log: s.audit, Now: s.opts.Now})
 	msg := "ok"
 	if err != nil {
 		s.log.Error().Err(err).Msg("server: backup failed")
