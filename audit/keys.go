@@ -128,7 +128,12 @@ func initWith(dir, td string, rnd io.Reader) error {
 }
 
 func writeFileSync(name string, data []byte, mode os.FileMode) error {
-	f, err := os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
+	return openWriteSync(name, os.O_CREATE|os.O_EXCL, mode, data)
+}
+
+// openWriteSync opens name write-only with flag, writes data and fsyncs it.
+func openWriteSync(name string, flag int, mode os.FileMode, data []byte) error {
+	f, err := os.OpenFile(name, os.O_WRONLY|flag, mode)
 	if err != nil {
 		return fmt.Errorf("audit: %w", err)
 	}

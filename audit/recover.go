@@ -377,21 +377,7 @@ func truncateOrCreate(name string) error {
 
 // appendSync appends data to the file name and fsyncs it.
 func appendSync(name string, data []byte) error {
-	f, err := os.OpenFile(name, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
-	if err != nil {
-		return fmt.Errorf("audit: %w", err)
-	}
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("audit: writing %s: %w", name, err)
-	}
-	return nil
+	return openWriteSync(name, os.O_APPEND|os.O_CREATE, 0o600, data)
 }
 
 func truncateSync(path string, size int64) error {
