@@ -3,6 +3,8 @@ package metrics
 import (
 	"time"
 
+	"github.com/hearth-home/hearth/audit"
+
 	"github.com/prometheus/client_golang/prometheus"
 	bolt "go.etcd.io/bbolt"
 )
@@ -93,4 +95,26 @@ func (c *storeCollector) Collect(ch chan<- prometheus.Metric) {
 		took = time.Since(start).Seconds()
 	}
 	ch <- prometheus.MustNewConstMetric(storeProbeDesc, prometheus.GaugeValue, took)
+}
+
+var witnessLagDesc = prometheus.NewDesc("hearth_audit_witness_lag_entries",
+	"Entries the log holds beyond the newest checkpoint each configured witness cosigned (label witness: its key name from hearth.yaml).", []string{"witness"}, nil)
+
+// WitnessCollector reports, at every scrape, each configured witness's lag
+// behind the log (audit.Log.Witnesses). With no witnesses configured it
+// reports nothing.
+func WitnessCollector(witnesses func() []audit.WitnessStatus) prometheus.Collector {
+	return &witnessCollector{witnesses: witnesses}
+}
+
+type witnessCollector struct {
+	witnesses func() []audit.WitnessStatus
+}
+
+func (c *witnessCollector) Describe(ch chan<- *prometheus.Desc) { ch <- witnessLagDesc }
+
+func (c *witnessCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, w := range c.witnesses() {
+		ch <- prometheus.MustNewConstMetric(witnessLagDesc, prometheus.GaugeValue, float64(w.Lag), w.Name)
+	}
 }

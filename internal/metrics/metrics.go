@@ -74,11 +74,6 @@ type Metrics struct {
 	batchSize   prometheus.Histogram
 	batchSecs   prometheus.Histogram
 	batchErrors prometheus.Counter
-
-	// WitnessLag is how many entries the log's newest checkpoint is ahead
-	// of the newest one a witness cosigned; whoever pushes checkpoints to
-	// witnesses sets it. Until then it stays 0.
-	WitnessLag *prometheus.GaugeVec
 }
 
 // latencyBuckets span half a millisecond (a batch on a fast disk) to
@@ -128,12 +123,8 @@ func New() *Metrics {
 		Name: "hearth_audit_batch_failures_total",
 		Help: "Audit batches that could not be written (their requests were refused with 503).",
 	})
-	m.WitnessLag = prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "hearth_audit_witness_lag_entries",
-		Help: "Entries the newest checkpoint is ahead of the newest one each witness cosigned.",
-	}, []string{"witness"})
 	m.reg.MustRegister(m.requests, m.handshakes, m.logins, m.lockouts, m.enrollments,
-		m.appendSecs, m.batchSize, m.batchSecs, m.batchErrors, m.WitnessLag,
+		m.appendSecs, m.batchSize, m.batchSecs, m.batchErrors,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -8,8 +8,8 @@ import (
 )
 
 // registerCollectors adds the scrape-time collectors: seconds left on
-// every enrolled device's certificate and on the gateway's own, and the
-// store's figures.
+// every enrolled device's certificate and on the gateway's own, the
+// store's figures, and each witness's lag behind the audit log.
 func (s *Server) registerCollectors() error {
 	devices := func() ([]metrics.DeviceCert, error) {
 		ds, err := s.ca.ListDevices(context.Background())
@@ -25,5 +25,5 @@ func (s *Server) registerCollectors() error {
 		return out, nil
 	}
 	gateway := func() time.Time { return s.ca.ServerCertificate().Leaf.NotAfter }
-	return s.mets.Register(metrics.CertCollector(devices, gateway, s.opts.Now), metrics.StoreCollector(s.db))
+	return s.mets.Register(metrics.CertCollector(devices, gateway, s.opts.Now), metrics.StoreCollector(s.db), metrics.WitnessCollector(s.audit.Witnesses))
 }
