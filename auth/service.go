@@ -87,6 +87,8 @@ type Service struct {
 	mu     sync.RWMutex
 	tokens map[[32]byte]*liveToken
 
+	pk passkeys // passkey.go
+
 	stop     chan struct{}
 	done     chan struct{}
 	closeErr error

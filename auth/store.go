@@ -68,6 +68,8 @@ type tokenRecord struct {
 	LastUsed time.Time          `json:"last_used"`
 	MFA      bool               `json:"mfa,omitempty"`
 	Method   string             `json:"method"`
+	// PR: the authentication used a passkey (phishing resistant).
+	PR bool `json:"phishing_resistant,omitempty"`
 }
 
 // refreshRecord is a refresh token as stored, keyed by its SHA-256. A
@@ -81,6 +83,7 @@ type refreshRecord struct {
 	Used     bool               `json:"used,omitempty"`
 	MFA      bool               `json:"mfa,omitempty"`
 	Method   string             `json:"method"`
+	PR       bool               `json:"phishing_resistant,omitempty"`
 }
 
 func createBuckets(db *bbolt.DB) error {
@@ -90,7 +93,7 @@ func createBuckets(db *bbolt.DB) error {
 				return fmt.Errorf("auth: creating bucket %s: %w", b, err)
 			}
 		}
-		return nil
+		return createPasskeyBuckets(tx)
 	})
 }
 

@@ -181,6 +181,7 @@ func (s *Service) Unlock(ctx context.Context, name string) error {
 	}
 	s.thr.reset(kindLogin, name)
 	s.thr.reset(kindRecover, name)
+	s.thr.reset(kindPasskey, name)
 	return nil
 }
 
