@@ -192,7 +192,8 @@ func createPasskeyBuckets(tx *bbolt.Tx) error {
 
 // parseAttestation parses a registration answer (the JSON of a
 // PublicKeyCredential from navigator.credentials.create) after bounding
-// it. The library does the CBOR and signature work.
+// it, and refuses a credential ID outside 1 to 1023 bytes. The library
+// does the CBOR and signature work.
 func parseAttestation(body []byte) (*protocol.ParsedCredentialCreationData, error) {
 	if len(body) == 0 || len(body) > MaxPasskeyBody {
 		return nil, ErrPasskeyRefused
@@ -200,6 +201,9 @@ func parseAttestation(body []byte) (*protocol.ParsedCredentialCreationData, erro
 	p, err := protocol.ParseCredentialCreationResponseBytes(body)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrPasskeyRefused, err)
+	}
+	if len(p.RawID) == 0 || len(p.RawID) > 1023 { // WebAuthn §5.8.3
+		return nil, fmt.Errorf("%w: a credential ID of %d bytes", ErrPasskeyRefused, len(p.RawID))
 	}
 	return p, nil
 }
