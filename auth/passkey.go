@@ -576,6 +576,10 @@ func (s *Service) changePasskeys(ctx context.Context, name, id, client string, f
 // A username given is bound to the ceremony: the passkey must be that
 // user's, and the attempt counts against that name.
 func (s *Service) BeginPasskeyLogin(ctx context.Context, username string) (*PasskeyOptions, error) {
+	return s.beginDiscoverable("login", username)
+}
+
+func (s *Service) beginDiscoverable(kind, username string) (*PasskeyOptions, error) {
 	wa, err := s.webauthn()
 	if err != nil {
 		return nil, err
@@ -584,7 +588,7 @@ func (s *Service) BeginPasskeyLogin(ctx context.Context, username string) (*Pass
 	if err != nil {
 		return nil, fmt.Errorf("auth: passkey sign-in: %w", err)
 	}
-	id, err := s.newCeremony(&ceremony{kind: "login", user: canonicalName(username), data: *data})
+	id, err := s.newCeremony(&ceremony{kind: kind, user: canonicalName(username), data: *data})
 	if err != nil {
 		return nil, err
 	}
@@ -599,19 +603,29 @@ func (s *Service) FinishPasskeyLogin(ctx context.Context, id string, body []byte
 		return nil, err
 	}
 	c := s.takeCeremony(id, "login")
-	return s.finishAssertion(ctx, wa, c, body, client, "passkey")
+	return s.finishAssertion(ctx, wa, c, body, client, "passkey", false)
 }
 
-// BeginPasskeySecondFactor checks req's password (throttled and audited
-// exactly as Login) and hands out the options for the user's passkeys as
-// the second factor. A wrong password or unknown user is
-// ErrInvalidCredentials; a right password for a user with no passkey is
-// ErrNoPasskey (only someone who knows the password learns that).
-func (s *Service) BeginPasskeySecondFactor(ctx context.Context, req LoginRequest) (*PasskeyOptions, error) {
+// BeginPasskeySecondFactor hands out the options of a password + passkey
+// sign-in: the same as BeginPasskeyLogin's, whatever the name, and no
+// password is checked yet — it is checked with the passkey's answer in
+// FinishPasskeySecondFactor, so that no answer tells a right password from
+// a wrong one before the second factor (a password oracle would undo what
+// the second factor hides; WebAuthn §14.6.2 on username enumeration).
+func (s *Service) BeginPasskeySecondFactor(ctx context.Context, username string) (*PasskeyOptions, error) {
+	return s.beginDiscoverable("second", username)
+}
+
+// FinishPasskeySecondFactor checks req's password (throttled, counted and
+// audited exactly as Login) and then the passkey's answer, which must be
+// a passkey of that user; every failure is the one ErrInvalidCredentials.
+// The session is multi-factor and phishing resistant.
+func (s *Service) FinishPasskeySecondFactor(ctx context.Context, id string, req LoginRequest, body []byte) (*Session, error) {
 	wa, err := s.webauthn()
 	if err != nil {
 		return nil, err
 	}
+	c := s.takeCeremony(id, "second")
 	pw, err := normalizePassword(req.Password)
 	if err != nil {
 		pw = ""
@@ -629,43 +643,22 @@ func (s *Service) BeginPasskeySecondFactor(ctx context.Context, req LoginRequest
 	if u == nil {
 		return nil, s.failed(ctx, kindLogin, name, req.Client, audit.EventAuthLogin, "wrong password or unknown user")
 	}
-	var wu *waUser
-	if err := s.db.View(func(tx *bbolt.Tx) error {
-		wu, _, err = loadWAUser(tx, name)
-		return err
-	}); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+	if c == nil || c.user != name {
+		return nil, s.failed(ctx, kindLogin, name, req.Client, audit.EventAuthLogin, "expired or unknown passkey request")
 	}
-	if len(wu.creds) == 0 || wu.handle == nil {
-		return nil, ErrNoPasskey
-	}
-	assertion, data, err := wa.BeginLogin(wu, webauthn.WithUserVerification(protocol.VerificationRequired))
-	if err != nil {
-		return nil, fmt.Errorf("auth: passkey sign-in: %w", err)
-	}
-	cid, err := s.newCeremony(&ceremony{kind: "second", user: name, hash: u.Hash, data: *data})
-	if err != nil {
-		return nil, err
-	}
-	return options(cid, assertion)
-}
-
-// FinishPasskeySecondFactor completes a password + passkey sign-in.
-func (s *Service) FinishPasskeySecondFactor(ctx context.Context, id string, body []byte, client string) (*Session, error) {
-	wa, err := s.webauthn()
-	if err != nil {
-		return nil, err
-	}
-	c := s.takeCeremony(id, "second")
-	return s.finishAssertion(ctx, wa, c, body, client, "password+passkey")
+	c.hash = u.Hash // the password must not change before the session is issued
+	return s.finishAssertion(ctx, wa, c, body, req.Client, "password+passkey", true)
 }
 
 // finishAssertion verifies an assertion for ceremony c (nil: unknown or
-// expired) and issues a session with method.
-func (s *Service) finishAssertion(ctx context.Context, wa *webauthn.WebAuthn, c *ceremony, body []byte, client, method string) (*Session, error) {
+// expired) and issues a session with method. counted says the attempt
+// already took from the address's bucket (the password step did).
+func (s *Service) finishAssertion(ctx context.Context, wa *webauthn.WebAuthn, c *ceremony, body []byte, client, method string, counted bool) (*Session, error) {
 	now := s.now()
-	if d, ok := s.thr.takeClient(client, now); !ok {
-		return nil, s.refusedPasskey(ctx, "addr\x00"+clientKey(client), "", client, "throttled: too many attempts from this address", d)
+	if !counted {
+		if d, ok := s.thr.takeClient(client, now); !ok {
+			return nil, s.refusedPasskey(ctx, "addr\x00"+clientKey(client), "", client, "throttled: too many attempts from this address", d)
+		}
 	}
 	parsed, perr := parseAssertion(body)
 	var rec *passkeyRecord
@@ -723,16 +716,10 @@ func (s *Service) finishAssertion(ctx context.Context, wa *webauthn.WebAuthn, c 
 	}); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
-	var cred *webauthn.Credential
-	var err error
-	if c.kind == "second" {
-		cred, err = wa.ValidateLogin(wu, c.data, parsed)
-	} else {
-		if handleOwner != name {
-			return nil, fail("passkey user handle does not match its owner")
-		}
-		cred, err = wa.ValidateDiscoverableLogin(func(_, _ []byte) (webauthn.User, error) { return wu, nil }, c.data, parsed)
+	if handleOwner != name {
+		return nil, fail("passkey user handle does not match its owner")
 	}
+	cred, err := wa.ValidateDiscoverableLogin(func(_, _ []byte) (webauthn.User, error) { return wu, nil }, c.data, parsed)
 	if err != nil {
 		s.log.Debug().Err(err).Str("user", name).Msg("auth: passkey assertion refused")
 		return nil, fail("passkey assertion refused: " + clip(protocolDetails(err), 160))

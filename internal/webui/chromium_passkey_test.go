@@ -142,7 +142,7 @@ func (re *remoteEnv) passkeyBrowser(t *testing.T) (context.Context, webauthn.Aut
 	}
 	spki := sha256.Sum256(leaf.RawSubjectPublicKeyInfo)
 	proxy := re.lan.ConnectProxy(t, re.lan.RemoteClient, re.route)
-	ctx := testbrowser.New(t, 90*time.Second,
+	ctx := testbrowser.New(t, 5*time.Minute, // the whole test, on a busy 2-core machine under -race
 		chromedp.Flag("ignore-certificate-errors-spki-list", base64.StdEncoding.EncodeToString(spki[:])),
 		chromedp.ProxyServer("http://"+proxy),
 		// Chromium sends localhost directly unless told not to.
@@ -169,14 +169,34 @@ func (re *remoteEnv) addAuthenticator(t *testing.T, ctx context.Context) webauth
 	return a.AuthenticatorID
 }
 
+// do runs one step of the test in the browser, within a minute. A step
+// that a network change interrupted (Chromium aborts loads with
+// ERR_NETWORK_CHANGED when any interface on the machine comes or goes, as
+// other tests' namespaces do) is run again, up to three times.
 func do(t *testing.T, ctx context.Context, what string, steps ...chromedp.Action[chromedp.Void]) {
 	t.Helper()
-	if err := chromedp.Do(ctx, steps...); err != nil {
-		loc, _ := chromedp.Run(context.WithoutCancel(ctx), chromedp.Location())
-		body, _ := chromedp.Run(context.WithoutCancel(ctx), chromedp.Text(chromedp.CSS("main")))
+	var err error
+	for range 3 {
+		sctx, cancel := context.WithTimeout(ctx, time.Minute)
+		err = chromedp.Do(sctx, steps...)
+		cancel()
+		if err == nil || !strings.Contains(err.Error(), "ERR_NETWORK_CHANGED") {
+			break
+		}
+		t.Logf("browser, %s: %v; again", what, err)
+	}
+	if err != nil {
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		loc, _ := chromedp.Run(dctx, chromedp.Location())
+		body, _ := chromedp.Run(dctx, chromedp.Evaluate[string](`document.body ? document.body.innerText : ""`))
 		t.Fatalf("browser, %s: %v (at %q; page: %.600s)", what, err, loc, body)
 	}
 }
+
+// scriptReady waits until passkey.js has wired the page's buttons (a
+// click before that would do nothing).
+var scriptReady = chromedp.WaitReady(chromedp.CSS(`html[data-passkeys="ready"]`))
 
 // browserToken is the browser's session cookie.
 func (re *remoteEnv) browserToken(t *testing.T, ctx context.Context) string {
@@ -217,6 +237,7 @@ func (re *remoteEnv) signInWithPasskey(t *testing.T, ctx context.Context) {
 	do(t, ctx, "sign in with a passkey",
 		chromedp.Navigate(re.origin+webui.LoginPath),
 		chromedp.WaitVisible(chromedp.ID("passkey-signin")),
+		scriptReady,
 		chromedp.Click(chromedp.ID("passkey-signin")),
 		chromedp.WaitVisible(chromedp.ID("principal")),
 	)
@@ -229,6 +250,7 @@ func (re *remoteEnv) refusedPasskey(t *testing.T, ctx context.Context) string {
 	do(t, ctx, "a refused passkey sign-in",
 		chromedp.Navigate(re.origin+webui.LoginPath),
 		chromedp.WaitVisible(chromedp.ID("passkey-signin")),
+		scriptReady,
 		chromedp.Click(chromedp.ID("passkey-signin")),
 		chromedp.WaitVisible(chromedp.ID("passkey-msg")),
 	)
@@ -269,6 +291,7 @@ func TestChromiumPasskeys(t *testing.T) {
 	do(t, ctx, "add a passkey",
 		chromedp.Navigate(re.origin+webui.AccountPath),
 		chromedp.WaitVisible(chromedp.ID("passkey-add")),
+		scriptReady,
 		chromedp.SendKeys(chromedp.ID("passkey-label"), "laptop"),
 		chromedp.Click(chromedp.ID("passkey-add")),
 		chromedp.WaitVisible(chromedp.ID("passkey-done")),
@@ -390,6 +413,7 @@ func TestChromiumPasskeys(t *testing.T) {
 	do(t, ctx, "password + passkey",
 		chromedp.SendKeys(chromedp.CSS(`input[name=username]`), "root"),
 		chromedp.SendKeys(chromedp.CSS(`input[name=password]`), rootPw),
+		scriptReady,
 		chromedp.Click(chromedp.ID("passkey-second")),
 		chromedp.WaitVisible(chromedp.ID("principal")),
 	)

@@ -26,8 +26,8 @@ import (
 type Passkeys interface {
 	BeginPasskeyLogin(ctx context.Context, username string) (*auth.PasskeyOptions, error)
 	FinishPasskeyLogin(ctx context.Context, id string, body []byte, client string) (*auth.Session, error)
-	BeginPasskeySecondFactor(ctx context.Context, req auth.LoginRequest) (*auth.PasskeyOptions, error)
-	FinishPasskeySecondFactor(ctx context.Context, id string, body []byte, client string) (*auth.Session, error)
+	BeginPasskeySecondFactor(ctx context.Context, username string) (*auth.PasskeyOptions, error)
+	FinishPasskeySecondFactor(ctx context.Context, id string, req auth.LoginRequest, body []byte) (*auth.Session, error)
 	BeginPasskeyRegistration(ctx context.Context, name string, authTime time.Time) (*auth.PasskeyOptions, error)
 	FinishPasskeyRegistration(ctx context.Context, name, id, label string, body []byte, client string) (*auth.PasskeyInfo, error)
 	Passkeys(ctx context.Context, name string) ([]auth.PasskeyInfo, error)
@@ -71,10 +71,11 @@ func (u *UI) passkeyRoutes(mux *http.ServeMux) {
 		return u.signedIn(w, sess, err)
 	}))
 	mux.HandleFunc("POST "+PasskeySecondOptions, u.passkeyJSON(func(w http.ResponseWriter, r *http.Request, b *passkeyBody) (any, error) {
-		return u.o.Passkeys.BeginPasskeySecondFactor(r.Context(), auth.LoginRequest{Username: b.Username, Password: b.Password, Client: r.RemoteAddr})
+		return u.o.Passkeys.BeginPasskeySecondFactor(r.Context(), b.Username)
 	}))
 	mux.HandleFunc("POST "+PasskeySecondFinish, u.passkeyJSON(func(w http.ResponseWriter, r *http.Request, b *passkeyBody) (any, error) {
-		sess, err := u.o.Passkeys.FinishPasskeySecondFactor(r.Context(), b.Ceremony, b.Credential, r.RemoteAddr)
+		sess, err := u.o.Passkeys.FinishPasskeySecondFactor(r.Context(), b.Ceremony,
+			auth.LoginRequest{Username: b.Username, Password: b.Password, Client: r.RemoteAddr}, b.Credential)
 		return u.signedIn(w, sess, err)
 	}))
 	mux.HandleFunc("POST "+PasskeyRegisterOptions, u.passkeyJSON(func(w http.ResponseWriter, r *http.Request, b *passkeyBody) (any, error) {

@@ -20,10 +20,17 @@
     say("This browser cannot use passkeys here. Sign in with your password instead.");
     return false;
   }
-  async function get(optionsURL, finishURL, body) {
+  // get asks for options, has the authenticator sign them, and sends
+  // the answer with the extra fields (the password of a second-factor
+  // sign-in goes only with the answer, so that no reply says whether it
+  // was right before the passkey was used).
+  async function get(optionsURL, finishURL, body, extra) {
     var o = await post(optionsURL, body);
     var cred = await navigator.credentials.get({ publicKey: PublicKeyCredential.parseRequestOptionsFromJSON(o.publicKey) });
-    var r = await post(finishURL, { ceremony: o.ceremony, credential: cred.toJSON() });
+    var fin = extra || {};
+    fin.ceremony = o.ceremony;
+    fin.credential = cred.toJSON();
+    var r = await post(finishURL, fin);
     location.assign(r.redirect);
   }
   function run(fn) {
@@ -41,7 +48,8 @@
   var second = $("passkey-second");
   if (second) {
     second.addEventListener("click", run(function () {
-      return get("/.hearth/ui/passkey/second/options", "/.hearth/ui/passkey/second/finish", { username: $("username").value, password: $("password").value });
+      return get("/.hearth/ui/passkey/second/options", "/.hearth/ui/passkey/second/finish", { username: $("username").value },
+        { username: $("username").value, password: $("password").value });
     }));
   }
   var add = $("passkey-add");
@@ -53,4 +61,5 @@
       location.assign(r.redirect);
     }));
   }
+  document.documentElement.dataset.passkeys = "ready";
 })();
