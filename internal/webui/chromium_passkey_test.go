@@ -421,6 +421,26 @@ func TestChromiumPasskeys(t *testing.T) {
 		t.Fatalf("the password + passkey session = %+v, %v; want multi-factor and phishing resistant", p, err)
 	}
 
+	// Recovery codes still work for someone whose passkey is lost: a code
+	// sets a new password (every session ends), the password signs in,
+	// and the passkeys are left as they were.
+	codes, err := re.auth.RegenerateRecoveryCodes(context.Background(), "root")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const newPw = "saffron-harbour-73-lighthouse"
+	if err := re.auth.Recover(context.Background(), auth.RecoverRequest{Username: "root", RecoveryCode: codes[0], NewPassword: newPw, Client: re.lan.RemoteClient + ":1"}); err != nil {
+		t.Fatalf("Recover with a passkey registered: %v", err)
+	}
+	re.clk.Add(30 * time.Second)
+	if r := re.login(t, re.client(t), "root", newPw, re.totp(t, re.rootT)); r.status != http.StatusSeeOther {
+		t.Errorf("sign-in with the recovered password = %d", r.status)
+	}
+	if ps, _ := re.auth.Passkeys(context.Background(), "root"); len(ps) != 1 {
+		t.Errorf("after recovery root has %d passkeys, want 1", len(ps))
+	}
+	re.signInWithPasskey(t, ctx) // recovery ended the browser's session
+
 	// An admin can remove a user's passkeys but never add one.
 	local := mtls.WithPrincipal(context.Background(), &authz.Principal{ID: "user:local", Kind: authz.KindUser, Method: authz.MethodLocal, Zone: authz.ZoneLAN})
 	if _, err := re.auth.BeginPasskeyRegistration(local, "root", re.clk.Now()); !errors.Is(err, auth.ErrNotSelf) {
