@@ -3,10 +3,14 @@ package auth
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/go-webauthn/webauthn/webauthn"
+	"go.etcd.io/bbolt"
 
 	"github.com/hearth-home/hearth/audit"
 	"github.com/hearth-home/hearth/authz"
@@ -149,5 +153,76 @@ func TestPasskeyLoginOptionsIgnoreName(t *testing.T) {
 	}
 	if strings.Contains(string(a.PublicKey), "allowCredentials") {
 		t.Errorf("options name credentials: %s", a.PublicKey)
+	}
+}
+
+// A passkey's failures lock its owner's passkeys (not the password), and
+// the lockout survives a restart, as a password's does; an unlock ends it.
+// The assertion is a real one (the fuzz seed) that fails verification
+// here: its challenge is not this ceremony's.
+func TestPasskeyLockoutPersists(t *testing.T) {
+	h := newHarness(t, Config{})
+	h.addUser("alice")
+	ctx := context.Background()
+	if err := h.s.EnablePasskeys("https://localhost", ""); err != nil {
+		t.Fatal(err)
+	}
+	body := readSeed(t, "testdata/fuzz/FuzzParseAssertion/chromium-virtual-authenticator-0")
+	p, err := parseAssertion(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	handle := p.Response.UserHandle
+	if err := h.db.Update(func(tx *bbolt.Tx) error {
+		if err := putJSON(tx, bucketPasskeys, p.RawID, &passkeyRecord{User: "alice", Label: "seed", Credential: webauthn.Credential{ID: p.RawID, PublicKey: []byte{0xa0}}}); err != nil {
+			return err
+		}
+		hb := tx.Bucket(bucketPasskeyHandles)
+		if err := hb.Put(append([]byte("h"), handle...), []byte("alice")); err != nil {
+			return err
+		}
+		return hb.Put([]byte("ualice"), handle)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	try := func(s *Service, i int) error {
+		t.Helper()
+		o, err := s.BeginPasskeyLogin(ctx, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = s.FinishPasskeyLogin(ctx, o.Ceremony, body, fmt.Sprintf("198.51.100.%d:1", i))
+		return err
+	}
+	for i := range lockoutThreshold {
+		if err := try(h.s, i); !errors.Is(err, ErrInvalidCredentials) {
+			t.Fatalf("attempt %d = %v, want ErrInvalidCredentials", i, err)
+		}
+	}
+	var te *ThrottledError
+	if err := try(h.s, 50); !errors.As(err, &te) {
+		t.Fatalf("after %d failures = %v, want throttled", lockoutThreshold, err)
+	}
+	h.mustLogin("alice", alicePw) // the password is not locked by the passkey's failures
+
+	if err := h.s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s2, err := Open(h.db, Config{Argon2: tinyArgon2}, Options{Audit: h.rec, Now: h.clk.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s2.Close() })
+	if err := s2.EnablePasskeys("https://localhost", ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := try(s2, 51); !errors.As(err, &te) {
+		t.Fatalf("after a restart = %v, want still throttled", err)
+	}
+	if err := s2.Unlock(mtls.WithPrincipal(ctx, localPrincipal), "alice"); err != nil {
+		t.Fatal(err)
+	}
+	if err := try(s2, 52); !errors.Is(err, ErrInvalidCredentials) {
+		t.Fatalf("after an unlock = %v, want ErrInvalidCredentials (no longer locked)", err)
 	}
 }

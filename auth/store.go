@@ -33,6 +33,9 @@ type userRecord struct {
 	Recovery        []recoverySlot `json:"recovery,omitempty"`
 	Reset           *resetRecord   `json:"reset,omitempty"`
 	Throttle        throttleRecord `json:"throttle,omitzero"`
+	// PasskeyThrottle is the lockout state of the user's passkeys, kept
+	// apart so that password guessing does not lock them out (passkey.go).
+	PasskeyThrottle throttleRecord `json:"passkey_throttle,omitzero"`
 }
 
 // recoverySlot is one unused recovery code: its public locator (the first
