@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"errors"
 	"net/http"
 	"time"
 
@@ -143,6 +144,37 @@ func (s *Service) AdminHandler() http.Handler {
 			return
 		}
 		if err := s.ConfirmTOTP(r.Context(), r.PathValue("name"), b.Code); err != nil {
+			s.writeErr(w, err)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})
+	// Passkeys: an admin lists and removes them, and there is deliberately
+	// no route to add one — a registration needs the user's own fresh
+	// session (passkey.go).
+	mux.HandleFunc("GET "+p+"/{name}/passkeys", func(w http.ResponseWriter, r *http.Request) {
+		ps, err := s.Passkeys(r.Context(), r.PathValue("name"))
+		if err != nil {
+			s.writeErr(w, err)
+			return
+		}
+		if ps == nil {
+			ps = []PasskeyInfo{}
+		}
+		httpx.JSON(w, http.StatusOK, ps)
+	})
+	mux.HandleFunc("POST "+p+"/{name}/passkeys/remove", func(w http.ResponseWriter, r *http.Request) {
+		var b struct {
+			ID string `json:"id,omitempty"` // empty: every passkey of the user
+		}
+		if !httpx.DecodeJSON(w, r, httpx.MaxJSONBody, &b) {
+			return
+		}
+		if err := s.RemovePasskey(r.Context(), r.PathValue("name"), b.ID, r.RemoteAddr); err != nil {
+			if errors.Is(err, ErrNoPasskey) {
+				httpx.Error(w, http.StatusNotFound, "no_passkey", "the user has no such passkey; `hearth user passkeys NAME` lists them")
+				return
+			}
 			s.writeErr(w, err)
 			return
 		}

@@ -93,6 +93,20 @@
 // ([Service.AuthenticateToken]) reads only an in-memory index kept in step
 // with the store, so a revocation takes effect at once.
 //
+// # Passkeys
+//
+// WebAuthn passkeys (discoverable, user verification required), with the
+// gateway's public origin as relying party once [Service.EnablePasskeys]
+// has it: sign-in without a password, or as the second factor after one.
+// Only public data is stored (credential ID, public key, sign count,
+// transports, backup flags, a label, a random user handle). Attempts are
+// throttled per address and per account like passwords, the options are
+// the same for every name, a sign count that goes back is refused, and a
+// passkey is added only by its owner from a sign-in of the last 5 minutes;
+// an admin may remove one, never add one. Sessions from a passkey are
+// multi-factor and phishing resistant (NIST SP 800-63B-4 §3.2.5). See
+// passkey.go.
+//
 // # Audit
 //
 // Every login and failure, lockout, unlock, recovery, password change,

@@ -87,6 +87,8 @@ type Service struct {
 	mu     sync.RWMutex
 	tokens map[[32]byte]*liveToken
 
+	pk passkeys // passkey.go
+
 	stop     chan struct{}
 	done     chan struct{}
 	closeErr error
@@ -163,6 +165,7 @@ func (s *Service) load() error {
 				return fmt.Errorf("auth: user %q: corrupt record: %w", k, err)
 			}
 			s.thr.markUser(u.Name, u.Throttle)
+			s.thr.markUserKind(kindPasskey, u.Name, u.PasskeyThrottle)
 			if c, err := s.policy.Load().Expand(u.Caps); err == nil && !u.Disabled {
 				caps[u.Name] = c
 			} else if err != nil {
@@ -243,6 +246,7 @@ func (s *Service) flush() error {
 	}
 	s.mu.Unlock()
 	thr := s.thr.dirtyUsers()
+	thrPK := s.thr.dirtyUsersKind(kindPasskey)
 	var dead [][]byte
 	_ = s.db.View(func(tx *bbolt.Tx) error {
 		return tx.Bucket(bucketRefresh).ForEach(func(k, v []byte) error {
@@ -253,7 +257,7 @@ func (s *Service) flush() error {
 			return nil
 		})
 	})
-	if len(expired) == 0 && len(used) == 0 && len(thr) == 0 && len(dead) == 0 {
+	if len(expired) == 0 && len(used) == 0 && len(thr) == 0 && len(thrPK) == 0 && len(dead) == 0 {
 		return nil // nothing to write: no transaction, no fsync
 	}
 	return s.db.Update(func(tx *bbolt.Tx) error {
@@ -289,6 +293,16 @@ func (s *Service) flush() error {
 				continue
 			}
 			u.Throttle = st
+			if err := putUser(tx, u); err != nil {
+				return err
+			}
+		}
+		for name, st := range thrPK {
+			u, err := getUser(tx, name)
+			if err != nil || u == nil {
+				continue
+			}
+			u.PasskeyThrottle = st
 			if err := putUser(tx, u); err != nil {
 				return err
 			}

@@ -33,6 +33,9 @@ type userRecord struct {
 	Recovery        []recoverySlot `json:"recovery,omitempty"`
 	Reset           *resetRecord   `json:"reset,omitempty"`
 	Throttle        throttleRecord `json:"throttle,omitzero"`
+	// PasskeyThrottle is the lockout state of the user's passkeys, kept
+	// apart so that password guessing does not lock them out (passkey.go).
+	PasskeyThrottle throttleRecord `json:"passkey_throttle,omitzero"`
 }
 
 // recoverySlot is one unused recovery code: its public locator (the first
@@ -68,6 +71,8 @@ type tokenRecord struct {
 	LastUsed time.Time          `json:"last_used"`
 	MFA      bool               `json:"mfa,omitempty"`
 	Method   string             `json:"method"`
+	// PR: the authentication used a passkey (phishing resistant).
+	PR bool `json:"phishing_resistant,omitempty"`
 }
 
 // refreshRecord is a refresh token as stored, keyed by its SHA-256. A
@@ -81,6 +86,7 @@ type refreshRecord struct {
 	Used     bool               `json:"used,omitempty"`
 	MFA      bool               `json:"mfa,omitempty"`
 	Method   string             `json:"method"`
+	PR       bool               `json:"phishing_resistant,omitempty"`
 }
 
 func createBuckets(db *bbolt.DB) error {
@@ -90,7 +96,7 @@ func createBuckets(db *bbolt.DB) error {
 				return fmt.Errorf("auth: creating bucket %s: %w", b, err)
 			}
 		}
-		return nil
+		return createPasskeyBuckets(tx)
 	})
 }
 

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
 	"time"
 )
@@ -288,12 +289,15 @@ func (t *throttle) reset(kind, name string) {
 	}
 }
 
-// markUser makes name's state persistent (a user of that name exists),
-// loading rec when the state is new.
-func (t *throttle) markUser(name string, rec throttleRecord) {
+// markUser makes name's login state persistent (a user of that name
+// exists), loading rec when the state is new.
+func (t *throttle) markUser(name string, rec throttleRecord) { t.markUserKind(kindLogin, name, rec) }
+
+// markUserKind is markUser for the state of kind (login or passkey).
+func (t *throttle) markUserKind(kind, name string, rec throttleRecord) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	k := acctKey(kindLogin, name)
+	k := acctKey(kind, name)
 	a := t.accts[k]
 	if a == nil {
 		a = &account{failures: rec.Failures, lockedUntil: rec.LockedUntil, disabled: rec.Disabled}
@@ -315,14 +319,17 @@ func (t *throttle) state(name string) throttleRecord {
 
 // dirtyUsers returns the users whose login state changed since the last
 // call, with that state.
-func (t *throttle) dirtyUsers() map[string]throttleRecord {
+func (t *throttle) dirtyUsers() map[string]throttleRecord { return t.dirtyUsersKind(kindLogin) }
+
+// dirtyUsersKind is dirtyUsers for the state of kind (login or passkey).
+func (t *throttle) dirtyUsersKind(kind string) map[string]throttleRecord {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	out := map[string]throttleRecord{}
 	for k, a := range t.accts {
 		if a.user && a.dirty {
-			name := k[len(kindLogin)+1:]
-			if k[:len(kindLogin)+1] != kindLogin+"\x00" {
+			name, ok := strings.CutPrefix(k, kind+"\x00")
+			if !ok {
 				continue
 			}
 			out[name] = throttleRecord{Failures: a.failures, LockedUntil: a.lockedUntil, Disabled: a.disabled}

@@ -51,12 +51,13 @@ type liveToken struct {
 	authTime time.Time
 	expires  int64 // unix nanoseconds
 	mfa      bool
+	pr       bool // phishing resistant (a passkey)
 	lastUsed atomic.Int64
 	flushed  int64 // lastUsed as last written; guarded by Service.mu
 }
 
 func newLiveToken(r *tokenRecord) *liveToken {
-	lt := &liveToken{user: r.User, id: "user:" + r.User, family: r.Family, caps: r.Caps, authTime: r.AuthTime, expires: r.Expires.UnixNano(), mfa: r.MFA}
+	lt := &liveToken{user: r.User, id: "user:" + r.User, family: r.Family, caps: r.Caps, authTime: r.AuthTime, expires: r.Expires.UnixNano(), mfa: r.MFA, pr: r.PR}
 	lt.lastUsed.Store(r.LastUsed.UnixNano())
 	lt.flushed = r.LastUsed.UnixNano()
 	return lt
@@ -151,7 +152,7 @@ func (s *Service) AuthenticateToken(ctx context.Context, token string) (*authz.P
 	if now-lt.lastUsed.Load() > int64(time.Second) {
 		lt.lastUsed.Store(now)
 	}
-	return &authz.Principal{ID: lt.id, Kind: authz.KindUser, Caps: lt.caps, Method: authz.MethodToken, AuthTime: lt.authTime, MFA: lt.mfa}, nil
+	return &authz.Principal{ID: lt.id, Kind: authz.KindUser, Caps: lt.caps, Method: authz.MethodToken, AuthTime: lt.authTime, MFA: lt.mfa, PhishingResistant: lt.pr}, nil
 }
 
 // grant is what a new token pair carries.
@@ -161,8 +162,9 @@ type grant struct {
 	caps     []authz.Capability
 	authTime time.Time
 	mfa      bool
-	method   string // password, oidc, recovery, reset
+	method   string // password, oidc, recovery, reset, passkey, password+passkey
 	client   string
+	pr       bool // a passkey took part (phishing resistant)
 }
 
 // issueTx creates an access and refresh token pair in tx and returns the
@@ -185,8 +187,8 @@ func (s *Service) issueTx(ctx context.Context, tx *bbolt.Tx, g grant) (*Session,
 	if err != nil {
 		return nil, zero, nil, audit.Event{}, err
 	}
-	tr := tokenRecord{User: g.user, Family: g.family, Caps: g.caps, AuthTime: g.authTime, Expires: now.Add(s.set.tokenLifetime), LastUsed: now, MFA: g.mfa, Method: g.method}
-	rr := refreshRecord{User: g.user, Family: g.family, Caps: g.caps, AuthTime: g.authTime, Expires: now.Add(s.set.refreshLifetime), MFA: g.mfa, Method: g.method}
+	tr := tokenRecord{User: g.user, Family: g.family, Caps: g.caps, AuthTime: g.authTime, Expires: now.Add(s.set.tokenLifetime), LastUsed: now, MFA: g.mfa, Method: g.method, PR: g.pr}
+	rr := refreshRecord{User: g.user, Family: g.family, Caps: g.caps, AuthTime: g.authTime, Expires: now.Add(s.set.refreshLifetime), MFA: g.mfa, Method: g.method, PR: g.pr}
 	if err := putJSON(tx, bucketTokens, ah[:], tr); err != nil {
 		return nil, zero, nil, audit.Event{}, err
 	}
@@ -198,6 +200,9 @@ func (s *Service) issueTx(ctx context.Context, tx *bbolt.Tx, g grant) (*Session,
 		"token_id": tokenID(ah), "refresh_id": tokenID(rh), "family": g.family, "method": g.method,
 		"mfa": fmt.Sprint(g.mfa), "caps": capsString(g.caps), "expires": tr.Expires.Format(time.RFC3339),
 	})
+	if g.pr {
+		ev.Meta["phishing_resistant"] = "true"
+	}
 	return sess, ah, newLiveToken(&tr), ev, nil
 }
 
@@ -407,7 +412,7 @@ func (s *Service) Refresh(ctx context.Context, refresh, client string) (*Session
 		}
 		caps := intersect(r.Caps, current)
 		var ev audit.Event
-		sess, h, lt, ev, err = s.issueTx(ctx, tx, grant{user: r.User, family: r.Family, caps: caps, authTime: r.AuthTime, mfa: r.MFA, method: r.Method, client: client})
+		sess, h, lt, ev, err = s.issueTx(ctx, tx, grant{user: r.User, family: r.Family, caps: caps, authTime: r.AuthTime, mfa: r.MFA, method: r.Method, client: client, pr: r.PR})
 		ev.Meta["refreshed_from"] = tokenID(rh)
 		ev.Principal = "user:" + r.User
 		return []audit.Event{ev}, err

@@ -118,6 +118,7 @@ func (s *Service) AddUser(ctx context.Context, name string, caps []string, passw
 		return err
 	}
 	s.thr.markUser(name, throttleRecord{})
+	s.thr.markUserKind(kindPasskey, name, throttleRecord{})
 	return nil
 }
 
@@ -171,7 +172,7 @@ func (s *Service) modifyUser(ctx context.Context, name string, fn func(tx *bbolt
 func (s *Service) Unlock(ctx context.Context, name string) error {
 	prev := s.thr.state(name)
 	err := s.modifyUser(ctx, name, func(tx *bbolt.Tx, u *userRecord) ([]audit.Event, error) {
-		u.Throttle = throttleRecord{}
+		u.Throttle, u.PasskeyThrottle = throttleRecord{}, throttleRecord{}
 		return []audit.Event{s.event(ctx, audit.EventAuthUnlock, audit.OutcomeSuccess, "user:"+name, "unlocked by an admin", "", map[string]string{
 			"failures": fmt.Sprint(prev.Failures), "password_login_disabled": fmt.Sprint(prev.Disabled),
 		})}, nil
@@ -181,6 +182,7 @@ func (s *Service) Unlock(ctx context.Context, name string) error {
 	}
 	s.thr.reset(kindLogin, name)
 	s.thr.reset(kindRecover, name)
+	s.thr.reset(kindPasskey, name)
 	return nil
 }
 

@@ -206,7 +206,7 @@ func TestRequirementString(t *testing.T) {
 	}{
 		{CapStatus, "none"},
 		{CapPluginsInstall, "a second factor for tokens from remote"},
-		{CapHearthAdmin, "a second factor for tokens; tokens at most 15m0s old"},
+		{CapHearthAdmin, "a second factor for tokens; tokens at most 15m0s old; passkey tokens at most 12h0m0s old"},
 	}
 	for _, tt := range tests {
 		if got := p.Requirement(tt.c).String(); got != tt.want {

@@ -59,13 +59,15 @@ func unauthenticated(w http.ResponseWriter) {
 
 // Whoami is the answer of GET /.hearth/v1/whoami.
 type Whoami struct {
-	Principal    string             `json:"principal"`
-	Kind         authz.Kind         `json:"kind"`
-	Method       authz.Method       `json:"method"`
-	Zone         authz.Zone         `json:"zone"`
-	MFA          bool               `json:"mfa"`
-	AuthTime     *time.Time         `json:"auth_time,omitempty"`
-	Capabilities []authz.Capability `json:"capabilities"`
+	Principal string       `json:"principal"`
+	Kind      authz.Kind   `json:"kind"`
+	Method    authz.Method `json:"method"`
+	Zone      authz.Zone   `json:"zone"`
+	MFA       bool         `json:"mfa"`
+	// PhishingResistant: the session came from a passkey sign-in.
+	PhishingResistant bool               `json:"phishing_resistant,omitempty"`
+	AuthTime          *time.Time         `json:"auth_time,omitempty"`
+	Capabilities      []authz.Capability `json:"capabilities"`
 }
 
 func (g *Gateway) whoami(w http.ResponseWriter, r *http.Request, pr *authz.Principal) {
@@ -78,7 +80,7 @@ func (g *Gateway) whoami(w http.ResponseWriter, r *http.Request, pr *authz.Princ
 	}
 	out := Whoami{
 		Principal: pr.ID, Kind: pr.Kind, Method: pr.Method, Zone: pr.Zone, MFA: pr.MFA,
-		Capabilities: pr.Caps,
+		PhishingResistant: pr.PhishingResistant, Capabilities: pr.Caps,
 	}
 	if out.Capabilities == nil {
 		out.Capabilities = []authz.Capability{}

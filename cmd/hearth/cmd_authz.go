@@ -30,7 +30,7 @@ func newAuthzCmd(e *env) *cobra.Command {
 func newAuthzExplainCmd(e *env) *cobra.Command {
 	var (
 		via, from, caps string
-		mfa             bool
+		mfa, passkey    bool
 		age             time.Duration
 	)
 	cmd := &cobra.Command{
@@ -49,6 +49,7 @@ Exit status: 0 allow, 1 deny, 2 the question could not be asked (bad
 arguments, unreadable configuration, unknown principal).`,
 		Example: `  hearth authz explain device:kitchen-pi plugins:install
   hearth authz explain user:alice hearth:admin --via token --from remote --mfa --age 5m
+  hearth authz explain user:alice hearth:admin --via token --from remote --passkey --age 2h
   hearth authz explain user:bob settings:modify --caps system:write --via token --from remote`,
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -126,7 +127,10 @@ arguments, unreadable configuration, unknown principal).`,
 				Method:   method,
 				Zone:     zone,
 				AuthTime: now.Add(-age),
-				MFA:      mfa,
+				MFA:      mfa || passkey,
+				// A passkey (WebAuthn, user verified) is multi-factor and
+				// phishing resistant (NIST SP 800-63B-4 §3.2.5).
+				PhishingResistant: passkey,
 			}
 			d := policy.Decide(p, authz.Capability(capName), now)
 			fmt.Fprintln(e.stdout, d.Verdict())
@@ -145,6 +149,7 @@ arguments, unreadable configuration, unknown principal).`,
 	f.StringVar(&from, "from", "lan", "where the request comes from: lan or remote")
 	f.StringVar(&caps, "caps", "", "granted capabilities and bundles, comma-separated (instead of asking the running server)")
 	f.BoolVar(&mfa, "mfa", false, "the login used a second factor")
+	f.BoolVar(&passkey, "passkey", false, "the login used a passkey (multi-factor and phishing resistant)")
 	f.DurationVar(&age, "age", 0, "how long ago the principal authenticated, e.g. 5m")
 	return cmd
 }

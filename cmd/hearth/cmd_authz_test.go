@@ -59,6 +59,8 @@ func TestAuthzExplainOffline(t *testing.T) {
 			"allow\n", ""},
 		{"stale admin token", []string{"user:alice", "hearth:admin", "--caps", "system:admin", "--mfa", "--age", "20m"}, 1,
 			"deny\nhearth:admin requires an authentication at most 15m0s old, this one is 20m0s old; log in again\n", ""},
+		{"passkey admin token from remote", []string{"user:alice", "hearth:admin", "--caps", "system:admin", "--from", "remote", "--passkey", "--age", "2h"}, 0,
+			"allow\nuser:alice has hearth:admin via token from remote\n", "passkey tokens at most 12h0m0s old"},
 		{"local owner", []string{"user:local", "hearth:admin", "--caps", "system:admin", "--via", "local"}, 0,
 			"allow\nuser:local has hearth:admin via local from lan\n", ""},
 		{"bundle from hearth.yaml", []string{"user:kid", "calendar:read", "--caps", "family"}, 0, "allow\n", ""},

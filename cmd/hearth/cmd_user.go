@@ -66,7 +66,7 @@ it.`,
 			"A disabled user cannot log in; their tokens stop working at once. 'hearth user enable' undoes it.",
 			"  hearth user disable bob", "disabled"),
 		newUserSimpleCmd(e, "enable", "Enable a disabled user", "Undo 'hearth user disable'.", "  hearth user enable bob", "enabled"),
-		newUserRecoveryCodesCmd(e), newUserResetCmd(e), newUserTOTPCmd(e), newUserLinkCmd(e))
+		newUserRecoveryCodesCmd(e), newUserResetCmd(e), newUserTOTPCmd(e), newUserLinkCmd(e), newUserPasskeysCmd(e))
 	return c
 }
 

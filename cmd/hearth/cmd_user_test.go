@@ -149,6 +149,16 @@ func TestUserCommands(t *testing.T) {
 	if _, _, err := runCmd(t, "", "user", "unlock", "nobody", "--dir", dir); err == nil || !strings.Contains(err.Error(), "no such user") {
 		t.Errorf("unlock unknown user: %v", err)
 	}
+	// Passkeys over the admin socket: listed, removed; none to add.
+	if out, _, err := runCmd(t, "", "user", "passkeys", "kid", "--dir", dir); err != nil || !strings.Contains(out, "kid has no passkeys") {
+		t.Errorf("user passkeys = %q, %v", out, err)
+	}
+	if out, _, err := runCmd(t, "", "user", "passkeys", "kid", "--remove-all", "--dir", dir); err != nil || !strings.Contains(out, "removed") {
+		t.Errorf("user passkeys --remove-all = %q, %v", out, err)
+	}
+	if _, _, err := runCmd(t, "", "user", "passkeys", "kid", "--remove", "AAAA", "--dir", dir); err == nil || !strings.Contains(err.Error(), "no such passkey") {
+		t.Errorf("user passkeys --remove of an unknown ID: %v, want it named", err)
+	}
 }
 
 func TestUserCommandsWithoutServer(t *testing.T) {

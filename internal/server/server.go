@@ -171,6 +171,10 @@ func Open(opts Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Passkeys' relying party is the public origin (WebAuthn §5.1.2).
+	if err := s.auth.EnablePasskeys(s.publicURL, cfg.Name); err != nil {
+		s.log.Warn().Err(err).Msg("passkeys are off")
+	}
 	l, err := s.build(cfg)
 	if err != nil {
 		return nil, err
@@ -260,7 +264,16 @@ func (s *Server) webUI(l *live) *webui.UI {
 		Enrollment: s.ca, Users: s.auth, AuditStatus: webui.LogStatus{Dir: s.opts.Dir, Log: s.audit},
 		Household:     l.cfg.Name,
 		OIDCProviders: providers, Now: s.opts.Now, Logger: s.log,
+		Passkeys: s.passkeys(),
 	})
+}
+
+// passkeys is the auth service when passkeys are on, else nil.
+func (s *Server) passkeys() webui.Passkeys {
+	if s.auth.PasskeysEnabled() {
+		return s.auth
+	}
+	return nil
 }
 
 func adminMux(s *Server, l *live) http.Handler {

@@ -70,6 +70,7 @@ type envOpts struct {
 	authCfg   auth.Config
 	devices   webui.Devices // nil: the real CA
 	providers []webui.OIDCProvider
+	passkeys  bool // offer passkeys (the test calls auth's EnablePasskeys)
 }
 
 func newEnv(t *testing.T, eo envOpts) *env {
@@ -114,8 +115,13 @@ func newEnv(t *testing.T, eo envOpts) *env {
 	if eo.devices != nil {
 		devs = eo.devices
 	}
+	var pk webui.Passkeys
+	if eo.passkeys {
+		pk = as
+	}
 	ui := webui.New(webui.Options{
-		Auth: as, Policy: pol, Devices: devs, Audit: lg, Recorder: lg,
+		Passkeys: pk,
+		Auth:     as, Policy: pol, Devices: devs, Audit: lg, Recorder: lg,
 		Enrollment: c, Users: as, AuditStatus: webui.LogStatus{Dir: dir, Log: lg},
 		Household:     "The Testers' house",
 		OIDCProviders: eo.providers, Now: clk.Now,

@@ -611,6 +611,10 @@ type accountData struct {
 	Done        string
 	FreshNeeded bool
 	Sessions    []auth.SessionInfo
+	// Passkeys are the user's passkeys (when the pages offer them), and
+	// PasskeyFresh whether this session may add one now.
+	Passkeys     []auth.PasskeyInfo
+	PasskeyFresh bool
 }
 
 // self returns the signed-in user's name, or answers the request.
@@ -643,6 +647,19 @@ func (u *UI) renderAccount(w http.ResponseWriter, r *http.Request, p page, name 
 		}
 	}
 	d.Sessions = u.o.Users.Sessions(r.Context(), name, sessionToken(r))
+	if u.o.Passkeys != nil {
+		if d.Passkeys, err = u.o.Passkeys.Passkeys(r.Context(), name); err != nil {
+			u.unavailable(w, err)
+			return
+		}
+		pr := mtls.PrincipalFrom(r.Context())
+		d.PasskeyFresh = pr != nil && u.o.Now().Sub(pr.AuthTime) <= auth.PasskeyFreshLogin
+		p.Passkeys = true
+		w.Header().Set("Content-Security-Policy", scriptCSP)
+	}
+	if d.Done == "" {
+		d.Done = doneParam(r)
+	}
 	p.Data = d
 	u.render(w, status, "account", p)
 }
@@ -691,6 +708,21 @@ func (u *UI) accountAction(w http.ResponseWriter, r *http.Request) {
 		}
 	case "totp-confirm":
 		err = u.o.Users.ConfirmTOTP(ctx, name, strings.TrimSpace(f.Get("code")))
+	case "passkey-remove", "passkey-rename":
+		if u.o.Passkeys == nil {
+			u.render(w, http.StatusNotFound, "message", page{Title: "Not found", Message: "There is no such action."})
+			return
+		}
+		if d.Done == "passkey-remove" {
+			err = u.o.Passkeys.RemovePasskey(ctx, name, f.Get("id"), r.RemoteAddr)
+		} else {
+			err = u.o.Passkeys.RenamePasskey(ctx, name, f.Get("id"), f.Get("label"), r.RemoteAddr)
+		}
+		if errors.Is(err, auth.ErrNoPasskey) {
+			p.Message = "There is no such passkey."
+			u.renderAccount(w, r, p, name, http.StatusNotFound, accountData{})
+			return
+		}
 	case "recovery-codes":
 		pr := mtls.PrincipalFrom(ctx)
 		if u.o.Now().Sub(pr.AuthTime) > FreshLogin {
@@ -711,6 +743,15 @@ func (u *UI) accountAction(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	u.renderAccount(w, r, p, name, http.StatusOK, d)
+}
+
+// doneParam is the ?done= of a page the passkey script returns to, when it
+// is one the page knows.
+func doneParam(r *http.Request) string {
+	if v := r.URL.Query().Get("done"); v == "passkey-add" {
+		return v
+	}
+	return ""
 }
 
 // sessionToken is the session cookie's token, or "".

@@ -89,6 +89,9 @@ type Options struct {
 	// AuditStatus tells the Audit page whether the log verifies and what its
 	// latest checkpoint is; nil shows neither.
 	AuditStatus AuditStatus
+	// Passkeys offers passkey sign-in and the Account page's passkeys
+	// (*auth.Service with EnablePasskeys); nil offers neither.
+	Passkeys Passkeys
 	// OIDCProviders are the configured OIDC providers, each shown as a
 	// "Sign in with <DisplayName>" link, in this order.
 	OIDCProviders []OIDCProvider
@@ -132,7 +135,8 @@ func (u *UI) Handler() http.Handler {
 	mux.HandleFunc("POST "+LoginPath, u.login)
 	mux.HandleFunc("POST "+LogoutPath, u.logout)
 	mux.HandleFunc("GET "+Prefix+"{$}", u.home)
-	u.routes(mux) // pages.go
+	u.routes(mux)        // pages.go
+	u.passkeyRoutes(mux) // passkey.go
 	mux.HandleFunc(Prefix, func(w http.ResponseWriter, r *http.Request) {
 		u.render(w, http.StatusNotFound, "message", page{Title: "Not found", Message: "There is no such page."})
 	})
@@ -174,6 +178,8 @@ type page struct {
 	Household string
 	// Data is the page's own content (pages.go).
 	Data any
+	// Passkeys: the page offers passkeys (and loads static/passkey.js).
+	Passkeys bool
 	// Login page.
 	Providers []provider
 	Username  string
@@ -223,8 +229,11 @@ func (u *UI) renderLogin(w http.ResponseWriter, r *http.Request, status int, msg
 		}
 		ps = append(ps, provider{Name: name, URL: "/.hearth/v1/auth/oidc/" + url.PathEscape(op.Name) + "/login?return=" + url.QueryEscape(Prefix)})
 	}
+	if u.o.Passkeys != nil {
+		w.Header().Set("Content-Security-Policy", scriptCSP)
+	}
 	u.render(w, status, "login", page{Title: "Sign in", Message: msg, Providers: ps, Username: username,
-		Household: u.o.Household, CSRF: u.csrfToken(w, r)})
+		Household: u.o.Household, CSRF: u.csrfToken(w, r), Passkeys: u.o.Passkeys != nil})
 }
 
 // sameOrigin reports whether a state-changing request was started by a
@@ -312,6 +321,12 @@ func (u *UI) login(w http.ResponseWriter, r *http.Request) {
 		u.renderLogin(w, r, http.StatusUnauthorized, msgInvalid, "")
 		return
 	}
+	u.setSessionCookie(w, sess)
+	http.Redirect(w, r, Prefix, http.StatusSeeOther)
+}
+
+// setSessionCookie hands sess's token to the browser.
+func (u *UI) setSessionCookie(w http.ResponseWriter, sess *auth.Session) {
 	maxAge := int(sess.ExpiresAt.Sub(u.o.Now()) / time.Second)
 	if maxAge < 1 {
 		maxAge = 1
@@ -323,7 +338,6 @@ func (u *UI) login(w http.ResponseWriter, r *http.Request) {
 		Name: mtls.SessionCookie, Value: sess.Token, Path: "/", MaxAge: maxAge,
 		Secure: true, HttpOnly: true, SameSite: http.SameSiteStrictMode,
 	})
-	http.Redirect(w, r, Prefix, http.StatusSeeOther)
 }
 
 // errType names an error's kind for the log without its text, which might
