@@ -106,13 +106,11 @@ func shoot(t *testing.T, ctx context.Context, dir, name string) {
 	}
 }
 
+// must is do (chromium_passkey_test.go): bounded, retried after a network
+// change, with the page's state on failure.
 func must(t *testing.T, ctx context.Context, what string, steps ...chromedp.Action[chromedp.Void]) {
 	t.Helper()
-	if err := chromedp.Do(ctx, steps...); err != nil {
-		loc, _ := chromedp.Run(context.WithoutCancel(ctx), chromedp.Location())
-		body, _ := chromedp.Run(context.WithoutCancel(ctx), chromedp.Text(chromedp.CSS("body")))
-		t.Fatalf("browser: %s: %v (at %s)\n%s", what, err, loc, body)
-	}
+	do(t, ctx, what, steps...)
 }
 
 func text(t *testing.T, ctx context.Context, sel string) string {

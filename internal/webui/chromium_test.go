@@ -65,7 +65,9 @@ func TestChromiumLoginForm(t *testing.T) {
 		chromedp.WaitVisible(chromedp.CSS(`#principal, #message`)),
 	)
 	if err != nil {
-		loc, _ := chromedp.Run(context.WithoutCancel(ctx), chromedp.Location())
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		loc, _ := chromedp.Run(dctx, chromedp.Location())
 		t.Fatalf("browser login: %v (at %q)", err, loc)
 	}
 	if who := run(t, ctx, chromedp.Text(chromedp.CSS(`#principal, #message`))); who != "user:alice" {
