@@ -106,11 +106,18 @@ func shoot(t *testing.T, ctx context.Context, dir, name string) {
 	}
 }
 
-// must is do (chromium_passkey_test.go): bounded, retried after a network
-// change, with the page's state on failure.
+// must runs steps in the browser on ctx (whose first use starts the
+// browser, so it is not run on a derived context) and, when they fail,
+// reports the page's state, reading it within 5 seconds.
 func must(t *testing.T, ctx context.Context, what string, steps ...chromedp.Action[chromedp.Void]) {
 	t.Helper()
-	do(t, ctx, what, steps...)
+	if err := chromedp.Do(ctx, steps...); err != nil {
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		loc, _ := chromedp.Run(dctx, chromedp.Location())
+		body, _ := chromedp.Run(dctx, chromedp.Text(chromedp.CSS("body")))
+		t.Fatalf("browser: %s: %v (at %s)\n%s", what, err, loc, body)
+	}
 }
 
 func text(t *testing.T, ctx context.Context, sel string) string {
