@@ -303,6 +303,8 @@ func TestChromiumPasskeys(t *testing.T) {
 	if n := run(t, ctx, chromedp.Evaluate[int](`document.querySelectorAll("#passkey-list tr.passkey").length`)); n != 1 {
 		t.Errorf("the Account page lists %d passkeys, want 1", n)
 	}
+	shots := screens(t)
+	shoot(t, ctx, shots, "account-passkeys")
 	if es := re.entries(t, mark, func(en audit.Entry) bool {
 		return en.Name == audit.EventUserChange && en.Meta["action"] == "passkey-add" && en.Outcome == audit.OutcomeSuccess && en.Principal == "user:root"
 	}); len(es) != 1 {
@@ -319,6 +321,7 @@ func TestChromiumPasskeys(t *testing.T) {
 
 	// Sign out, and in again with the passkey alone: no name, no password.
 	re.signOut(t, ctx)
+	shoot(t, ctx, shots, "signin-passkeys")
 	mark = re.lastIndex(t)
 	re.signInWithPasskey(t, ctx)
 	if who := run(t, ctx, chromedp.Text(chromedp.ID("principal"))); who != "user:root" {
