@@ -478,35 +478,15 @@ func (g *Gateway) zone(remote string) authz.Zone {
 	return authz.ZoneRemote
 }
 
-// isHearthHeader reports whether a header name is in the X-Hearth-
-// namespace, ignoring case and reading "_" as "-".
-func isHearthHeader(k string) bool {
-	const p = "x-hearth-"
-	if len(k) < len(p) {
-		return false
-	}
-	for i := 0; i < len(p); i++ {
-		c := k[i]
-		if 'A' <= c && c <= 'Z' {
-			c += 'a' - 'A'
-		}
-		if c == '_' {
-			c = '-'
-		}
-		if c != p[i] {
-			return false
-		}
-	}
-	return true
-}
+// hearthHeaders matches the X-Hearth- namespace, ignoring case and reading
+// "_" as "-".
+var hearthHeaders = newHeaderMatcher([]string{"X-Hearth-*"})
 
-func stripHearthHeaders(h http.Header) {
-	for k := range h {
-		if isHearthHeader(k) {
-			delete(h, k)
-		}
-	}
-}
+// isHearthHeader reports whether a header name is in the X-Hearth-
+// namespace.
+func isHearthHeader(k string) bool { return hearthHeaders.match(k) }
+
+func stripHearthHeaders(h http.Header) { hearthHeaders.strip(h) }
 
 // tokenInQuery reports whether the query has an access_token or token
 // parameter. RFC 6750 §2.3 allows a token in the URI only as a last resort
