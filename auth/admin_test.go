@@ -9,9 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hearth-home/hearth/authz"
 	"github.com/pquerna/otp/hotp"
-
-	"github.com/hearth-home/hearth/mtls"
 )
 
 func TestAdminAddWithoutPasswordAndReset(t *testing.T) {
@@ -92,7 +91,7 @@ func TestAdminEndpoints(t *testing.T) {
 	if r := h.post("/.hearth/v1/admin/users/alice/disable", nil); r.status != 204 {
 		t.Fatalf("disable = %d", r.status)
 	}
-	if _, err := h.s.AuthenticateToken(ctx, a.Token); !errors.Is(err, mtls.ErrInvalidToken) {
+	if _, err := h.s.AuthenticateToken(ctx, a.Token); !errors.Is(err, authz.ErrInvalidToken) {
 		t.Errorf("token of a disabled user: %v", err)
 	}
 	if r := h.login("alice", alicePw); r.status != 401 {
@@ -212,7 +211,7 @@ func TestSessionsPerUserAreCapped(t *testing.T) {
 	}
 	h.clk.Advance(time.Second)
 	h.mustLogin("alice", alicePw) // one more than the cap
-	if _, err := h.s.AuthenticateToken(ctx, first.Token); !errors.Is(err, mtls.ErrInvalidToken) {
+	if _, err := h.s.AuthenticateToken(ctx, first.Token); !errors.Is(err, authz.ErrInvalidToken) {
 		t.Errorf("oldest session after the cap: %v, want ended", err)
 	}
 	if _, err := h.s.AuthenticateToken(ctx, second.Token); err != nil {

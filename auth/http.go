@@ -8,7 +8,6 @@ import (
 
 	"github.com/hearth-home/hearth/authz"
 	"github.com/hearth-home/hearth/internal/httpx"
-	"github.com/hearth-home/hearth/mtls"
 )
 
 // The public message of every failed credential check: the same for an
@@ -203,7 +202,7 @@ func (s *Service) handlePassword(w http.ResponseWriter, r *http.Request) {
 	if !httpx.DecodeJSON(w, r, httpx.MaxJSONBody, &b) {
 		return
 	}
-	ctx := mtls.WithPrincipal(r.Context(), &authz.Principal{ID: "user:" + user})
+	ctx := authz.WithPrincipal(r.Context(), &authz.Principal{ID: "user:" + user})
 	if err := s.SetPassword(ctx, user, b.OldPassword, b.NewPassword, b.TOTP, family, r.RemoteAddr); err != nil {
 		s.writeErr(w, err)
 		return

@@ -12,7 +12,6 @@ import (
 
 	"github.com/hearth-home/hearth/audit"
 	"github.com/hearth-home/hearth/authz"
-	"github.com/hearth-home/hearth/mtls"
 )
 
 // LoginRequest is a password login.
@@ -165,7 +164,7 @@ func (s *Service) Login(ctx context.Context, req LoginRequest) (*Session, error)
 	var h [32]byte
 	var lt *liveToken
 	var evicted [][32]byte
-	uctx := mtls.WithPrincipal(ctx, &authz.Principal{ID: "user:" + name}) // the user acts from here on
+	uctx := authz.WithPrincipal(ctx, &authz.Principal{ID: "user:" + name}) // the user acts from here on
 	err = s.commit(ctx, func(tx *bbolt.Tx) ([]audit.Event, error) {
 		cur, err := getUser(tx, name)
 		if err != nil {
@@ -337,7 +336,7 @@ func (s *Service) setNewPassword(ctx context.Context, name, pw, client, how stri
 			return nil, err
 		}
 		res := "user:" + name
-		uctx := mtls.WithPrincipal(ctx, &authz.Principal{ID: res})
+		uctx := authz.WithPrincipal(ctx, &authz.Principal{ID: res})
 		return []audit.Event{
 			s.event(uctx, audit.EventAuthRecover, audit.OutcomeSuccess, res, "password set with a "+how, client, map[string]string{"codes_left": fmt.Sprint(len(cur.Recovery))}),
 			s.event(uctx, audit.EventAuthPasswordChange, audit.OutcomeSuccess, res, "via "+how, client, nil),

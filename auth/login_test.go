@@ -16,7 +16,6 @@ import (
 
 	"github.com/hearth-home/hearth/audit"
 	"github.com/hearth-home/hearth/authz"
-	"github.com/hearth-home/hearth/mtls"
 )
 
 func TestLoginIssuesToken(t *testing.T) {
@@ -274,7 +273,7 @@ func TestLogoutRevokesFamily(t *testing.T) {
 	if r := h.do("POST", "/.hearth/v1/auth/logout", nil, a.Token); r.status != 204 {
 		t.Fatalf("logout = %d %s, want 204", r.status, r.body)
 	}
-	if _, err := h.s.AuthenticateToken(context.Background(), a.Token); !errors.Is(err, mtls.ErrInvalidToken) {
+	if _, err := h.s.AuthenticateToken(context.Background(), a.Token); !errors.Is(err, authz.ErrInvalidToken) {
 		t.Errorf("token after logout: %v, want ErrInvalidToken", err)
 	}
 	if r := h.post("/.hearth/v1/auth/refresh", map[string]string{"refresh_token": a.RefreshToken}); r.status != 401 {
@@ -313,7 +312,7 @@ func TestRefreshRotationAndReuse(t *testing.T) {
 	if r := h.post("/.hearth/v1/auth/refresh", map[string]string{"refresh_token": a.RefreshToken}); r.status != 401 {
 		t.Fatalf("reused refresh = %d, want 401", r.status)
 	}
-	if _, err := h.s.AuthenticateToken(context.Background(), b.Token); !errors.Is(err, mtls.ErrInvalidToken) {
+	if _, err := h.s.AuthenticateToken(context.Background(), b.Token); !errors.Is(err, authz.ErrInvalidToken) {
 		t.Errorf("family's access token after reuse: %v, want ErrInvalidToken", err)
 	}
 	if r := h.post("/.hearth/v1/auth/refresh", map[string]string{"refresh_token": b.RefreshToken}); r.status != 401 {
@@ -336,12 +335,12 @@ func TestTokenExpiryAndIdle(t *testing.T) {
 		t.Fatalf("at 58m: %v", err)
 	}
 	h.clk.Advance(2 * time.Minute)
-	if _, err := h.s.AuthenticateToken(ctx, a.Token); !errors.Is(err, mtls.ErrInvalidToken) {
+	if _, err := h.s.AuthenticateToken(ctx, a.Token); !errors.Is(err, authz.ErrInvalidToken) {
 		t.Fatalf("at 60m: %v, want expired", err)
 	}
 	b := h.mustLogin("alice", alicePw)
 	h.clk.Advance(31 * time.Minute)
-	if _, err := h.s.AuthenticateToken(ctx, b.Token); !errors.Is(err, mtls.ErrInvalidToken) {
+	if _, err := h.s.AuthenticateToken(ctx, b.Token); !errors.Is(err, authz.ErrInvalidToken) {
 		t.Fatalf("after 31 idle minutes: %v, want expired", err)
 	}
 }
@@ -530,7 +529,7 @@ func TestRecoveryCodeOnceAndEndsSessions(t *testing.T) {
 	if r := rec(strings.ToLower(codes[3])); r.status != 204 {
 		t.Fatalf("recover = %d %s, want 204", r.status, r.body)
 	}
-	if _, err := h.s.AuthenticateToken(ctx, a.Token); !errors.Is(err, mtls.ErrInvalidToken) {
+	if _, err := h.s.AuthenticateToken(ctx, a.Token); !errors.Is(err, authz.ErrInvalidToken) {
 		t.Errorf("old token after recovery: %v", err)
 	}
 	if r := h.post("/.hearth/v1/auth/refresh", map[string]string{"refresh_token": a.RefreshToken}); r.status != 401 {
@@ -615,7 +614,7 @@ func TestPasswordChangeEndsOtherSessions(t *testing.T) {
 	if _, err := h.s.AuthenticateToken(ctx, a.Token); err != nil {
 		t.Errorf("the changing session ended: %v", err)
 	}
-	if _, err := h.s.AuthenticateToken(ctx, b.Token); !errors.Is(err, mtls.ErrInvalidToken) {
+	if _, err := h.s.AuthenticateToken(ctx, b.Token); !errors.Is(err, authz.ErrInvalidToken) {
 		t.Errorf("other session after change: %v, want revoked", err)
 	}
 	h.mustLogin("alice", newPw)
@@ -624,7 +623,7 @@ func TestPasswordChangeEndsOtherSessions(t *testing.T) {
 func TestAuthenticateTokenRejectsJunk(t *testing.T) {
 	h := newHarness(t, Config{})
 	for _, tok := range []string{"", "hth_at_", "hth_rt_" + strings.Repeat("A", 43), AccessTokenPrefix + strings.Repeat("A", 43), AccessTokenPrefix + strings.Repeat("!", 43)} {
-		if _, err := h.s.AuthenticateToken(context.Background(), tok); !errors.Is(err, mtls.ErrInvalidToken) {
+		if _, err := h.s.AuthenticateToken(context.Background(), tok); !errors.Is(err, authz.ErrInvalidToken) {
 			t.Errorf("AuthenticateToken(%q) = %v, want ErrInvalidToken", tok, err)
 		}
 	}

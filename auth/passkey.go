@@ -46,7 +46,6 @@ import (
 
 	"github.com/hearth-home/hearth/audit"
 	"github.com/hearth-home/hearth/authz"
-	"github.com/hearth-home/hearth/mtls"
 )
 
 var (
@@ -744,7 +743,7 @@ func (s *Service) finishAssertion(ctx context.Context, wa *webauthn.WebAuthn, c 
 	var h [32]byte
 	var lt *liveToken
 	var evicted [][32]byte
-	uctx := mtls.WithPrincipal(ctx, &authz.Principal{ID: "user:" + name})
+	uctx := authz.WithPrincipal(ctx, &authz.Principal{ID: "user:" + name})
 	err = s.commit(ctx, func(tx *bbolt.Tx) ([]audit.Event, error) {
 		u, err := getUser(tx, name)
 		if err != nil {

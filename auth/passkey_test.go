@@ -14,7 +14,6 @@ import (
 
 	"github.com/hearth-home/hearth/audit"
 	"github.com/hearth-home/hearth/authz"
-	"github.com/hearth-home/hearth/mtls"
 )
 
 // The passkey rules that need no authenticator: the relying party must be
@@ -38,8 +37,8 @@ func TestPasskeyRules(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	alice := mtls.WithPrincipal(ctx, &authz.Principal{ID: "user:alice"})
-	admin := mtls.WithPrincipal(ctx, localPrincipal)
+	alice := authz.WithPrincipal(ctx, &authz.Principal{ID: "user:alice"})
+	admin := authz.WithPrincipal(ctx, localPrincipal)
 	now := h.clk.Now()
 	if _, err := h.s.BeginPasskeyRegistration(admin, "alice", now); !errors.Is(err, ErrNotSelf) {
 		t.Errorf("an admin registering for alice = %v, want ErrNotSelf", err)
@@ -219,7 +218,7 @@ func TestPasskeyLockoutPersists(t *testing.T) {
 	if err := try(s2, 51); !errors.As(err, &te) {
 		t.Fatalf("after a restart = %v, want still throttled", err)
 	}
-	if err := s2.Unlock(mtls.WithPrincipal(ctx, localPrincipal), "alice"); err != nil {
+	if err := s2.Unlock(authz.WithPrincipal(ctx, localPrincipal), "alice"); err != nil {
 		t.Fatal(err)
 	}
 	if err := try(s2, 52); !errors.Is(err, ErrInvalidCredentials) {

@@ -19,7 +19,6 @@ import (
 
 	"github.com/hearth-home/hearth/audit"
 	"github.com/hearth-home/hearth/authz"
-	"github.com/hearth-home/hearth/mtls"
 )
 
 // Sentinel errors callers branch on.
@@ -99,8 +98,6 @@ type Service struct {
 	// back, as a failed bbolt commit (I/O error, disk full) would.
 	failCommit atomic.Pointer[func() error]
 }
-
-var _ mtls.TokenAuthenticator = (*Service)(nil)
 
 // flushInterval is how often idle-timeout timestamps and throttling state
 // are written back to the store (batched, so that verifying a token never
@@ -423,7 +420,7 @@ func (s *Service) record(ctx context.Context, e audit.Event) error {
 // actor names who acts, for audit entries: the authenticated principal of
 // ctx, or nobody (an anonymous login attempt).
 func actor(ctx context.Context) string {
-	if p := mtls.PrincipalFrom(ctx); p != nil && p.ID != "" {
+	if p := authz.PrincipalFrom(ctx); p != nil && p.ID != "" {
 		return p.ID
 	}
 	return ""

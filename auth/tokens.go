@@ -18,7 +18,6 @@ import (
 
 	"github.com/hearth-home/hearth/audit"
 	"github.com/hearth-home/hearth/authz"
-	"github.com/hearth-home/hearth/mtls"
 )
 
 // Token prefixes make a leaked token recognisable to secret scanners and
@@ -130,22 +129,22 @@ func wellFormed(tok, prefix string) bool {
 // sets its Zone), but its Caps slice is shared and must not be modified.
 // It costs a hash, a map lookup under a read lock and two clock
 // comparisons. The idle timestamp is updated in memory and written back in
-// batches. It returns mtls.ErrInvalidToken for an unknown, expired, idle or
+// batches. It returns authz.ErrInvalidToken for an unknown, expired, idle or
 // revoked token.
 func (s *Service) AuthenticateToken(ctx context.Context, token string) (*authz.Principal, error) {
 	if !wellFormed(token, AccessTokenPrefix) {
-		return nil, mtls.ErrInvalidToken
+		return nil, authz.ErrInvalidToken
 	}
 	h := tokenHash(token)
 	s.mu.RLock()
 	lt := s.tokens[h]
 	s.mu.RUnlock()
 	if lt == nil {
-		return nil, mtls.ErrInvalidToken
+		return nil, authz.ErrInvalidToken
 	}
 	now := s.now().UnixNano()
 	if !lt.alive(now, s.set.tokenIdle) {
-		return nil, mtls.ErrInvalidToken
+		return nil, authz.ErrInvalidToken
 	}
 	// Sliding idle timeout (ASVS 5.0 V7.3.1). Storing only when the value
 	// moved by a second keeps the cache line quiet under load.
@@ -330,8 +329,8 @@ func intersect(a, b []authz.Capability) []authz.Capability {
 // sessions are exactly like password ones. mfa says whether a second
 // factor was used; client is the client address for the audit entry.
 func (s *Service) IssueSession(ctx context.Context, username, method string, mfa bool, client string) (*Session, error) {
-	if mtls.PrincipalFrom(ctx) == nil {
-		ctx = mtls.WithPrincipal(ctx, &authz.Principal{ID: "user:" + username})
+	if authz.PrincipalFrom(ctx) == nil {
+		ctx = authz.WithPrincipal(ctx, &authz.Principal{ID: "user:" + username})
 	}
 	var evicted [][32]byte
 	var sess *Session
@@ -419,7 +418,7 @@ func (s *Service) Refresh(ctx context.Context, refresh, client string) (*Session
 	}, s.publishing(&h, &lt, new([][32]byte)))
 	if reused != nil {
 		// Reuse means the token was copied: end the family (both copies).
-		ctx = mtls.WithPrincipal(ctx, &authz.Principal{ID: "user:" + reused.User})
+		ctx = authz.WithPrincipal(ctx, &authz.Principal{ID: "user:" + reused.User})
 		_ = s.revoke(ctx, revokeFamily(reused.Family), "refresh token reused", "user:"+reused.User, client, map[string]string{"refresh_id": tokenID(rh)})
 		return nil, ErrInvalidCredentials
 	}
@@ -516,7 +515,7 @@ func (s *Service) Logout(ctx context.Context, token, client string) error {
 	if lt == nil || !lt.alive(s.now().UnixNano(), s.set.tokenIdle) {
 		return ErrInvalidCredentials
 	}
-	ctx = mtls.WithPrincipal(ctx, &authz.Principal{ID: lt.id})
+	ctx = authz.WithPrincipal(ctx, &authz.Principal{ID: lt.id})
 	logout := s.event(ctx, audit.EventAuthLogout, audit.OutcomeSuccess, lt.id, "", client, map[string]string{"token_id": tokenID(h), "family": lt.family})
 	return s.revoke(ctx, revokeFamily(lt.family), "logout", lt.id, client, map[string]string{"token_id": tokenID(h)}, logout)
 }

@@ -19,7 +19,6 @@ import (
 
 	"github.com/hearth-home/hearth/audit"
 	"github.com/hearth-home/hearth/authz"
-	"github.com/hearth-home/hearth/mtls"
 )
 
 // RecoveryCodeCount is how many recovery codes a user holds after
@@ -69,7 +68,7 @@ func (s *Service) hashPassword(ctx context.Context, pw string) (string, error) {
 }
 
 // reservedName is the name of the admin socket's principal (user:local,
-// mtls.LocalPrincipalID), which no user may take, so that audit entries
+// authz.LocalPrincipalID), which no user may take, so that audit entries
 // tell the owner at the machine from any account.
 const reservedName = "local"
 
@@ -132,8 +131,8 @@ func (s *Service) AddUser(ctx context.Context, name string, caps []string, passw
 // forced changes without evidence of compromise. An owner who wants their
 // own runs `hearth user passwd`.
 func (s *Service) CreateOwner(ctx context.Context, name string) (password string, recoveryCodes []string, err error) {
-	if mtls.PrincipalFrom(ctx) == nil {
-		ctx = mtls.WithPrincipal(ctx, localPrincipal)
+	if authz.PrincipalFrom(ctx) == nil {
+		ctx = authz.WithPrincipal(ctx, localPrincipal)
 	}
 	pw, err := s.randomString(15) // 15 bytes = 24 base32 characters
 	if err != nil {

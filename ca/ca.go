@@ -34,7 +34,6 @@ import (
 	"github.com/hearth-home/hearth/audit"
 	"github.com/hearth-home/hearth/authz"
 	"github.com/hearth-home/hearth/internal/ratelimit"
-	"github.com/hearth-home/hearth/mtls"
 )
 
 // Options are the parts of hearth the CA uses. Zero fields get defaults.
@@ -97,8 +96,6 @@ type CA struct {
 	apiOnce    sync.Once
 	apiHandler http.Handler
 }
-
-var _ mtls.DeviceDirectory = (*CA)(nil)
 
 // Open opens the CA that [Init] created under <dir>/ca and starts the
 // embedded smallstep authority (not its listeners: the server mounts

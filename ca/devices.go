@@ -21,7 +21,6 @@ import (
 	smalldb "github.com/smallstep/certificates/db"
 
 	"github.com/hearth-home/hearth/authz"
-	"github.com/hearth-home/hearth/mtls"
 )
 
 // devicesBucket holds one JSON deviceRecord per device name.
@@ -29,9 +28,9 @@ var devicesBucket = []byte("ca.devices")
 
 // Errors callers branch on.
 var (
-	// ErrUnknownDevice is mtls.ErrUnknownDevice: no such device, or it or
+	// ErrUnknownDevice is authz.ErrUnknownDevice: no such device, or it or
 	// the certificate is revoked, or the certificate was never recorded.
-	ErrUnknownDevice = mtls.ErrUnknownDevice
+	ErrUnknownDevice = authz.ErrUnknownDevice
 	// ErrDeviceExists means AddDevice found an enrolled, unrevoked device
 	// of that name; revoke it first.
 	ErrDeviceExists = errors.New("ca: a device of that name is enrolled; revoke it first")

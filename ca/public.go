@@ -13,8 +13,8 @@ import (
 	"github.com/smallstep/certificates/authority/provisioner"
 
 	"github.com/hearth-home/hearth/audit"
+	"github.com/hearth-home/hearth/authz"
 	"github.com/hearth-home/hearth/internal/httpx"
-	"github.com/hearth-home/hearth/mtls"
 )
 
 // The paths of [CA.PublicHandler].
@@ -60,7 +60,7 @@ func clientOf(ctx context.Context) string {
 }
 
 func principalOf(ctx context.Context) string {
-	if p := mtls.PrincipalFrom(ctx); p != nil {
+	if p := authz.PrincipalFrom(ctx); p != nil {
 		return p.ID
 	}
 	return ""

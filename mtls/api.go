@@ -10,7 +10,7 @@ import (
 )
 
 // APIHandler serves the gateway's own endpoints for requests that already
-// carry their principal in the context (WithPrincipal), so the server can
+// carry their principal in the context (authz.WithPrincipal), so the server can
 // mount it in the hearth mux that the admin socket also serves:
 //
 //	GET  /.hearth/healthz        {"ok": true}, no authentication
@@ -20,7 +20,7 @@ import (
 // The gateway answers these paths itself, before its Hearth handler.
 func (g *Gateway) APIHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		pr := PrincipalFrom(r.Context())
+		pr := authz.PrincipalFrom(r.Context())
 		switch r.URL.Path {
 		case "/.hearth/healthz":
 			g.healthz(w, r)
@@ -173,7 +173,7 @@ func (g *Gateway) record(r *http.Request, pr *authz.Principal, d authz.Decision,
 // requests are never limited.
 func (g *Gateway) Require(c authz.Capability, h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		pr := PrincipalFrom(r.Context())
+		pr := authz.PrincipalFrom(r.Context())
 		now := g.now()
 		if pr == nil {
 			zone := g.zone(r.RemoteAddr)
@@ -199,15 +199,12 @@ func (g *Gateway) Require(c authz.Capability, h http.Handler) http.Handler {
 	})
 }
 
-// LocalPrincipalID is the principal of the admin unix socket.
-const LocalPrincipalID = "user:local"
-
 // NewLocalPrincipal is the admin socket's principal: the owner's uid on the
 // host (the socket checks SO_PEERCRED), method local, zone lan, every
 // capability the policy knows.
 func NewLocalPrincipal(policy *authz.Policy, now time.Time) *authz.Principal {
 	return &authz.Principal{
-		ID:       LocalPrincipalID,
+		ID:       authz.LocalPrincipalID,
 		Kind:     authz.KindUser,
 		Caps:     policy.All(),
 		Method:   authz.MethodLocal,
@@ -231,6 +228,6 @@ func LocalPrincipal(policy *authz.Policy, now func() time.Time, h http.Handler) 
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		stripHearthHeaders(r.Header)
-		h.ServeHTTP(w, r.WithContext(WithPrincipal(r.Context(), NewLocalPrincipal(policy, now()))))
+		h.ServeHTTP(w, r.WithContext(authz.WithPrincipal(r.Context(), NewLocalPrincipal(policy, now()))))
 	})
 }

@@ -61,7 +61,7 @@ func TestRequire(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			rec.setFail(tt.fail)
 			req := httptest.NewRequest("POST", "/.hearth/v1/admin/devices", nil)
-			req = req.WithContext(WithPrincipal(req.Context(), tt.p))
+			req = req.WithContext(authz.WithPrincipal(req.Context(), tt.p))
 			w := httptest.NewRecorder()
 			h.ServeHTTP(w, req)
 			if w.Code != tt.want {
@@ -97,7 +97,7 @@ func TestLocalPrincipal(t *testing.T) {
 	var got *authz.Principal
 	var hdr http.Header
 	h := g.LocalPrincipal(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		got = PrincipalFrom(r.Context())
+		got = authz.PrincipalFrom(r.Context())
 		hdr = r.Header
 	}))
 	req := httptest.NewRequest("GET", "/.hearth/v1/admin/devices", nil)

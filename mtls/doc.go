@@ -32,7 +32,7 @@
 //     zone is lan when the real peer address is in a trusted network;
 //     X-Forwarded-For never changes it.
 //  3. Paths under /.hearth/ go to the Hearth handler with the principal
-//     (possibly nil) in the context ([PrincipalFrom]).
+//     (possibly nil) in the context ([authz.PrincipalFrom]).
 //  4. Any other path picks its route (exact, else the longest "/*" prefix),
 //     the method must be listed (a websocket upgrade is the method
 //     WEBSOCKET, which only a route listing it matches), and authz
@@ -87,44 +87,22 @@ package mtls
 import (
 	"context"
 	"crypto/x509"
-	"errors"
 
 	"github.com/hearth-home/hearth/authz"
 )
-
-// ErrUnknownDevice is returned by a DeviceDirectory for a certificate whose
-// device does not exist, or that is revoked or superseded.
-var ErrUnknownDevice = errors.New("mtls: unknown or revoked device")
 
 // DeviceDirectory maps a verified client certificate to its device record.
 // It is called on every request, so that a revocation takes effect at once.
 type DeviceDirectory interface {
 	// LookupDevice returns the device's name and granted (expanded)
-	// capabilities, or ErrUnknownDevice when the device does not exist, is
-	// revoked, or the certificate's serial was revoked.
+	// capabilities, or authz.ErrUnknownDevice when the device does not exist, is
+	// revoked, or the certificate's serial was revoked (authz.ErrUnknownDevice).
 	LookupDevice(ctx context.Context, cert *x509.Certificate) (name string, caps []authz.Capability, err error)
 }
 
 // TokenAuthenticator turns a bearer token into a principal (Method token;
-// Zone is set by the gateway). It returns ErrInvalidToken for an unknown,
-// expired or revoked token.
+// Zone is set by the gateway). It returns authz.ErrInvalidToken for an
+// unknown, expired or revoked token.
 type TokenAuthenticator interface {
 	AuthenticateToken(ctx context.Context, token string) (*authz.Principal, error)
-}
-
-// ErrInvalidToken is what a TokenAuthenticator returns for a token that does
-// not authenticate anyone.
-var ErrInvalidToken = errors.New("mtls: invalid or expired token")
-
-type principalKey struct{}
-
-// WithPrincipal returns ctx carrying p.
-func WithPrincipal(ctx context.Context, p *authz.Principal) context.Context {
-	return context.WithValue(ctx, principalKey{}, p)
-}
-
-// PrincipalFrom returns the authenticated principal of a request, or nil.
-func PrincipalFrom(ctx context.Context) *authz.Principal {
-	p, _ := ctx.Value(principalKey{}).(*authz.Principal)
-	return p
 }

@@ -68,7 +68,7 @@ type GatewayOptions struct {
 	TrustedNetworks []netip.Prefix
 	// Hearth serves every path under /.hearth/ except the three the
 	// gateway answers itself (healthz, whoami, authz/check). It finds the
-	// principal, possibly nil, with PrincipalFrom. Nil answers 404.
+	// principal, possibly nil, with authz.PrincipalFrom. Nil answers 404.
 	Hearth http.Handler
 	// Logger gets operational messages (never tokens). Zero: discard.
 	Logger zerolog.Logger
@@ -423,7 +423,7 @@ func (g *Gateway) authenticate(ctx context.Context, c credential, zone authz.Zon
 			return nil, authBadDevice
 		}
 		name, caps, err := g.devices.LookupDevice(ctx, c.cert)
-		if errors.Is(err, ErrUnknownDevice) {
+		if errors.Is(err, authz.ErrUnknownDevice) {
 			return nil, authBadDevice
 		}
 		if err != nil {
@@ -446,7 +446,7 @@ func (g *Gateway) authenticate(ctx context.Context, c credential, zone authz.Zon
 			return nil, authBadToken
 		}
 		p, err := g.tokens.AuthenticateToken(ctx, c.token)
-		if errors.Is(err, ErrInvalidToken) || err == nil && p == nil {
+		if errors.Is(err, authz.ErrInvalidToken) || err == nil && p == nil {
 			return nil, authBadToken
 		}
 		if err != nil {
@@ -601,7 +601,7 @@ func (g *Gateway) serveHearth(w http.ResponseWriter, r *http.Request, norm strin
 		httpx.Error(w, http.StatusNotFound, "not_found", "no such hearth endpoint")
 		return
 	}
-	g.hearth.ServeHTTP(w, r.WithContext(WithPrincipal(r.Context(), pr)))
+	g.hearth.ServeHTTP(w, r.WithContext(authz.WithPrincipal(r.Context(), pr)))
 }
 
 // agentDenial is a refusal on the proxy path.

@@ -116,7 +116,7 @@ func newHarness(t *testing.T, mods ...func(*GatewayOptions)) *harness {
 
 	hearth := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h.mu.Lock()
-		h.hearthSeen = append(h.hearthSeen, PrincipalFrom(r.Context()))
+		h.hearthSeen = append(h.hearthSeen, authz.PrincipalFrom(r.Context()))
 		h.mu.Unlock()
 		fmt.Fprintf(w, "hearth mux: %s", r.URL.Path)
 	})

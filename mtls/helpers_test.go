@@ -114,7 +114,7 @@ func (d *devices) LookupDevice(_ context.Context, c *x509.Certificate) (string, 
 			return name, caps, nil
 		}
 	}
-	return "", nil, ErrUnknownDevice
+	return "", nil, authz.ErrUnknownDevice
 }
 
 func (d *devices) set(name string, caps []authz.Capability) {
@@ -142,7 +142,7 @@ func (m tokens) AuthenticateToken(_ context.Context, tok string) (*authz.Princip
 	if p, ok := m[tok]; ok {
 		return p, nil
 	}
-	return nil, ErrInvalidToken
+	return nil, authz.ErrInvalidToken
 }
 
 // recorder keeps events in memory; fail makes Record fail.

@@ -16,11 +16,11 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/hearth-home/hearth/audit"
+	"github.com/hearth-home/hearth/authz"
 	"github.com/hearth-home/hearth/internal/admin"
 	"github.com/hearth-home/hearth/internal/backup"
 	"github.com/hearth-home/hearth/internal/config"
 	"github.com/hearth-home/hearth/internal/server"
-	"github.com/hearth-home/hearth/mtls"
 )
 
 // minBackupPassphrase is the shortest passphrase a backup takes: the
@@ -229,7 +229,7 @@ func offlineBackup(dir string, w io.Writer) error {
 		return fmt.Errorf("backup: %w", err)
 	}
 	err = lg.Record(context.Background(), audit.Event{
-		Name: server.EventBackupCreate, Outcome: audit.OutcomeSuccess, Principal: mtls.LocalPrincipalID, Client: "local",
+		Name: server.EventBackupCreate, Outcome: audit.OutcomeSuccess, Principal: authz.LocalPrincipalID, Client: "local",
 		Resource: dir, Meta: map[string]string{"audit_entries_before": strconv.FormatInt(lg.Size(), 10)},
 	})
 	if cerr := lg.Close(); err == nil {
@@ -321,7 +321,7 @@ func runRestore(e *env, in, dir string, ids []age.Identity) error {
 		return fmt.Errorf("restore: the restored audit log does not open: %w", err)
 	}
 	err = lg.Record(context.Background(), audit.Event{
-		Name: EventBackupRestore, Outcome: audit.OutcomeSuccess, Principal: mtls.LocalPrincipalID, Client: "local", Resource: dir,
+		Name: EventBackupRestore, Outcome: audit.OutcomeSuccess, Principal: authz.LocalPrincipalID, Client: "local", Resource: dir,
 		Meta: map[string]string{"backup_created": man.Created.Format("2006-01-02T15:04:05Z"), "audit_entries": strconv.FormatInt(man.AuditEntries, 10)},
 	})
 	if cerr := lg.Close(); err == nil {

@@ -10,10 +10,10 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/hearth-home/hearth/audit"
+	"github.com/hearth-home/hearth/authz"
 	"github.com/hearth-home/hearth/ca"
 	"github.com/hearth-home/hearth/internal/admin"
 	"github.com/hearth-home/hearth/internal/config"
-	"github.com/hearth-home/hearth/mtls"
 )
 
 // EventCARotate is the audit event of an intermediate rotation.
@@ -77,7 +77,7 @@ keep it offline (see the README), plug it in for the rotation only.`,
 			}
 			defer lg.Close()
 			res, rerr := ca.RotateIntermediate(dir, rootKey, nil)
-			ev := audit.Event{Name: EventCARotate, Principal: mtls.LocalPrincipalID, Client: "local", Resource: "ca:intermediate"}
+			ev := audit.Event{Name: EventCARotate, Principal: authz.LocalPrincipalID, Client: "local", Resource: "ca:intermediate"}
 			if rerr != nil {
 				ev.Outcome, ev.Reason = audit.OutcomeFailure, rerr.Error()
 			} else {

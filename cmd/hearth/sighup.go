@@ -8,8 +8,8 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/hearth-home/hearth/authz"
 	"github.com/hearth-home/hearth/internal/server"
-	"github.com/hearth-home/hearth/mtls"
 )
 
 // reloadOnSIGHUP reloads hearth.yaml on every SIGHUP (the Unix convention,
@@ -25,7 +25,7 @@ func reloadOnSIGHUP(ctx context.Context, s *server.Server, log zerolog.Logger) (
 			case <-done:
 				return
 			case <-ch:
-				if _, err := s.Reload(ctx, mtls.LocalPrincipalID, "signal"); err != nil {
+				if _, err := s.Reload(ctx, authz.LocalPrincipalID, "signal"); err != nil {
 					log.Error().Err(err).Msg("SIGHUP: reload failed")
 				}
 			}

@@ -11,7 +11,6 @@ import (
 	"github.com/hearth-home/hearth/ca"
 	"github.com/hearth-home/hearth/internal/backup"
 	"github.com/hearth-home/hearth/internal/httpx"
-	"github.com/hearth-home/hearth/mtls"
 )
 
 // BackupPath streams a backup archive (unencrypted tar: `hearth backup`
@@ -33,7 +32,7 @@ const EventBackupCreate = "backup.create"
 // do not leave the machine over the network). The backup is audited, fail
 // closed, before the first byte is sent.
 func (s *Server) serveBackup(w http.ResponseWriter, r *http.Request) {
-	p := mtls.PrincipalFrom(r.Context())
+	p := authz.PrincipalFrom(r.Context())
 	ev := audit.Event{Name: EventBackupCreate, Resource: s.opts.Dir, Client: r.RemoteAddr}
 	if p != nil {
 		ev.Principal = p.ID

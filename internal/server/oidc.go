@@ -11,7 +11,6 @@ import (
 	"github.com/hearth-home/hearth/auth"
 	"github.com/hearth-home/hearth/auth/oidc"
 	"github.com/hearth-home/hearth/authz"
-	"github.com/hearth-home/hearth/mtls"
 )
 
 // oidcAuth adapts *auth.Service to the small interfaces package oidc
@@ -65,7 +64,7 @@ func newOIDC(s *Server, providers []oidc.Provider, publicURL string) (*oidc.Hand
 		CookieKey:    s.cookieKey,
 		SignedInUser: signedInUser(s.opts.Now),
 		PrincipalID: func(r *http.Request) string {
-			if p := mtls.PrincipalFrom(r.Context()); p != nil {
+			if p := authz.PrincipalFrom(r.Context()); p != nil {
 				return p.ID
 			}
 			return ""
@@ -93,7 +92,7 @@ func signedInUser(now func() time.Time) func(*http.Request) (string, bool) {
 		now = time.Now
 	}
 	return func(r *http.Request) (string, bool) {
-		p := mtls.PrincipalFrom(r.Context())
+		p := authz.PrincipalFrom(r.Context())
 		if p == nil || p.Kind != authz.KindUser || !strings.HasPrefix(p.ID, "user:") {
 			return "", false
 		}

@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/hearth-home/hearth/authz"
-	"github.com/hearth-home/hearth/mtls"
 )
 
 // Only a fresh, second-factor user session (or the local socket) may link
@@ -35,7 +34,7 @@ func TestSignedInUserForLinking(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			r := httptest.NewRequest("GET", "/.hearth/v1/auth/oidc/test/link", nil)
 			if c.p != nil {
-				r = r.WithContext(mtls.WithPrincipal(r.Context(), c.p))
+				r = r.WithContext(authz.WithPrincipal(r.Context(), c.p))
 			}
 			if _, ok := f(r); ok != c.want {
 				t.Errorf("signedInUser(%+v) ok = %v, want %v", c.p, ok, c.want)

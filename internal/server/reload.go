@@ -248,9 +248,9 @@ func bounded(s string, n int) string {
 // with the reason when the file is refused, 503 when the log cannot record
 // the change.
 func (s *Server) handleReload(w http.ResponseWriter, r *http.Request) {
-	by := mtls.LocalPrincipalID
+	by := authz.LocalPrincipalID
 	via := "socket"
-	if p := mtls.PrincipalFrom(r.Context()); p != nil {
+	if p := authz.PrincipalFrom(r.Context()); p != nil {
 		by = p.ID
 		if p.Method != authz.MethodLocal {
 			via = "gateway"

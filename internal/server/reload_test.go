@@ -14,7 +14,6 @@ import (
 	"github.com/hearth-home/hearth/audit"
 	"github.com/hearth-home/hearth/authz"
 	"github.com/hearth-home/hearth/internal/config"
-	"github.com/hearth-home/hearth/mtls"
 )
 
 // Reload applies bundles, requirements, trusted networks and OIDC
@@ -78,7 +77,7 @@ oidc:
 	if err := os.WriteFile(p, []byte(edited), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	res, err := s.Reload(ctx, mtls.LocalPrincipalID, "socket")
+	res, err := s.Reload(ctx, authz.LocalPrincipalID, "socket")
 	if err != nil {
 		t.Fatalf("Reload = %v", err)
 	}
@@ -103,7 +102,7 @@ oidc:
 		t.Fatal(err)
 	}
 	before := s.live.Load()
-	if _, err := s.Reload(ctx, mtls.LocalPrincipalID, "signal"); !errors.Is(err, ErrConfigRefused) {
+	if _, err := s.Reload(ctx, authz.LocalPrincipalID, "signal"); !errors.Is(err, ErrConfigRefused) {
 		t.Fatalf("Reload with a missing secret file = %v, want ErrConfigRefused", err)
 	}
 	if s.live.Load() != before {
@@ -117,7 +116,7 @@ oidc:
 		t.Errorf("the entry at start = %+v, want via start with the file's sha256", e)
 	}
 	ents = ents[1:]
-	if e := ents[0]; e.Outcome != audit.OutcomeSuccess || e.Meta["restart_needed"] != "ca" || e.Meta["sha256"] != res.SHA256 || e.Principal != mtls.LocalPrincipalID {
+	if e := ents[0]; e.Outcome != audit.OutcomeSuccess || e.Meta["restart_needed"] != "ca" || e.Meta["sha256"] != res.SHA256 || e.Principal != authz.LocalPrincipalID {
 		t.Errorf("the applied reload's entry = %+v", e)
 	}
 	if e := ents[1]; e.Outcome != audit.OutcomeFailure || e.Meta["via"] != "signal" || !strings.Contains(e.Reason, "kept") {

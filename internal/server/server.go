@@ -42,6 +42,14 @@ import (
 	"github.com/hearth-home/hearth/mtls"
 )
 
+// The gateway consumes the CA as its device directory and auth as its
+// token authenticator; the interfaces live with the gateway, and the
+// checks that the parts fit live here, where they are composed.
+var (
+	_ mtls.DeviceDirectory    = (*ca.CA)(nil)
+	_ mtls.TokenAuthenticator = (*auth.Service)(nil)
+)
+
 // StoreName is the embedded store's file name in the data dir.
 const StoreName = "hearth.db"
 
@@ -185,7 +193,7 @@ func Open(opts Options) (*Server, error) {
 	// as a new sha256 at the next start.
 	if err := s.rec.Record(context.Background(), audit.Event{
 		Time: opts.Now().UTC(), Name: audit.EventConfigChange, Outcome: audit.OutcomeSuccess,
-		Principal: mtls.LocalPrincipalID, Resource: config.FileName, Client: "local",
+		Principal: authz.LocalPrincipalID, Resource: config.FileName, Client: "local",
 		Reason: "started with this configuration", Meta: map[string]string{"via": "start", "sha256": l.sum},
 	}); err != nil {
 		return nil, fmt.Errorf("server: recording the configuration at start: %w", err)
@@ -327,7 +335,7 @@ func (s *Server) principalInfo(w http.ResponseWriter, r *http.Request) {
 
 func requirePrincipal(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if mtls.PrincipalFrom(r.Context()) == nil {
+		if authz.PrincipalFrom(r.Context()) == nil {
 			httpx.Error(w, http.StatusUnauthorized, "unauthenticated", "present a device certificate or a bearer token")
 			return
 		}

@@ -445,7 +445,7 @@ func TestChromiumPasskeys(t *testing.T) {
 	re.signInWithPasskey(t, ctx) // recovery ended the browser's session
 
 	// An admin can remove a user's passkeys but never add one.
-	local := mtls.WithPrincipal(context.Background(), &authz.Principal{ID: "user:local", Kind: authz.KindUser, Method: authz.MethodLocal, Zone: authz.ZoneLAN})
+	local := authz.WithPrincipal(context.Background(), &authz.Principal{ID: "user:local", Kind: authz.KindUser, Method: authz.MethodLocal, Zone: authz.ZoneLAN})
 	if _, err := re.auth.BeginPasskeyRegistration(local, "root", re.clk.Now()); !errors.Is(err, auth.ErrNotSelf) {
 		t.Errorf("an admin adding a passkey for root: %v, want ErrNotSelf", err)
 	}

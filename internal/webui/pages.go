@@ -129,7 +129,7 @@ func (u *UI) decideAdmin(w http.ResponseWriter, r *http.Request, pr *authz.Princ
 // admin gates an admin page or action: a principal (else the sign-in
 // page), hearth:admin by the authorizer (else 403 with the reason).
 func (u *UI) admin(w http.ResponseWriter, r *http.Request, title, action string) (page, bool) {
-	pr := mtls.PrincipalFrom(r.Context())
+	pr := authz.PrincipalFrom(r.Context())
 	if pr == nil {
 		http.Redirect(w, r, LoginPath, http.StatusSeeOther)
 		return page{}, false
@@ -619,7 +619,7 @@ type accountData struct {
 
 // self returns the signed-in user's name, or answers the request.
 func (u *UI) self(w http.ResponseWriter, r *http.Request) (page, string, bool) {
-	pr := mtls.PrincipalFrom(r.Context())
+	pr := authz.PrincipalFrom(r.Context())
 	if pr == nil {
 		http.Redirect(w, r, LoginPath, http.StatusSeeOther)
 		return page{}, "", false
@@ -652,7 +652,7 @@ func (u *UI) renderAccount(w http.ResponseWriter, r *http.Request, p page, name 
 			u.unavailable(w, err)
 			return
 		}
-		pr := mtls.PrincipalFrom(r.Context())
+		pr := authz.PrincipalFrom(r.Context())
 		d.PasskeyFresh = pr != nil && u.o.Now().Sub(pr.AuthTime) <= auth.PasskeyFreshLogin
 		p.Passkeys = true
 		w.Header().Set("Content-Security-Policy", scriptCSP)
@@ -724,7 +724,7 @@ func (u *UI) accountAction(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	case "recovery-codes":
-		pr := mtls.PrincipalFrom(ctx)
+		pr := authz.PrincipalFrom(ctx)
 		if u.o.Now().Sub(pr.AuthTime) > FreshLogin {
 			d.FreshNeeded = true
 			p.Message = fmt.Sprintf("New recovery codes need a fresh sign-in: sign out, sign in again, and come back within %s.", inWords(FreshLogin))

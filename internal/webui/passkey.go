@@ -17,8 +17,8 @@ import (
 	"time"
 
 	"github.com/hearth-home/hearth/auth"
+	"github.com/hearth-home/hearth/authz"
 	"github.com/hearth-home/hearth/internal/httpx"
-	"github.com/hearth-home/hearth/mtls"
 )
 
 // Passkeys is what the pages need of the auth service's passkeys
@@ -102,7 +102,7 @@ var errNoUser = errors.New("webui: not signed in with a user account")
 
 // selfName is the signed-in user's name and authentication time.
 func selfName(r *http.Request) (string, time.Time, error) {
-	pr := mtls.PrincipalFrom(r.Context())
+	pr := authz.PrincipalFrom(r.Context())
 	if pr == nil {
 		return "", time.Time{}, errNoUser
 	}

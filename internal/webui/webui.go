@@ -381,7 +381,7 @@ func (u *UI) logout(w http.ResponseWriter, r *http.Request) {
 }
 
 func (u *UI) home(w http.ResponseWriter, r *http.Request) {
-	pr := mtls.PrincipalFrom(r.Context())
+	pr := authz.PrincipalFrom(r.Context())
 	if pr == nil {
 		http.Redirect(w, r, LoginPath, http.StatusSeeOther)
 		return

@@ -234,7 +234,7 @@ func (d staticDirectory) LookupDevice(_ context.Context, c *x509.Certificate) (s
 			return name, d.caps, nil
 		}
 	}
-	return "", nil, mtls.ErrUnknownDevice
+	return "", nil, authz.ErrUnknownDevice
 }
 
 func serveHearth(dir, upstream string) error {
