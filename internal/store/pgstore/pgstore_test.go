@@ -96,3 +96,14 @@ func TestMigrateConcurrentProcesses(t *testing.T) {
 		}
 	}
 }
+
+// migrated returns a fresh database with hearth's schema applied.
+func migrated(t *testing.T) (*pgtest.DB, *pgxpool.Pool) {
+	t.Helper()
+	db := pgtest.New(t)
+	pool := db.Pool(t)
+	if _, err := Migrate(context.Background(), pool); err != nil {
+		t.Fatal(err)
+	}
+	return db, pool
+}
