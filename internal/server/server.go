@@ -38,6 +38,8 @@ import (
 	"github.com/hearth-home/hearth/internal/config"
 	"github.com/hearth-home/hearth/internal/httpx"
 	"github.com/hearth-home/hearth/internal/metrics"
+	"github.com/hearth-home/hearth/internal/store"
+	"github.com/hearth-home/hearth/internal/store/boltstore"
 	"github.com/hearth-home/hearth/internal/webui"
 	"github.com/hearth-home/hearth/mtls"
 )
@@ -70,6 +72,9 @@ type Options struct {
 	// this address (an empty host is loopback, see metrics.ListenAddr).
 	// Empty: no metrics listener, and nothing is counted.
 	MetricsListen string
+	// StoreDSN, if set, keeps the state in this PostgreSQL database
+	// (store.driver postgres) instead of hearth.yaml's store section.
+	StoreDSN string
 }
 
 // Addrs are the addresses the server is listening on.
@@ -85,7 +90,8 @@ type Server struct {
 	opts  Options
 	cfg   *config.Config // as started: listeners, CA, auth and audit settings
 	log   zerolog.Logger
-	db    *bolt.DB
+	store store.Store
+	db    *bolt.DB // the embedded store's database; nil on PostgreSQL
 	audit *audit.Log
 	rec   audit.Recorder   // the log, counted by metrics when they are on
 	mets  *metrics.Metrics // nil without MetricsListen
@@ -122,6 +128,9 @@ func Open(opts Options) (*Server, error) {
 		return nil, err
 	}
 	applyOptions(cfg, opts)
+	if err := cfg.Store.Validate(); err != nil { // --store-dsn too
+		return nil, err
+	}
 	s := &Server{opts: opts, cfg: cfg, log: opts.Logger}
 	ok := false
 	defer func() {
@@ -141,9 +150,11 @@ func Open(opts Options) (*Server, error) {
 		return nil, fmt.Errorf("server: reading randomness: %w", err)
 	}
 
-	s.db, err = bolt.Open(filepath.Join(dir, StoreName), 0o600, &bolt.Options{Timeout: 2 * time.Second})
-	if err != nil {
-		return nil, fmt.Errorf("server: opening the store %s: %w (is another hearth serving this dir?)", filepath.Join(dir, StoreName), err)
+	if s.store, err = openStore(context.Background(), dir, cfg.Store); err != nil {
+		return nil, err
+	}
+	if bs, ok := s.store.(*boltstore.Store); ok {
+		s.db = bs.DB()
 	}
 	aopts := audit.Options{Logger: s.log, Now: opts.Now}
 	if opts.MetricsListen != "" {
@@ -460,8 +471,8 @@ func (s *Server) Close() error {
 	if s.audit != nil {
 		errs = append(errs, s.audit.Close())
 	}
-	if s.db != nil {
-		errs = append(errs, s.db.Close())
+	if s.store != nil {
+		errs = append(errs, s.store.Close())
 	}
 	return errors.Join(errs...)
 }
