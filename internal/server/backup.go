@@ -39,7 +39,7 @@ func (s *Server) serveBackup(w http.ResponseWriter, r *http.Request) {
 	}
 	if p == nil || p.Method != authz.MethodLocal {
 		ev.Outcome, ev.Reason = audit.OutcomeDeny, "a backup holds the CA's keys: only the admin socket may take one"
-		if err := s.audit.Record(r.Context(), ev); err != nil {
+		if err := s.rec.Record(r.Context(), ev); err != nil {
 			httpx.Unavailable(w)
 			return
 		}
@@ -59,7 +59,7 @@ func (s *Server) serveBackup(w http.ResponseWriter, r *http.Request) {
 	}
 	ev.Outcome = audit.OutcomeSuccess
 	ev.Meta = map[string]string{"audit_entries_before": strconv.FormatInt(s.audit.Size(), 10)}
-	if err := s.audit.Record(r.Context(), ev); err != nil {
+	if err := s.rec.Record(r.Context(), ev); err != nil {
 		s.log.Error().Err(err).Msg("server: backup not audited; refused")
 		httpx.Unavailable(w)
 		return

@@ -27,7 +27,10 @@ func (s *Server) registerCollectors() error {
 		return out, nil
 	}
 	gateway := func() time.Time { return s.ca.ServerCertificate().Leaf.NotAfter }
-	cs := []prometheus.Collector{metrics.CertCollector(devices, gateway, s.opts.Now), metrics.WitnessCollector(s.audit.Witnesses)}
+	cs := []prometheus.Collector{metrics.CertCollector(devices, gateway, s.opts.Now)}
+	if s.audit != nil { // witnesses cosign the file log
+		cs = append(cs, metrics.WitnessCollector(s.audit.Witnesses))
+	}
 	if s.db != nil { // bbolt's figures; PostgreSQL's pool figures are storeCollectors'
 		cs = append(cs, metrics.StoreCollector(s.db))
 	}

@@ -25,7 +25,7 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 		f    func() error
 	}{
 		{"store", func() error { return s.store.Ping(r.Context()) }},
-		{"audit", s.audit.Err},
+		{"audit", func() error { return s.auditReady(r.Context()) }},
 		{"ca", s.ca.Ready},
 		{"feed", s.feedFresh},
 	} {

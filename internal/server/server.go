@@ -38,6 +38,7 @@ import (
 	"github.com/hearth-home/hearth/internal/config"
 	"github.com/hearth-home/hearth/internal/httpx"
 	"github.com/hearth-home/hearth/internal/metrics"
+	"github.com/hearth-home/hearth/internal/pgaudit"
 	"github.com/hearth-home/hearth/internal/store"
 	"github.com/hearth-home/hearth/internal/store/boltstore"
 	"github.com/hearth-home/hearth/internal/webui"
@@ -91,12 +92,15 @@ type Server struct {
 	cfg   *config.Config // as started: listeners, CA, auth and audit settings
 	log   zerolog.Logger
 	store store.Store
-	db    *bolt.DB // the embedded store's database; nil on PostgreSQL
-	audit *audit.Log
-	rec   audit.Recorder   // the log, counted by metrics when they are on
-	mets  *metrics.Metrics // nil without MetricsListen
-	ca    *ca.CA
-	auth  *auth.Service
+	db    *bolt.DB   // the embedded store's database; nil on PostgreSQL
+	audit *audit.Log // the file log; nil on PostgreSQL
+	// pgAudit is the audit history replicas share on PostgreSQL; nil on
+	// bbolt.
+	pgAudit *pgaudit.Log
+	rec     audit.Recorder   // the log, counted by metrics when they are on
+	mets    *metrics.Metrics // nil without MetricsListen
+	ca      *ca.CA
+	auth    *auth.Service
 
 	// live is what hearth.yaml's routes, bundles, requirements, trusted
 	// networks and OIDC providers built (see reload.go); a reload swaps it
@@ -156,17 +160,31 @@ func Open(opts Options) (*Server, error) {
 	if bs, ok := s.store.(*boltstore.Store); ok {
 		s.db = bs.DB()
 	}
-	aopts := audit.Options{Logger: s.log, Now: opts.Now}
 	if opts.MetricsListen != "" {
 		s.mets = metrics.New()
-		aopts.OnBatch = s.mets.OnBatch
 	}
-	if s.audit, err = audit.Open(dir, cfg.Audit, aopts); err != nil {
-		return nil, err
+	var base audit.Recorder
+	if p, ok := s.store.(pooled); ok {
+		// Replicas share one audit history in the store's database
+		// (internal/pgaudit), signed with the data dir's audit keys,
+		// which every replica holds a copy of.
+		if s.pgAudit, err = pgaudit.Open(context.Background(), p.Pool(), dir, pgaudit.Options{Logger: s.log, Now: opts.Now}); err != nil {
+			return nil, fmt.Errorf("server: opening the audit history in PostgreSQL: %w", err)
+		}
+		base = s.pgAudit
+	} else {
+		aopts := audit.Options{Logger: s.log, Now: opts.Now}
+		if s.mets != nil {
+			aopts.OnBatch = s.mets.OnBatch
+		}
+		if s.audit, err = audit.Open(dir, cfg.Audit, aopts); err != nil {
+			return nil, err
+		}
+		base = s.audit
 	}
-	s.rec = s.audit
+	s.rec = base
 	if s.mets != nil {
-		s.rec = s.mets.Recorder(s.audit, func(c string) bool {
+		s.rec = s.mets.Recorder(base, func(c string) bool {
 			l := s.live.Load() // nil while Open records the configuration it starts with
 			return l != nil && l.policy.Known(authz.Capability(c))
 		})
@@ -261,7 +279,7 @@ func (s *Server) hearthMux(l *live) http.Handler {
 	if l.oidc != nil {
 		mux.Handle(oidc.PathPrefix, l.oidc)
 	}
-	mux.Handle("/.hearth/v1/audit/", requirePrincipal(s.audit.Handler()))
+	mux.Handle("/.hearth/v1/audit/", requirePrincipal(s.auditHandler((*audit.Log).Handler)))
 	mux.Handle(webui.Prefix, s.webUI(l).Handler())
 	admin := l.gateway.Require(authz.CapHearthAdmin, adminMux(s, l))
 	mux.Handle("/.hearth/v1/admin/", admin)
@@ -278,9 +296,16 @@ func (s *Server) webUI(l *live) *webui.UI {
 	for _, p := range l.cfg.OIDC {
 		providers = append(providers, webui.OIDCProvider{Name: p.Name, DisplayName: p.DisplayName})
 	}
+	// On PostgreSQL the pages show no audit entries (the history is read
+	// with hearth audit verify/export --store-dsn).
+	var tail webui.AuditTail
+	var status webui.AuditStatus
+	if s.audit != nil {
+		tail, status = s.audit, webui.LogStatus{Dir: s.opts.Dir, Log: s.audit}
+	}
 	return webui.New(webui.Options{
-		Auth: s.auth, Policy: l.policy, Devices: s.ca, Audit: s.audit, Recorder: s.rec,
-		Enrollment: s.ca, Users: s.auth, AuditStatus: webui.LogStatus{Dir: s.opts.Dir, Log: s.audit},
+		Auth: s.auth, Policy: l.policy, Devices: s.ca, Audit: tail, Recorder: s.rec,
+		Enrollment: s.ca, Users: s.auth, AuditStatus: status,
 		Household:     l.cfg.Name,
 		OIDCProviders: providers, Now: s.opts.Now, Logger: s.log,
 		Passkeys: s.passkeys(),
@@ -301,7 +326,7 @@ func adminMux(s *Server, l *live) http.Handler {
 	mux.Handle("/.hearth/v1/admin/devices/", s.ca.AdminHandler())
 	mux.Handle("/.hearth/v1/admin/users", s.auth.AdminHandler())
 	mux.Handle("/.hearth/v1/admin/users/", s.auth.AdminHandler())
-	mux.Handle(audit.AdminPath, s.audit.AdminHandler())
+	mux.Handle(audit.AdminPath, s.auditHandler((*audit.Log).AdminHandler))
 	if l.oidc != nil {
 		mux.Handle(oidc.AdminPath, l.oidc.AdminHandler())
 	}
@@ -470,6 +495,9 @@ func (s *Server) Close() error {
 	}
 	if s.audit != nil {
 		errs = append(errs, s.audit.Close())
+	}
+	if s.pgAudit != nil {
+		errs = append(errs, s.pgAudit.Close())
 	}
 	if s.store != nil {
 		errs = append(errs, s.store.Close())
