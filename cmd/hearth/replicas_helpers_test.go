@@ -227,7 +227,7 @@ func (rs *replicaSet) addDevice(t testing.TB, i int, name, caps string) string {
 
 // enroll enrolls a device with `hearth enroll` through replica i's
 // gateway and returns its key pair.
-func (rs *replicaSet) enroll(t *testing.T, i int, token string) tls.Certificate {
+func (rs *replicaSet) enroll(t testing.TB, i int, token string) tls.Certificate {
 	t.Helper()
 	devDir := filepath.Join(t.TempDir(), "dev")
 	mustHearth(t, rs.dirs[i], "enroll", "--ca-url", "https://"+rs.srvs[i].gateway, "--fingerprint", rs.init.Fingerprint, "--token", token, "--out", devDir)
