@@ -154,7 +154,7 @@ func Open(opts Options) (*Server, error) {
 		return nil, fmt.Errorf("server: reading randomness: %w", err)
 	}
 
-	if s.store, err = openStore(context.Background(), dir, cfg.Store); err != nil {
+	if s.store, err = openStore(context.Background(), dir, cfg.Store, s.log); err != nil {
 		return nil, err
 	}
 	if bs, ok := s.store.(*boltstore.Store); ok {

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/rs/zerolog"
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/hearth-home/hearth/internal/config"
@@ -21,10 +22,10 @@ var ErrPostgresBackup = errors.New("the state of this hearth is in PostgreSQL (s
 // openStore opens the store hearth.yaml's store section names: the data
 // dir's hearth.db (bbolt, an exclusive file lock: one process), or the
 // PostgreSQL database every replica shares.
-func openStore(ctx context.Context, dir string, sc config.Store) (store.Store, error) {
+func openStore(ctx context.Context, dir string, sc config.Store, log zerolog.Logger) (store.Store, error) {
 	switch sc.DriverName() {
 	case config.DriverPostgres:
-		return openPostgres(ctx, sc.DSN)
+		return openPostgres(ctx, sc.DSN, log)
 	default:
 		path := filepath.Join(dir, StoreName)
 		st, err := boltstore.Open(path, &bolt.Options{Timeout: 2 * time.Second})

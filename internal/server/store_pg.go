@@ -5,21 +5,33 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
 
 	"github.com/hearth-home/hearth/audit"
 	"github.com/hearth-home/hearth/internal/httpx"
 	"github.com/hearth-home/hearth/internal/metrics"
 	"github.com/hearth-home/hearth/internal/pgaudit"
+	"github.com/hearth-home/hearth/internal/store/pgstore"
 
 	"github.com/hearth-home/hearth/internal/store"
 )
 
-// openPostgres opens the shared PostgreSQL store.
-func openPostgres(context.Context, string) (store.Store, error) {
-	return nil, errors.New("server: store.driver postgres: this build has no PostgreSQL store driver yet (issue 12, in progress); use the embedded store (remove the store section and --store-dsn)")
+// openPostgres opens the PostgreSQL store every replica shares: it checks
+// the DSN again (pgstore.CheckDSN), migrates the schema under an advisory
+// lock (replicas starting together on an empty database do not race) and
+// starts the change feed.
+func openPostgres(ctx context.Context, dsn string, log zerolog.Logger) (store.Store, error) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	st, err := pgstore.Open(ctx, dsn, pgstore.Options{Logger: log})
+	if err != nil {
+		return nil, fmt.Errorf("server: opening the PostgreSQL store: %w (check store.dsn / --store-dsn, and that the database is up)", err)
+	}
+	return st, nil
 }
 
 // pooled is a store with a PostgreSQL connection pool (pgstore).
