@@ -39,6 +39,7 @@ import (
 	"github.com/hearth-home/hearth/internal/httpx"
 	"github.com/hearth-home/hearth/internal/metrics"
 	"github.com/hearth-home/hearth/internal/pgaudit"
+	"github.com/hearth-home/hearth/internal/pgnosql"
 	"github.com/hearth-home/hearth/internal/store"
 	"github.com/hearth-home/hearth/internal/store/boltstore"
 	"github.com/hearth-home/hearth/internal/webui"
@@ -196,9 +197,19 @@ func Open(opts Options) (*Server, error) {
 	if s.publicURL == "" {
 		s.publicURL = "https://localhost" + portOf(cfg.Gateway.Listen)
 	}
-	s.ca, err = ca.Open(dir, cfg.CA, ca.Options{
-		DB: s.db, Policy: policy, Audit: s.rec, Logger: s.log, Now: opts.Now, PublicURL: s.publicURL,
-	})
+	copts := ca.Options{
+		Store: s.store, Policy: policy, Audit: s.rec, Logger: s.log, Now: opts.Now, PublicURL: s.publicURL,
+	}
+	if p, ok := s.store.(pooled); ok {
+		// The CA's own records (issued certificates, used one-time
+		// tokens, ACME) in the same database, schema hearth_ca, through
+		// pgnosql, whose compare-and-swap is one statement: atomic across
+		// replicas, unlike smallstep's own PostgreSQL driver.
+		if copts.CADB, err = pgnosql.New(p.Pool(), pgnosql.DefaultSchema); err != nil {
+			return nil, fmt.Errorf("server: the CA's database in PostgreSQL: %w", err)
+		}
+	}
+	s.ca, err = ca.Open(dir, cfg.CA, copts)
 	if err != nil {
 		return nil, err
 	}
