@@ -213,7 +213,7 @@ func Open(opts Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.auth, err = auth.Open(s.db, cfg.Auth, auth.Options{
+	s.auth, err = auth.Open(s.store, cfg.Auth, auth.Options{
 		Policy: policy, Audit: s.rec, Logger: s.log, Now: opts.Now, ZoneOf: s.zoneOf,
 	})
 	if err != nil {
