@@ -256,33 +256,32 @@ func waitStatus(t *testing.T, c *http.Client, url, bearer string, since time.Tim
 	}
 }
 
-// auditEntries returns the entries of event name in the replicas' audit
-// history. Until the audit log moves to PostgreSQL every replica keeps its
-// own file log (copied from the first at setup), so this is the union of
-// every data dir's log after the setup.
+// auditEntries returns the entries of event name in the replicas' one
+// audit history in PostgreSQL, exported to a file log (`hearth audit
+// export --store-dsn`, which verifies as it copies) and read with `hearth
+// audit tail --json`.
 func (rs *replicaSet) auditEntries(t *testing.T, name string, extra ...string) []map[string]any {
 	t.Helper()
-	var all []map[string]any
-	for _, d := range rs.dirs {
-		all = append(all, auditEntries(t, d, name, extra...)...)
-	}
-	return all
+	out := filepath.Join(t.TempDir(), "export")
+	mustHearth(t, rs.dirs[0], "audit", "export", "--store-dsn", rs.dsn, "--out", out)
+	return auditEntries(t, out, name, extra...)
 }
 
-// verifyAudit runs `hearth audit verify` on every replica's log.
-func (rs *replicaSet) verifyAudit(t *testing.T) {
+// verifyAudit runs `hearth audit verify --store-dsn` on the history in
+// PostgreSQL, with the key of the data dirs' audit/log.pub, and returns
+// how many entries it holds.
+func (rs *replicaSet) verifyAudit(t *testing.T) int {
 	t.Helper()
-	for _, d := range rs.dirs {
-		var v struct {
-			OK      bool   `json:"ok"`
-			Entries int    `json:"entries"`
-			Error   string `json:"error"`
-		}
-		out, errOut, err := hearthCmd(t, d, "", "audit", "verify", "--json")
-		if jerr := json.Unmarshal([]byte(out), &v); err != nil || jerr != nil || !v.OK {
-			t.Errorf("audit verify --dir %s: %v %+v\n%s%s", d, err, v, out, errOut)
-		}
+	var v struct {
+		OK      bool   `json:"ok"`
+		Entries int    `json:"entries"`
+		Error   string `json:"error"`
 	}
+	out, errOut, err := hearthCmd(t, rs.dirs[len(rs.dirs)-1], "", "audit", "verify", "--store-dsn", rs.dsn, "--json")
+	if jerr := json.Unmarshal([]byte(out), &v); err != nil || jerr != nil || !v.OK {
+		t.Errorf("audit verify --store-dsn: %v %+v\n%s%s", err, v, out, errOut)
+	}
+	return v.Entries
 }
 
 // auditEntries returns the entries of dir's audit log (`hearth audit tail
