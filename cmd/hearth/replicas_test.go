@@ -49,6 +49,25 @@ func TestReplicas(t *testing.T) {
 		}
 	}
 
+	t.Run("hearth backup refuses a PostgreSQL store and names pg_dump", func(t *testing.T) {
+		pass := filepath.Join(t.TempDir(), "pass")
+		if err := os.WriteFile(pass, []byte("a passphrase long enough to pass\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		for i, d := range rs.dirs {
+			// hearth.yaml names no store here (--store-dsn did): the
+			// running server refuses.
+			out := filepath.Join(t.TempDir(), "b.age")
+			_, errOut, err := hearthCmd(t, d, "", "backup", "--out", out, "--passphrase-file", pass)
+			if _, serr := os.Stat(out); serr == nil {
+				t.Errorf("hearth backup on replica %d wrote %s", i, out)
+			}
+			if err == nil || !strings.Contains(errOut, "pg_dump") {
+				t.Errorf("hearth backup on replica %d: %v %q, want a refusal naming pg_dump", i, err, errOut)
+			}
+		}
+	})
+
 	t.Run("one enrollment token, 8 racers over both replicas, one certificate", func(t *testing.T) {
 		// Each replica's CA bootstrapped once for step (its own STEPPATH).
 		stepPaths := make([]string, 2)
@@ -269,10 +288,17 @@ func TestReplicas(t *testing.T) {
 		if got < acked {
 			t.Errorf("the audit history holds %d allowed requests of device:steady, B acknowledged %d", got, acked)
 		}
+		// B is ready on its own: its feed is fresh and it holds (or took
+		// over) the audit sequencer's lock.
+		if st, body := do(anon, http.MethodGet, "https://"+b.gateway+"/.hearth/readyz", "", nil); st != http.StatusOK {
+			t.Errorf("B's readyz after A was killed = %d %s", st, body)
+		}
 	})
 
 	t.Run("the audit history verifies", func(t *testing.T) {
-		rs.verifyAudit(t)
+		if n := rs.verifyAudit(t); n < 100 {
+			t.Errorf("the verified history holds %d entries, want at least the 100 failed logins", n)
+		}
 	})
 	// B stops cleanly after all this, and no data race was reported.
 	b.cmd.Process.Signal(syscall.SIGTERM)
