@@ -8,12 +8,15 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
+
+	"filippo.io/age"
 )
 
 // replicaBound is the issue's bound: a change made on one replica holds on
@@ -40,7 +43,7 @@ func TestReplicas(t *testing.T) {
 		}
 		return strings.Replace(y, at, at+"  client_burst: 1000\n", 1)
 	})
-	rs.startAll(t)
+	rs.startAll(t, "--metrics-listen", "127.0.0.1:0")
 	a, b := rs.srvs[0], rs.srvs[1]
 	anon := rs.client(nil)
 	for i, s := range rs.srvs {
@@ -49,16 +52,28 @@ func TestReplicas(t *testing.T) {
 		}
 	}
 
+	t.Run("metrics report the PostgreSQL pool, not bbolt's figures", func(t *testing.T) {
+		m := regexp.MustCompile(`metrics on (http://\S+/metrics)`).FindStringSubmatch(a.stderr.String())
+		if m == nil {
+			t.Fatalf("A printed no metrics address:\n%s", a.stderr.String())
+		}
+		st, body := do(http.DefaultClient, http.MethodGet, m[1], "", nil)
+		if st != http.StatusOK || !strings.Contains(string(body), `hearth_store_pool_connections{state="max"}`) || strings.Contains(string(body), "hearth_store_pages_written_total") {
+			t.Errorf("GET %s = %d, want the pool's figures and none of bbolt's:\n%s", m[1], st, body)
+		}
+	})
+
 	t.Run("hearth backup refuses a PostgreSQL store and names pg_dump", func(t *testing.T) {
-		pass := filepath.Join(t.TempDir(), "pass")
-		if err := os.WriteFile(pass, []byte("a passphrase long enough to pass\n"), 0o600); err != nil {
+		// To a key, not a passphrase: no scrypt before the refusal.
+		id, err := age.GenerateX25519Identity()
+		if err != nil {
 			t.Fatal(err)
 		}
 		for i, d := range rs.dirs {
 			// hearth.yaml names no store here (--store-dsn did): the
 			// running server refuses.
 			out := filepath.Join(t.TempDir(), "b.age")
-			_, errOut, err := hearthCmd(t, d, "", "backup", "--out", out, "--passphrase-file", pass)
+			_, errOut, err := hearthCmd(t, d, "", "backup", "--out", out, "--recipient", id.Recipient().String())
 			if _, serr := os.Stat(out); serr == nil {
 				t.Errorf("hearth backup on replica %d wrote %s", i, out)
 			}
