@@ -56,6 +56,7 @@ func (s *Store) Update(ctx context.Context, fn func(store.Tx) error) error {
 			}
 			return err
 		}
+		s.retries.Add(1)
 		backoff := min(retryCeiling, retryBase<<min(attempt-1, 10))
 		select {
 		case <-ctx.Done():
