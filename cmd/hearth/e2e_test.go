@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hearth-home/hearth/internal/pgtest"
 	"github.com/hearth-home/hearth/internal/sampleagent"
 )
 
@@ -47,7 +48,7 @@ func TestMain(m *testing.M) {
 		// a race is found, not at exit, so none is lost.
 		os.Setenv("GORACE", "atexit_sleep_ms=0")
 	}
-	code := m.Run()
+	code := pgtest.Run(m) // m.Run, then stops the PostgreSQL cluster if a test started one
 	os.RemoveAll(tmp)
 	os.Exit(code)
 }
