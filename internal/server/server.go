@@ -38,6 +38,7 @@ import (
 	"github.com/hearth-home/hearth/internal/config"
 	"github.com/hearth-home/hearth/internal/httpx"
 	"github.com/hearth-home/hearth/internal/metrics"
+	"github.com/hearth-home/hearth/internal/store/boltstore"
 	"github.com/hearth-home/hearth/internal/webui"
 	"github.com/hearth-home/hearth/mtls"
 )
@@ -173,7 +174,7 @@ func Open(opts Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.auth, err = auth.Open(s.db, cfg.Auth, auth.Options{
+	s.auth, err = auth.Open(boltstore.New(s.db), cfg.Auth, auth.Options{
 		Policy: policy, Audit: s.rec, Logger: s.log, Now: opts.Now, ZoneOf: s.zoneOf,
 	})
 	if err != nil {
