@@ -169,7 +169,7 @@ func Open(opts Options) (*Server, error) {
 		s.publicURL = "https://localhost" + portOf(cfg.Gateway.Listen)
 	}
 	s.ca, err = ca.Open(dir, cfg.CA, ca.Options{
-		DB: s.db, Policy: policy, Audit: s.rec, Logger: s.log, Now: opts.Now, PublicURL: s.publicURL,
+		Store: boltstore.New(s.db), Policy: policy, Audit: s.rec, Logger: s.log, Now: opts.Now, PublicURL: s.publicURL,
 	})
 	if err != nil {
 		return nil, err
