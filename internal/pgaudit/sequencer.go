@@ -1,0 +1,294 @@
+package pgaudit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/rs/zerolog"
+	"golang.org/x/mod/sumdb/note"
+	"golang.org/x/mod/sumdb/tlog"
+
+	"github.com/hearth-home/hearth/audit"
+)
+
+// Sequencer numbers and checkpoints the entries of every replica; one at a
+// time is active, the holder of the advisory lock LockKey. Every Log runs
+// one as a candidate (unless Options.NoSequencer).
+type Sequencer struct {
+	// Pool is where its connection's settings come from.
+	Pool *pgxpool.Pool
+	// Signer signs the checkpoints (the log's key, the same on every
+	// replica).
+	Signer *audit.Signer
+	// Name identifies this replica in the fencing row.
+	Name string
+	// Batch bounds the entries per batch; 0 means audit.MaxBatchLimit.
+	Batch int
+	// Idle is the longest it waits for a notification before looking for
+	// entries anyway, and the pause before a failed candidate tries again;
+	// 0 means 100 ms.
+	Idle time.Duration
+	// Logger receives takeovers and failures.
+	Logger zerolog.Logger
+
+	active atomic.Bool
+}
+
+// Active reports whether this sequencer holds the lock and sequences.
+func (s *Sequencer) Active() bool { return s.active.Load() }
+
+// Candidate runs Run again and again (after a pause of Idle) until ctx
+// ends: the replica's standing bid to be the sequencer.
+func (s *Sequencer) Candidate(ctx context.Context) {
+	for ctx.Err() == nil {
+		err := s.Run(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		s.Logger.Warn().Err(err).Msg("pgaudit: the audit sequencer stopped; bidding again")
+		select {
+		case <-ctx.Done():
+		case <-time.After(s.idle()):
+		}
+	}
+}
+
+func (s *Sequencer) idle() time.Duration {
+	if s.Idle <= 0 {
+		return 100 * time.Millisecond
+	}
+	return s.Idle
+}
+
+// Run waits to become the sequencer (the advisory lock, on a connection
+// of its own), takes over (increments the epoch, checks the stored tree
+// against the latest checkpoint), then sequences until ctx ends (returning
+// ctx's error), its connection fails, or it is fenced off (ErrFenced).
+func (s *Sequencer) Run(ctx context.Context) error {
+	cfg := s.Pool.Config().ConnConfig.Copy()
+	cfg.RuntimeParams["application_name"] = SequencerApplicationName
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return fmt.Errorf("pgaudit: sequencer: %w", err)
+	}
+	defer conn.Close(context.Background())
+	if _, err := conn.Exec(ctx, "SELECT pg_advisory_lock($1)", LockKey); err != nil {
+		return fmt.Errorf("pgaudit: sequencer: waiting for the lock: %w", err)
+	}
+	var epoch, size int64
+	if err := conn.QueryRow(ctx, "UPDATE "+Schema+".state SET epoch = epoch + 1, holder = $1 RETURNING epoch, size", s.Name).Scan(&epoch, &size); err != nil {
+		return fmt.Errorf("pgaudit: sequencer: taking over: %w", err)
+	}
+	fr, err := s.frontier(ctx, conn, size)
+	if err != nil {
+		return fmt.Errorf("pgaudit: sequencer: refusing to extend the stored history (run `hearth audit verify --store-dsn …`): %w", err)
+	}
+	if _, err := conn.Exec(ctx, "LISTEN "+entriesChannel); err != nil {
+		return fmt.Errorf("pgaudit: sequencer: %w", err)
+	}
+	s.Logger.Info().Int64("epoch", epoch).Int64("size", size).Str("replica", s.Name).Msg("pgaudit: this replica is the audit sequencer")
+	s.active.Store(true)
+	defer s.active.Store(false)
+	max := s.Batch
+	if max <= 0 || max > audit.MaxBatchLimit {
+		max = audit.MaxBatchLimit
+	}
+	for {
+		n, err := s.batch(ctx, conn, epoch, fr, max)
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return err
+		}
+		if n == max {
+			continue // more may be waiting
+		}
+		if err := waitNotification(ctx, conn, s.idle()); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return fmt.Errorf("pgaudit: sequencer: %w", err)
+		}
+	}
+}
+
+// frontier loads the tree's frontier from the stored hashes and checks it
+// against the latest checkpoint: a sequencer never extends a history it
+// cannot vouch for.
+func (s *Sequencer) frontier(ctx context.Context, conn *pgx.Conn, size int64) (*audit.Frontier, error) {
+	fr, err := audit.NewFrontier(size, tlog.HashReaderFunc(func(idx []int64) ([]tlog.Hash, error) {
+		return readHashes(ctx, conn, idx)
+	}))
+	if err != nil {
+		return nil, err
+	}
+	if size == 0 {
+		return fr, nil
+	}
+	var msg []byte
+	if err := conn.QueryRow(ctx, "SELECT note FROM "+Schema+".checkpoints WHERE size = $1", size).Scan(&msg); err != nil {
+		return nil, fmt.Errorf("the checkpoint of size %d: %w", size, err)
+	}
+	c, err := audit.OpenCheckpoint(msg, note.VerifierList(s.Signer.Verifier()))
+	if err != nil {
+		return nil, fmt.Errorf("the checkpoint of size %d: %w", size, err)
+	}
+	root, err := fr.Root()
+	if err != nil {
+		return nil, err
+	}
+	if c.Size != size || c.Hash != root {
+		return nil, fmt.Errorf("the stored hashes give root %s at size %d, the checkpoint says %s at %d", root, size, c.Hash, c.Size)
+	}
+	return fr, nil
+}
+
+func readHashes(ctx context.Context, q interface {
+	Query(context.Context, string, ...any) (pgx.Rows, error)
+}, idx []int64) ([]tlog.Hash, error) {
+	rows, err := q.Query(ctx, "SELECT idx, hash FROM "+Schema+".hashes WHERE idx = ANY($1)", idx)
+	if err != nil {
+		return nil, err
+	}
+	got := map[int64]tlog.Hash{}
+	var i int64
+	var h []byte
+	if _, err := pgx.ForEachRow(rows, []any{&i, &h}, func() error {
+		if len(h) != tlog.HashSize {
+			return fmt.Errorf("stored hash %d is %d bytes", i, len(h))
+		}
+		got[i] = tlog.Hash(h)
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	out := make([]tlog.Hash, len(idx))
+	for k, x := range idx {
+		h, ok := got[x]
+		if !ok {
+			return nil, fmt.Errorf("stored hash %d is missing", x)
+		}
+		out[k] = h
+	}
+	return out, nil
+}
+
+// batch sequences up to max entries in one transaction and returns how
+// many. fr is the tree's frontier, advanced only when the batch commits.
+func (s *Sequencer) batch(ctx context.Context, conn *pgx.Conn, epoch int64, fr *audit.Frontier, max int) (int, error) {
+	next := *fr
+	n := 0
+	err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+		// The fencing row first, locked: a newer sequencer has a higher
+		// epoch, and then nothing of this batch may be written. Then the
+		// entries, locked too: a Record that gave up waits for this
+		// transaction before it can withdraw its entry, and then finds it
+		// sequenced.
+		b := &pgx.Batch{}
+		b.Queue("SELECT epoch, size FROM " + Schema + ".state FOR UPDATE")
+		b.Queue("SELECT id, body FROM "+Schema+".entries WHERE seq IS NULL ORDER BY id LIMIT $1 FOR UPDATE", max)
+		br := tx.SendBatch(ctx, b)
+		var cur, size int64
+		if err := br.QueryRow().Scan(&cur, &size); err != nil {
+			br.Close()
+			return err
+		}
+		rows, err := br.Query()
+		if err != nil {
+			br.Close()
+			return err
+		}
+		var ids []int64
+		var bodies [][]byte
+		var id int64
+		var body []byte
+		_, err = pgx.ForEachRow(rows, []any{&id, &body}, func() error {
+			ids, bodies = append(ids, id), append(bodies, append([]byte(nil), body...))
+			return nil
+		})
+		if cerr := br.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return err
+		}
+		if cur != epoch {
+			return ErrFenced
+		}
+		if size != fr.Size() {
+			return fmt.Errorf("%w: the tree has %d entries, this sequencer knows %d", ErrFenced, size, fr.Size())
+		}
+		if len(ids) == 0 {
+			return nil
+		}
+		seqs := make([]int64, len(ids))
+		var fresh []tlog.Hash
+		var line []byte
+		for i, b := range bodies {
+			seqs[i] = size + int64(i)
+			line = audit.EntryLine(line[:0], seqs[i], b)
+			fresh = next.Add(fresh, line)
+		}
+		newSize := size + int64(len(ids))
+		root, err := next.Root()
+		if err != nil {
+			return err
+		}
+		msg, err := s.Signer.SignCheckpoint(newSize, root)
+		if err != nil {
+			return err
+		}
+		base := tlog.StoredHashCount(size)
+		idxs := make([]int64, len(fresh))
+		hashes := make([][]byte, len(fresh))
+		for i := range fresh {
+			idxs[i] = base + int64(i)
+			hashes[i] = fresh[i][:]
+		}
+		w := &pgx.Batch{}
+		w.Queue("UPDATE "+Schema+".entries e SET seq = v.seq FROM unnest($1::bigint[], $2::bigint[]) AS v(id, seq) WHERE e.id = v.id", ids, seqs)
+		w.Queue("INSERT INTO "+Schema+".hashes (idx, hash) SELECT * FROM unnest($1::bigint[], $2::bytea[])", idxs, hashes)
+		w.Queue("INSERT INTO "+Schema+".checkpoints (size, note, epoch) VALUES ($1, $2, $3)", newSize, msg, epoch)
+		w.Queue("UPDATE "+Schema+".state SET size = $1 WHERE epoch = $2 AND size = $3", newSize, epoch, size)
+		w.Queue("SELECT pg_notify($1, '')", checkpointChannel)
+		wr := tx.SendBatch(ctx, w)
+		defer wr.Close()
+		tag, err := wr.Exec()
+		if err != nil {
+			return err
+		}
+		if tag.RowsAffected() != int64(len(ids)) {
+			return fmt.Errorf("sequenced %d entries of %d", tag.RowsAffected(), len(ids))
+		}
+		for range 2 {
+			if _, err := wr.Exec(); err != nil {
+				return err
+			}
+		}
+		if tag, err = wr.Exec(); err != nil {
+			return err
+		}
+		if tag.RowsAffected() != 1 {
+			return ErrFenced
+		}
+		if _, err := wr.Exec(); err != nil {
+			return err
+		}
+		n = len(ids)
+		return wr.Close()
+	})
+	if err != nil {
+		if !errors.Is(err, ErrFenced) {
+			err = fmt.Errorf("pgaudit: sequencer batch: %w", err)
+		}
+		return 0, err
+	}
+	*fr = next
+	return n, nil
+}
