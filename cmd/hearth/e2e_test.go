@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hearth-home/hearth/internal/pgtest"
 	"github.com/hearth-home/hearth/internal/sampleagent"
 )
 
@@ -47,7 +48,9 @@ func TestMain(m *testing.M) {
 		// a race is found, not at exit, so none is lost.
 		os.Setenv("GORACE", "atexit_sleep_ms=0")
 	}
-	code := m.Run()
+	// The replica tests share one PostgreSQL cluster, started by the
+	// first of them that needs it and stopped here (internal/pgtest).
+	code := pgtest.Run(m)
 	os.RemoveAll(tmp)
 	os.Exit(code)
 }
