@@ -93,6 +93,19 @@ var (
 	ErrCommit = errors.New("store: the commit failed after its hooks ran")
 	// ErrReadOnly: a write in a View transaction.
 	ErrReadOnly = errors.New("store: write in a read-only transaction")
+	// ErrTooLarge: a Put of a value longer than MaxValueSize (or of a key
+	// longer than MaxKeySize). Callers bound what they store far below
+	// this; the store refuses absurd sizes rather than carry them.
+	ErrTooLarge = errors.New("store: record too large")
+)
+
+// Size limits every driver enforces on Put, far above any record hearth
+// writes (keys are names and hashes; a user with every credential is a few
+// KiB). The key limit fits a PostgreSQL btree entry (at most 2704 bytes,
+// keys are not compressible in general), far below bbolt's 32 KiB.
+const (
+	MaxKeySize   = 1024
+	MaxValueSize = 1 << 20
 )
 
 // Store is hearth's persistent state.
@@ -133,7 +146,9 @@ type Tx interface {
 type Bucket interface {
 	// Get returns the value of key, or nil if there is none.
 	Get(key []byte) []byte
-	// Put stores value under key (both are copied).
+	// Put stores value under key (both are copied). An empty key is an
+	// error; a key over MaxKeySize or a value over MaxValueSize is
+	// ErrTooLarge.
 	Put(key, value []byte) error
 	// Delete removes key.
 	Delete(key []byte) error

@@ -121,7 +121,7 @@ func (t *tx) Bucket(name string) store.Bucket {
 	if !t.tx.Writable() {
 		return readOnly{b}
 	}
-	return b
+	return writable{b}
 }
 
 func (t *tx) Writable() bool { return t.tx.Writable() }
@@ -146,3 +146,20 @@ func (r readOnly) Get(k []byte) []byte                      { return r.b.Get(k) 
 func (r readOnly) ForEach(fn func(k, v []byte) error) error { return r.b.ForEach(fn) }
 func (r readOnly) Put(k, v []byte) error                    { return store.ErrReadOnly }
 func (r readOnly) Delete(k []byte) error                    { return store.ErrReadOnly }
+
+// writable is a bbolt bucket that refuses keys over store.MaxKeySize and
+// values over store.MaxValueSize (bbolt's own limits are 32 KiB and 2 GiB)
+// with store.ErrTooLarge, as every driver does, and copies the value.
+type writable struct{ *bbolt.Bucket }
+
+func (w writable) Put(k, v []byte) error {
+	if len(k) > store.MaxKeySize {
+		return fmt.Errorf("%w: a key of %d bytes (at most %d)", store.ErrTooLarge, len(k), store.MaxKeySize)
+	}
+	if len(v) > store.MaxValueSize {
+		return fmt.Errorf("%w: a value of %d bytes (at most %d)", store.ErrTooLarge, len(v), store.MaxValueSize)
+	}
+	// bbolt keeps v itself until the commit (it copies only the key);
+	// the store's contract is that Put copies both.
+	return w.Bucket.Put(k, append(make([]byte, 0, len(v)), v...))
+}

@@ -1,7 +1,34 @@
-// Package pgstore will be the PostgreSQL implementation of
-// internal/store.Store. Today it holds only hearth's schema (migrations/,
-// applied by [Migrate]); the Store methods come in the next change (see
-// /work/notes/issue-12.md).
+// Package pgstore is the PostgreSQL driver of internal/store: hearth's
+// buckets of records as rows of one table (hearth.kv: bucket, key, value),
+// every Update a SERIALIZABLE transaction retried on serialization
+// failures, and a Feed of the changes every replica commits.
+//
+// # Why SERIALIZABLE, and what it costs
+//
+// Every cross-replica invariant of hearth is a read-check-write that auth
+// and ca do inside one Update: an enrollment token is used once, a refresh
+// token is consumed once and its reuse revokes the family (RFC 9700
+// §4.14.2), a recovery or reset code is spent once, a TOTP step is accepted
+// once (RFC 6238 §5.2), a failed login is charged before the password is
+// checked (NIST SP 800-63B-4 §3.2.2). PostgreSQL's SERIALIZABLE isolation
+// guarantees that the result of concurrent serializable transactions equals
+// some serial order of them (PostgreSQL 15 manual §13.2.3); a transaction
+// that would break that fails with 40001 (or 40P01 on a deadlock), and
+// Update runs fn again from scratch, with jittered exponential backoff, at
+// most Options.MaxAttempts times. So the code written for bbolt's single
+// writer is correct across replicas, and storetest races it on both.
+//
+// An Update costs its reads plus one round trip: records read are cached in
+// the transaction; Puts and Deletes are buffered (Get and ForEach see them)
+// and sent with their change rows and one pg_notify in one pipelined batch.
+// Without BeforeCommit hooks that batch ends with COMMIT; with hooks it is
+// sent first (so a serialization failure it meets is still retried, no hook
+// having run), then the hooks run, then COMMIT. BEGIN travels with the
+// transaction's first statement. A View is REPEATABLE READ READ ONLY: one
+// consistent snapshot of committed data, which is all a read needs; the
+// decisions that must be serializable are made in Updates (a read-only
+// SERIALIZABLE DEFERRABLE View would wait for a safe snapshot for no
+// invariant of hearth's).
 //
 // hearth's tables live in schema [Schema]; smallstep's CA tables in
 // internal/pgnosql's schema (hearth_ca), in the same database.
@@ -11,10 +38,16 @@ import (
 	"context"
 	"embed"
 	"fmt"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/rs/zerolog"
 
 	"github.com/hearth-home/hearth/internal/pgmigrate"
+	"github.com/hearth-home/hearth/internal/store"
 )
 
 // Schema is the PostgreSQL schema of hearth's own tables.
@@ -41,4 +74,161 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool) ([]int64, error) {
 		return done, fmt.Errorf("pgstore: %w", err)
 	}
 	return done, nil
+}
+
+// Options configure a Store. The zero value works.
+type Options struct {
+	// Logger receives the feed's reconnects and pruning failures; the zero
+	// logger discards.
+	Logger zerolog.Logger
+	// ApplicationName is the application_name of the store's connections
+	// (pg_stat_activity); "" means "hearth".
+	ApplicationName string
+	// MaxConns bounds the connection pool; 0 means pgxpool's default
+	// (the larger of 4 and the number of CPUs) or pool_max_conns in the
+	// DSN.
+	MaxConns int32
+	// MaxAttempts bounds how often Update runs fn when PostgreSQL reports
+	// a serialization failure or a deadlock; 0 means 30.
+	MaxAttempts int
+	// FeedBound is the feed's freshness bound; 0 means one second.
+	FeedBound time.Duration
+	// PruneEvery is how often the store deletes change rows older than
+	// ChangeRetention; 0 means hourly.
+	PruneEvery time.Duration
+}
+
+// Store is store.Store on PostgreSQL.
+type Store struct {
+	pool *pgxpool.Pool
+	opts Options
+	feed *Feed
+
+	declared sync.Map // bucket name → struct{}: buckets are never removed
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	once   sync.Once
+}
+
+var _ store.Store = (*Store)(nil)
+
+// Open checks dsn (CheckDSN: no password in it), connects a pool, brings
+// hearth's schema up to date (under pgmigrate's advisory lock, so replicas
+// may start at once on an empty database), fixes the feed's cursor and
+// starts the feed and the periodic pruning of old change rows; Close stops
+// them.
+func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
+	if err := CheckDSN(dsn); err != nil {
+		return nil, err
+	}
+	cfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("pgstore: store DSN: %w", err)
+	}
+	if opts.ApplicationName == "" {
+		opts.ApplicationName = "hearth"
+	}
+	if opts.MaxAttempts <= 0 {
+		opts.MaxAttempts = 30
+	}
+	if opts.PruneEvery <= 0 {
+		opts.PruneEvery = time.Hour
+	}
+	cfg.ConnConfig.RuntimeParams["application_name"] = opts.ApplicationName
+	if opts.MaxConns > 0 {
+		cfg.MaxConns = opts.MaxConns
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("pgstore: %w", err)
+	}
+	if _, err := Migrate(ctx, pool); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	s := &Store{pool: pool, opts: opts}
+	s.feed = newFeed(pool, FeedConfig{Bound: opts.FeedBound, Logger: opts.Logger})
+	if err := s.feed.start(ctx); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	bg, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	s.wg.Add(2)
+	go func() { defer s.wg.Done(); s.feed.run(bg) }()
+	go func() { defer s.wg.Done(); s.prune(bg) }()
+	return s, nil
+}
+
+// prune deletes old change rows now and every PruneEvery until ctx ends.
+// Every replica does it; the deletes are idempotent.
+func (s *Store) prune(ctx context.Context) {
+	t := time.NewTicker(s.opts.PruneEvery)
+	defer t.Stop()
+	for {
+		if _, err := PruneChanges(ctx, s.pool); err != nil && ctx.Err() == nil {
+			s.opts.Logger.Warn().Err(err).Msg("pgstore: pruning old changes failed; retrying later")
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// Pool returns the store's connection pool, for the parts of hearth that
+// share the database (internal/pgnosql, internal/pgaudit).
+func (s *Store) Pool() *pgxpool.Pool { return s.pool }
+
+// Driver implements store.Store.
+func (s *Store) Driver() string { return "postgres" }
+
+// Feed implements store.Store.
+func (s *Store) Feed() store.Feed { return s.feed }
+
+// Ping implements store.Store.
+func (s *Store) Ping(ctx context.Context) error {
+	if err := s.pool.Ping(ctx); err != nil {
+		return fmt.Errorf("%w: %w", store.ErrUnavailable, err)
+	}
+	return nil
+}
+
+// Close implements store.Store: it stops the feed and the pruning and
+// closes the pool.
+func (s *Store) Close() error {
+	s.once.Do(func() {
+		s.cancel()
+		s.feed.close()
+		s.wg.Wait()
+		s.pool.Close()
+	})
+	return nil
+}
+
+// Declare implements store.Store.
+func (s *Store) Declare(ctx context.Context, buckets ...string) error {
+	for _, b := range buckets {
+		if err := checkBucketName(b); err != nil {
+			return err
+		}
+	}
+	if _, err := s.pool.Exec(ctx, "INSERT INTO "+Schema+".buckets (name) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING", buckets); err != nil {
+		return fmt.Errorf("%w: declaring buckets: %w", store.ErrUnavailable, err)
+	}
+	for _, b := range buckets {
+		s.declared.Store(b, struct{}{})
+	}
+	return nil
+}
+
+// checkBucketName refuses names the buckets table cannot hold (text has
+// no NUL bytes and must be UTF-8) or that are not names at all.
+func checkBucketName(b string) error {
+	if b == "" || len(b) > 255 || !utf8.ValidString(b) || strings.ContainsRune(b, 0) {
+		return fmt.Errorf("pgstore: bad bucket name %q (1-255 bytes of UTF-8 without NUL)", b)
+	}
+	return nil
 }

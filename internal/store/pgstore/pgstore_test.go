@@ -3,51 +3,106 @@ package pgstore
 import (
 	"context"
 	"fmt"
+	"net/url"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/hearth-home/hearth/internal/pgtest"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/hearth-home/hearth/internal/pgtest"
+	"github.com/hearth-home/hearth/internal/store"
+	"github.com/hearth-home/hearth/internal/store/storetest"
 )
 
 func TestMain(m *testing.M) {
 	if dsn := os.Getenv(helperEnv); dsn != "" {
-		os.Exit(migrateProcess(dsn))
+		os.Exit(openProcess(dsn))
 	}
 	os.Exit(pgtest.Run(m))
 }
 
 // helperEnv, when set to a DSN, makes the test binary a stand-in for one
-// hearth replica starting: it migrates that database and exits.
-const helperEnv = "HEARTH_PGSTORE_MIGRATE_DSN"
+// hearth replica starting: it opens the store on that database (which
+// migrates it), writes one record, and exits.
+const helperEnv = "HEARTH_PGSTORE_OPEN_DSN"
 
-func migrateProcess(dsn string) int {
+func openProcess(dsn string) int {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	pool, err := pgxpool.New(ctx, dsn)
+	s, err := Open(ctx, dsn, Options{})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	defer pool.Close()
-	done, err := Migrate(ctx, pool)
-	if err != nil {
+	defer s.Close()
+	if err := s.Declare(ctx, "replicas"); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	fmt.Println(len(done))
+	if err := s.Update(ctx, func(tx store.Tx) error {
+		return tx.Bucket("replicas").Put([]byte(fmt.Sprint(os.Getpid())), []byte("started"))
+	}); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
 	return 0
 }
 
+// dsn returns db's DSN as hearth.yaml would carry it: no password in it,
+// the password in a passfile (mode 0600) that the DSN names.
+func dsn(t testing.TB, db *pgtest.DB) string {
+	t.Helper()
+	u, err := url.Parse(db.DSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pw, _ := u.User.Password()
+	pass := filepath.Join(t.TempDir(), "pgpass")
+	line := fmt.Sprintf("%s:%s:%s:%s:%s\n", u.Hostname(), u.Port(), strings.TrimPrefix(u.Path, "/"), u.User.Username(), pw)
+	if err := os.WriteFile(pass, []byte(line), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	u.User = url.User(u.User.Username())
+	q := u.Query()
+	q.Set("passfile", pass)
+	u.RawQuery = q.Encode()
+	return u.String()
+}
+
+// open opens a Store on db, closed at t.Cleanup.
+func open(t testing.TB, db *pgtest.DB, opts Options) *Store {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s, err := Open(ctx, dsn(t, db), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// The conformance suite on PostgreSQL: the two handles are two Opens on
+// one database, i.e. two replicas with their own pools and feeds.
+func TestConformance(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) (store.Store, store.Store) {
+		db := pgtest.New(t)
+		return open(t, db, Options{ApplicationName: "hearth-a"}), open(t, db, Options{ApplicationName: "hearth-b"})
+	})
+}
+
 // Replicas started at the same moment on an empty database, as separate
-// processes: every one migrates without error, hearth's migrations are
-// applied once in total, and every table of the schema exists.
-func TestMigrateConcurrentProcesses(t *testing.T) {
-	const n = 6
+// processes: every one opens the store (migrating it) and writes without
+// error, hearth's migrations are applied once in total, and the tables
+// exist.
+func TestOpenConcurrentProcesses(t *testing.T) {
+	const n = 8
 	db := pgtest.New(t)
+	d := dsn(t, db)
 	migs, err := Migrations()
 	if err != nil {
 		t.Fatal(err)
@@ -56,7 +111,7 @@ func TestMigrateConcurrentProcesses(t *testing.T) {
 	outs := make([]*strings.Builder, n)
 	for i := range cmds {
 		cmds[i] = exec.Command(os.Args[0])
-		cmds[i].Env = append(os.Environ(), helperEnv+"="+db.DSN)
+		cmds[i].Env = append(os.Environ(), helperEnv+"="+d)
 		outs[i] = &strings.Builder{}
 		cmds[i].Stdout, cmds[i].Stderr = outs[i], outs[i]
 	}
@@ -65,31 +120,24 @@ func TestMigrateConcurrentProcesses(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	applied := 0
 	for i, c := range cmds {
 		if err := c.Wait(); err != nil {
 			t.Errorf("replica %d: %v: %s", i, err, outs[i])
-			continue
 		}
-		var k int
-		fmt.Sscan(outs[i].String(), &k)
-		applied += k
-	}
-	if applied != len(migs) {
-		t.Errorf("migrations applied in total = %d, want %d (each once)", applied, len(migs))
 	}
 	pool := db.Pool(t)
 	ctx := context.Background()
-	var versions int
+	var versions, started int
 	if err := pool.QueryRow(ctx, "SELECT count(*) FROM hearth.schema_migrations").Scan(&versions); err != nil {
 		t.Fatal(err)
 	}
 	if versions != len(migs) {
 		t.Errorf("schema_migrations rows = %d, want %d", versions, len(migs))
 	}
-	for _, table := range []string{"users", "identities", "recovery_codes", "reset_codes", "access_tokens",
-		"refresh_tokens", "lockouts", "devices", "device_certs", "changes", "audit_entries",
-		"audit_checkpoints", "audit_sequencer"} {
+	if err := pool.QueryRow(ctx, "SELECT count(*) FROM hearth.kv WHERE bucket = 'replicas'").Scan(&started); err != nil || started != n {
+		t.Errorf("records written by the replicas = %d (%v), want %d", started, err, n)
+	}
+	for _, table := range []string{"buckets", "kv", "changes", "audit_entries", "audit_checkpoints", "audit_sequencer", "audit_hashes"} {
 		var ok bool
 		if err := pool.QueryRow(ctx, "SELECT to_regclass($1) IS NOT NULL", Schema+"."+table).Scan(&ok); err != nil || !ok {
 			t.Errorf("table %s.%s missing (%v)", Schema, table, err)
