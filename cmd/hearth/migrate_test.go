@@ -4,11 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
 	"io"
 	"net/http"
-	"net/url"
-	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -25,27 +22,6 @@ import (
 	"github.com/hearth-home/hearth/internal/store"
 	"github.com/hearth-home/hearth/internal/store/pgstore"
 )
-
-// pgpassDSN is pgtest's URL without its password, which goes to a passfile
-// of mode 0600 (hearth refuses a password in a DSN).
-func pgpassDSN(t testing.TB, dsnURL string) string {
-	t.Helper()
-	u, err := url.Parse(dsnURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pw, _ := u.User.Password()
-	pass := filepath.Join(t.TempDir(), "pgpass")
-	line := fmt.Sprintf("%s:%s:%s:%s:%s\n", u.Hostname(), u.Port(), strings.TrimPrefix(u.Path, "/"), u.User.Username(), pw)
-	if err := os.WriteFile(pass, []byte(line), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	u.User = url.User(u.User.Username())
-	q := u.Query()
-	q.Set("passfile", pass)
-	u.RawQuery = q.Encode()
-	return u.String()
-}
 
 // hearthSchemas counts the schemas hearth's parts create in the database.
 func hearthSchemas(t *testing.T, pdb *pgtest.DB) int {
@@ -66,7 +42,7 @@ func hearthSchemas(t *testing.T, pdb *pgtest.DB) int {
 // tree head), and a second migrate into the same database is refused.
 func TestMigrateToPostgres(t *testing.T) {
 	pdb := pgtest.New(t)
-	dsn := pgpassDSN(t, pdb.DSN)
+	dsn := pdb.PassfileDSN(t)
 	dir := filepath.Join(t.TempDir(), "data")
 	var in initOut
 	if err := json.Unmarshal([]byte(mustHearth(t, dir, "init", "--owner", "alice", "--agent", "sample", "--json")), &in); err != nil {
