@@ -29,13 +29,13 @@ These commands read its files directly and work whether or not the server runs.`
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error { return cmd.Help() },
 	}
-	cmd.AddCommand(newAuditVerifyCmd(e), newAuditTailCmd(e), newAuditCheckpointCmd(e))
+	cmd.AddCommand(newAuditVerifyCmd(e), newAuditTailCmd(e), newAuditCheckpointCmd(e), newAuditExportCmd(e))
 	return cmd
 }
 
 func newAuditVerifyCmd(e *env) *cobra.Command {
 	var asJSON, strict bool
-	var cpFile, key string
+	var cpFile, key, storeDSN string
 	var witnesses []string
 	cmd := &cobra.Command{
 		Use:   "verify",
@@ -58,13 +58,26 @@ anyone who trusts the witness, that the history it saw was never rewritten.
 
 After a crash, entries of a batch that was never acknowledged may follow the
 last signed checkpoint: verify names them and still exits 0 when the signed
-history is intact; the next start of the server discards them.`,
+history is intact; the next start of the server discards them.
+
+With --store-dsn DSN, verify checks the history that replicas keep in
+PostgreSQL instead (every checkpoint's signature and root, the tree, the stored
+hashes, positions contiguous), streaming it in one read-only snapshot; the
+verifier key is --key, else the data dir's audit/log.pub, else the one stored in
+the database (with a warning). The DSN must not hold a password: use passfile=.`,
 		Example: `  hearth audit verify
   hearth audit verify --json
   hearth audit verify --checkpoint ~/hearth-checkpoint.txt
-  hearth audit verify --witness witness.example+1a2b3c4d+BAbc…`,
+  hearth audit verify --witness witness.example+1a2b3c4d+BAbc…
+  hearth audit verify --store-dsn 'host=db.home.arpa dbname=hearth user=hearth passfile=/etc/hearth/pgpass'`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if storeDSN != "" {
+				if cpFile != "" || len(witnesses) > 0 {
+					return exitError{code: 2, msg: "--checkpoint and --witness check a file log: export the history (hearth audit export) and verify the export with them"}
+				}
+				return auditVerifyStore(cmd, e, storeDSN, key, strict, asJSON)
+			}
 			dir, err := auditDataDir(cmd)
 			if err != nil {
 				return err
@@ -96,6 +109,7 @@ history is intact; the next start of the server discards them.`,
 	cmd.Flags().BoolVar(&strict, "strict", false, "also check that every entry is in canonical form (slower)")
 	cmd.Flags().StringVar(&key, "key", "", "verifier key (origin+hash+key) the checkpoints must be signed with")
 	cmd.Flags().StringArrayVar(&witnesses, "witness", nil, "cosignature verifier key of a witness whose cosigned checkpoint the log must extend (repeatable)")
+	cmd.Flags().StringVar(&storeDSN, "store-dsn", "", "verify the history PostgreSQL replicas keep, at this connection string (no password: use passfile=)")
 	return cmd
 }
 

@@ -141,7 +141,7 @@ func TestAuditTailFollow(t *testing.T) {
 }
 
 func TestAuditHelp(t *testing.T) {
-	for _, c := range []string{"verify", "tail", "checkpoint"} {
+	for _, c := range []string{"verify", "tail", "checkpoint", "export"} {
 		var out bytes.Buffer
 		if err := run(context.Background(), []string{"audit", c, "--help"}, strings.NewReader(""), &out, &out); err != nil || !strings.Contains(out.String(), "Examples:") {
 			t.Errorf("audit %s --help = %q, %v; want an Examples section", c, out.String(), err)

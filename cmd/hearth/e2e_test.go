@@ -48,9 +48,7 @@ func TestMain(m *testing.M) {
 		// a race is found, not at exit, so none is lost.
 		os.Setenv("GORACE", "atexit_sleep_ms=0")
 	}
-	// The replica tests share one PostgreSQL cluster, started by the
-	// first of them that needs it and stopped here (internal/pgtest).
-	code := pgtest.Run(m)
+	code := pgtest.Run(m) // m.Run, then stops the PostgreSQL cluster if a test started one
 	os.RemoveAll(tmp)
 	os.Exit(code)
 }

@@ -1,0 +1,69 @@
+package pgaudit
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hearth-home/hearth/internal/pgtest"
+)
+
+// BenchmarkAppend measures Records through one and two replicas on one
+// database: each op is one entry, committed, sequenced and covered by a
+// signed checkpoint; writers is the total, spread over the replicas. It
+// reports entries/s and the p99 latency of a Record.
+// For durable-disk figures run the cluster with fsync on:
+//
+//	HEARTH_PGTEST_FSYNC=on go test -run '^$' -bench Append -benchtime 4000x -count 5 ./internal/pgaudit/
+func BenchmarkAppend(b *testing.B) {
+	b.Logf("PostgreSQL fsync on: %v", pgtest.Durable())
+	for _, replicas := range []int{1, 2} {
+		for _, writers := range []int{1, 16, 64} {
+			b.Run(fmt.Sprintf("replicas=%d/writers=%d", replicas, writers), func(b *testing.B) {
+				db := pgtest.New(b)
+				dir := keysDir(b)
+				logs := make([]*Log, replicas)
+				for i := range logs {
+					logs[i] = openLog(b, db.Pool(b), dir, Options{Name: fmt.Sprint("r", i)})
+				}
+				lat := make([]time.Duration, b.N)
+				var next sync.Mutex
+				k := 0
+				var wg sync.WaitGroup
+				b.ResetTimer()
+				start := time.Now()
+				for w := range writers {
+					l := logs[w%replicas]
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						for {
+							next.Lock()
+							i := k
+							k++
+							next.Unlock()
+							if i >= b.N {
+								return
+							}
+							t0 := time.Now()
+							if err := l.Record(context.Background(), event(fmt.Sprint("bench ", i))); err != nil {
+								b.Error(err)
+								return
+							}
+							lat[i] = time.Since(t0)
+						}
+					}()
+				}
+				wg.Wait()
+				el := time.Since(start)
+				b.StopTimer()
+				slices.Sort(lat)
+				b.ReportMetric(float64(b.N)/el.Seconds(), "entries/s")
+				b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
+			})
+		}
+	}
+}
