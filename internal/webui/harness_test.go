@@ -106,7 +106,7 @@ func newEnv(t *testing.T, eo envOpts) *env {
 	t.Cleanup(func() { c.Close() })
 	acfg := eo.authCfg
 	acfg.Argon2 = auth.Argon2Params{Time: 1, MemoryKiB: 64, Threads: 1}
-	as, err := auth.Open(db, acfg, auth.Options{Policy: pol, Audit: lg, Now: clk.Now})
+	as, err := auth.Open(boltstore.New(db), acfg, auth.Options{Policy: pol, Audit: lg, Now: clk.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
