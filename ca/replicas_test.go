@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io/fs"
 	"net/http"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,28 +22,6 @@ import (
 // hearth's store through pgstore and the CA database through pgnosql, and
 // the same CA keys and configuration (the second data dir is a copy of the
 // first, as replicas get theirs from one secret).
-
-// passfileDSN is db's DSN as hearth.yaml carries it: no password in it,
-// the password in a passfile (mode 0600) the DSN names, which is what
-// pgstore.Open accepts (pgstore.CheckDSN).
-func passfileDSN(t testing.TB, db *pgtest.DB) string {
-	t.Helper()
-	u, err := url.Parse(db.DSN)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pw, _ := u.User.Password()
-	pass := filepath.Join(t.TempDir(), "pgpass")
-	line := fmt.Sprintf("%s:%s:%s:%s:%s\n", u.Hostname(), u.Port(), strings.TrimPrefix(u.Path, "/"), u.User.Username(), pw)
-	if err := os.WriteFile(pass, []byte(line), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	u.User = url.User(u.User.Username())
-	q := u.Query()
-	q.Set("passfile", pass)
-	u.RawQuery = q.Encode()
-	return u.String()
-}
 
 // copyCADir copies <from>/ca to <to>/ca, keeping the files' modes.
 func copyCADir(t testing.TB, from, to string) {
@@ -92,7 +69,7 @@ func pgReplicas(t testing.TB) (a, b *replica, db *pgtest.DB) {
 func startReplicas(t testing.TB, sharedCADB bool) (a, b *replica, db *pgtest.DB) {
 	t.Helper()
 	db = pgtest.New(t)
-	dsn := passfileDSN(t, db)
+	dsn := db.PassfileDSN(t)
 	dirA, dirB := t.TempDir(), t.TempDir()
 	io := InitOptions{Name: "test", Hosts: []string{"hearth.test"}}
 	if sharedCADB {
