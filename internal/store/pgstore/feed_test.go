@@ -307,3 +307,31 @@ func awaitListeners(t *testing.T, db *pgtest.DB, n int) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// Commits reach the other replica through the notification, not only the
+// heartbeat: with a 5 s heartbeat, three commits in a row are each
+// delivered within 1 s (a heartbeat could cover at most one of them) —
+// with the NOTIFY in the Update (a lone Update's) and from the notifier
+// after the commit (when others commit at the same time).
+func TestFeedNotifies(t *testing.T) {
+	t.Run("in-tx", func(t *testing.T) { testNotifies(t, notifyAdaptive) })
+	t.Run("after", func(t *testing.T) { testNotifies(t, notifyAfter) })
+}
+
+func testNotifies(t *testing.T, mode notifyMode) {
+	db := pgtest.New(t)
+	opts := Options{FeedBound: 20 * time.Second, notify: mode} // heartbeat 5 s
+	a, b := open(t, db, opts), open(t, db, opts)
+	if err := a.Declare(bg, "b"); err != nil {
+		t.Fatal(err)
+	}
+	r := subscribe(t, b)
+	awaitListeners(t, db, 2)
+	for i := range 3 {
+		k := "n" + string(rune('0'+i))
+		put(t, a, "b", k, "v")
+		committed := time.Now()
+		r.await(t, "b/"+k, time.Second)
+		t.Logf("%s delivered %v after commit", k, time.Since(committed).Round(time.Millisecond))
+	}
+}

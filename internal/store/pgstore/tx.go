@@ -20,15 +20,19 @@ const (
 	beginUpdate = "BEGIN ISOLATION LEVEL SERIALIZABLE"
 	beginView   = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
 
-	sqlGet       = "SELECT value FROM " + Schema + ".kv WHERE bucket = $1 AND key = $2"
-	sqlScan      = "SELECT key, value FROM " + Schema + ".kv WHERE bucket = $1 ORDER BY key"
-	sqlDeclared  = "SELECT EXISTS (SELECT 1 FROM " + Schema + ".buckets WHERE name = $1)"
-	sqlPut       = "INSERT INTO " + Schema + ".kv (bucket, key, value) SELECT * FROM unnest($1::text[], $2::bytea[], $3::bytea[]) ON CONFLICT (bucket, key) DO UPDATE SET value = EXCLUDED.value"
-	sqlDelete    = "DELETE FROM " + Schema + ".kv WHERE (bucket, key) IN (SELECT * FROM unnest($1::text[], $2::bytea[]))"
-	sqlChanges   = "INSERT INTO " + Schema + ".changes (bucket, key) SELECT * FROM unnest($1::text[], $2::bytea[])"
-	sqlNotify    = "SELECT pg_notify('" + Channel + "', '')"
-	retryBase    = 2 * time.Millisecond
-	retryCeiling = 100 * time.Millisecond
+	sqlGet      = "SELECT value FROM " + Schema + ".kv WHERE bucket = $1 AND key = $2"
+	sqlScan     = "SELECT key, value FROM " + Schema + ".kv WHERE bucket = $1 ORDER BY key"
+	sqlDeclared = "SELECT EXISTS (SELECT 1 FROM " + Schema + ".buckets WHERE name = $1)"
+	sqlPut      = "INSERT INTO " + Schema + ".kv (bucket, key, value) SELECT * FROM unnest($1::text[], $2::bytea[], $3::bytea[]) ON CONFLICT (bucket, key) DO UPDATE SET value = EXCLUDED.value"
+	sqlDelete   = "DELETE FROM " + Schema + ".kv WHERE (bucket, key) IN (SELECT * FROM unnest($1::text[], $2::bytea[]))"
+	sqlChanges  = "INSERT INTO " + Schema + ".changes (bucket, key) SELECT * FROM unnest($1::text[], $2::bytea[])"
+	// The notification of an Update that commits alone on this replica
+	// is in its own transaction; while others commit, it goes out after
+	// the commit in a transaction of its own (see the package doc).
+	sqlNotify     = "BEGIN; SET LOCAL synchronous_commit = off; SELECT pg_notify('" + Channel + "', ''); COMMIT"
+	sqlNotifyInTx = "SELECT pg_notify('" + Channel + "', '')"
+	retryBase     = 2 * time.Millisecond
+	retryCeiling  = 100 * time.Millisecond
 )
 
 // retryable reports whether err is a serialization failure or a deadlock:
@@ -71,6 +75,11 @@ func (s *Store) Update(ctx context.Context, fn func(store.Tx) error) error {
 // wrapped in ErrUnavailable, fn's and the hooks' own errors as they are.
 func (s *Store) attempt(ctx context.Context, conn *pgxpool.Conn, fn func(store.Tx) error) error {
 	t := &tx{s: s, ctx: ctx, conn: conn, writable: true}
+	defer func() {
+		if t.inflight {
+			s.committing.Add(-1)
+		}
+	}()
 	fnErr := fn(t)
 	if t.err != nil {
 		t.rollback()
@@ -91,6 +100,7 @@ func (s *Store) attempt(ctx context.Context, conn *pgxpool.Conn, fn func(store.T
 			}
 			return fmt.Errorf("%w: %w", store.ErrUnavailable, err)
 		}
+		t.committed()
 		return nil
 	}
 	if err := t.flush(false); err != nil {
@@ -112,7 +122,15 @@ func (s *Store) attempt(ctx context.Context, conn *pgxpool.Conn, fn func(store.T
 			return fmt.Errorf("%w: %w: %w", store.ErrUnavailable, store.ErrCommit, err)
 		}
 	}
+	t.committed()
 	return nil
+}
+
+// committed tells the other replicas' feeds, if the transaction wrote.
+func (t *tx) committed() {
+	if t.wrote {
+		t.s.notifySoon()
+	}
 }
 
 // View implements store.Store: fn reads one snapshot (REPEATABLE READ READ
@@ -152,6 +170,8 @@ type tx struct {
 	conn     *pgxpool.Conn
 	writable bool
 	begun    bool
+	wrote    bool  // change rows were sent without a notification
+	inflight bool  // counted in Store.committing
 	err      error // sticky: the first driver error
 	hooks    []func() error
 	buckets  map[string]*bucket
@@ -291,7 +311,13 @@ func (t *tx) flush(commit bool) error {
 			batch.Queue(sqlDelete, db, dk)
 		}
 		batch.Queue(sqlChanges, append(pb, db...), append(pk, dk...))
-		batch.Queue(sqlNotify)
+		t.inflight = true
+		alone := t.s.committing.Add(1) == 1
+		if mode := t.s.opts.notify; mode == notifyInTx || alone && mode == notifyAdaptive {
+			batch.Queue(sqlNotifyInTx)
+		} else {
+			t.wrote = true
+		}
 	}
 	if commit && (t.begun || batch.Len() > 0) {
 		batch.Queue("COMMIT")

@@ -43,6 +43,7 @@ func Run(t *testing.T, open Open) {
 		{"CRUD", testCRUD},
 		{"Limits", testLimits},
 		{"ViewIsReadOnly", testViewReadOnly},
+		{"ViewSnapshot", testViewSnapshot},
 		{"UndeclaredBucket", testUndeclared},
 		{"FnErrorRollsBack", testFnError},
 		{"Hooks", testHooks},
@@ -192,6 +193,15 @@ func testCRUD(t *testing.T, open Open) {
 		if got := keys(t, tx, "two"); !equal(got, []string{"61=other bucket"}) {
 			t.Errorf("bucket two = %v", got)
 		}
+		// fn may read other buckets while ForEach runs (no cursor of the
+		// driver stays open under it).
+		var inner []string
+		if err := tx.Bucket("one").ForEach(func(k, v []byte) error {
+			inner = append(inner, string(tx.Bucket("two").Get([]byte("a"))))
+			return nil
+		}); err != nil || len(inner) != 5 || inner[4] != "other bucket" {
+			t.Errorf("Get inside ForEach: %v, %q", err, inner)
+		}
 		// ForEach stops at fn's error and returns it.
 		stop := errors.New("stop")
 		n := 0
@@ -248,6 +258,62 @@ func testViewReadOnly(t *testing.T, open Open) {
 	}
 	if got := get(t, a, "b", "k"); got != nil {
 		t.Errorf("a View's Put was stored: %q", got)
+	}
+}
+
+// A View reads one snapshot: an Update committed through the other handle
+// while the View is open changes nothing the View reads, however it reads
+// it (Get of another record, ForEach), and the next View sees it.
+func testViewSnapshot(t *testing.T, open Open) {
+	a, b := open(t)
+	declare(t, a, "b")
+	update(t, a, func(tx store.Tx) error {
+		if err := tx.Bucket("b").Put([]byte("k1"), []byte("old")); err != nil {
+			return err
+		}
+		return tx.Bucket("b").Put([]byte("k2"), []byte("old"))
+	})
+	done := make(chan error, 1)
+	waited := false
+	if err := a.View(bg, func(tx store.Tx) error {
+		if got := string(tx.Bucket("b").Get([]byte("k1"))); got != "old" {
+			t.Errorf("k1 = %q, want old", got)
+		}
+		go func() {
+			done <- b.Update(bg, func(tx store.Tx) error {
+				if err := tx.Bucket("b").Put([]byte("k2"), []byte("new")); err != nil {
+					return err
+				}
+				return tx.Bucket("b").Put([]byte("k3"), []byte("new"))
+			})
+		}()
+		select {
+		case err := <-done:
+			waited = true
+			if err != nil {
+				t.Error(err)
+			}
+		case <-time.After(2 * time.Second):
+			// bbolt may make a writer wait for open readers (growing its
+			// memory map); the View's reads are then trivially old.
+		}
+		if got := string(tx.Bucket("b").Get([]byte("k2"))); got != "old" {
+			t.Errorf("k2 in the open View = %q, want old", got)
+		}
+		if got := keys(t, tx, "b"); !equal(got, []string{"6b31=old", "6b32=old"}) {
+			t.Errorf("ForEach in the open View = %v", got)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if !waited {
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}
+	if got := string(get(t, a, "b", "k2")); got != "new" {
+		t.Errorf("k2 after the View = %q, want new", got)
 	}
 }
 
