@@ -98,7 +98,7 @@ type Service struct {
 	closeErr error
 	once     sync.Once
 
-	lastPrune time.Time // of the lockout records; used by the flush loop only
+	lastPrune atomic.Int64 // unix nanoseconds of the last pruning of lockout records
 
 	// failCommit, set only by tests, is called as the last BeforeCommit
 	// hook of every commit; an error it returns rolls the transaction
@@ -197,8 +197,9 @@ func (s *Service) indexed(r *tokenRecord, u *userRecord, now time.Time) *liveTok
 }
 
 // readToken reads the token of hash h and its user in tx and returns its
-// index entry (nil: not live).
-func (s *Service) readToken(tx store.Tx, h [32]byte, now time.Time) (*liveToken, error) {
+// index entry (nil: not live). users, when not nil, caches the users read
+// in tx.
+func (s *Service) readToken(tx store.Tx, h [32]byte, now time.Time, users map[string]*userRecord) (*liveToken, error) {
 	v := tx.Bucket(bucketTokens).Get(h[:])
 	if v == nil {
 		return nil, nil
@@ -207,9 +208,15 @@ func (s *Service) readToken(tx store.Tx, h [32]byte, now time.Time) (*liveToken,
 	if json.Unmarshal(v, &r) != nil {
 		return nil, nil
 	}
-	u, err := getUser(tx, r.User)
-	if err != nil {
-		return nil, err
+	u, ok := users[r.User]
+	if !ok {
+		var err error
+		if u, err = getUser(tx, r.User); err != nil {
+			return nil, err
+		}
+		if users != nil {
+			users[r.User] = u
+		}
 	}
 	return s.indexed(&r, u, now), nil
 }
@@ -297,9 +304,10 @@ func (s *Service) onChanges(batch []store.Change) {
 	now := s.now()
 	got := make([]*liveToken, len(keys))
 	err := s.view(context.Background(), func(tx store.Tx) error {
+		users := map[string]*userRecord{}
 		for i, k := range keys {
 			var err error
-			if got[i], err = s.readToken(tx, k, now); err != nil {
+			if got[i], err = s.readToken(tx, k, now, users); err != nil {
 				return err
 			}
 		}
