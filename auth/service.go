@@ -158,6 +158,9 @@ func Open(st store.Store, cfg Config, opts Options) (*Service, error) {
 	if err := s.migrateThrottle(ctx); err != nil {
 		return nil, err
 	}
+	if err := s.loadCeremonyKey(ctx); err != nil {
+		return nil, err
+	}
 	// Subscribe before loading: a change committed between the load and
 	// the subscription would otherwise be missed.
 	fctx, cancel := context.WithCancel(ctx)
@@ -404,6 +407,9 @@ func (s *Service) flush() error {
 	if err := s.pruneLockouts(ctx, now); err != nil {
 		return err
 	}
+	if err := s.pruneCeremonies(ctx, now); err != nil {
+		return err
+	}
 	if len(expired) == 0 && len(used) == 0 && len(dead) == 0 {
 		return nil // nothing to write: no transaction, no fsync
 	}
@@ -462,6 +468,13 @@ func (s *Service) commit(ctx context.Context, fn func(tx store.Tx) ([]audit.Even
 	applied := false
 	var recorded []recordedEvent
 	err := s.st.Update(ctx, func(tx store.Tx) error {
+		if applied {
+			// The previous run's hook ran and its commit failed, and the
+			// driver runs the transaction again (a serialization failure
+			// at COMMIT): what that hook did did not take effect.
+			s.undo(ctx, effects, recorded)
+			applied, recorded = false, nil
+		}
 		evs, err := fn(tx)
 		if err != nil {
 			return err
@@ -489,20 +502,27 @@ func (s *Service) commit(ctx context.Context, fn func(tx store.Tx) ([]audit.Even
 		return nil
 	}
 	if applied {
-		for _, m := range effects {
-			if m.undo != nil {
-				m.undo()
-			}
-		}
-		s.log.Error().Err(err).Msg("auth: the store write failed after its audit entries were recorded; recording that they did not take effect")
+		s.undo(ctx, effects, recorded)
 		err = fmt.Errorf("%w: the store write failed: %w", ErrUnavailable, err)
-		s.correct(ctx, recorded, "not applied: the store write failed")
 	} else {
 		s.correct(ctx, recorded, "not applied: the audit log failed before all of the change's entries were recorded")
 	}
 	return storeErr(err)
 }
 
+// undo reverts the effects of a commit hook whose transaction did not
+// commit and records that its entries did not take effect.
+func (s *Service) undo(ctx context.Context, effects []memEffect, recorded []recordedEvent) {
+	for _, m := range effects {
+		if m.undo != nil {
+			m.undo()
+		}
+	}
+	s.log.Error().Msg("auth: the store write failed after its audit entries were recorded; recording that they did not take effect")
+	s.correct(ctx, recorded, "not applied: the store write failed")
+}
+
+// recordedEvent is an event commit recorded, with its index in the log
 // (-1 if the recorder does not say).
 type recordedEvent struct {
 	ev  audit.Event

@@ -29,7 +29,7 @@ const (
 )
 
 // allBuckets are the buckets Open declares.
-var allBuckets = []string{bucketUsers, bucketTokens, bucketRefresh, bucketIdentities, bucketLockout, bucketUserSessions, bucketPasskeys, bucketPasskeyHandles}
+var allBuckets = []string{bucketUsers, bucketTokens, bucketRefresh, bucketIdentities, bucketLockout, bucketUserSessions, bucketPasskeys, bucketPasskeyHandles, bucketPasskeyUsed, bucketKeys}
 
 // userRecord is a user as stored. It holds no secret in the clear except
 // the TOTP seed, which verification needs (the database file is 0600).
