@@ -2,9 +2,14 @@ package auth
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/hearth-home/hearth/internal/pgtest"
+	"github.com/hearth-home/hearth/internal/store"
 	"github.com/hearth-home/hearth/internal/store/boltstore"
 )
 
@@ -75,4 +80,114 @@ func BenchmarkAuthenticateTokenParallel(b *testing.B) {
 			}
 		}
 	})
+}
+
+// BenchmarkStores measures a login (tiny argon2id parameters, so that the
+// figure is the store's part: charge, read, issue) and the gateway's token
+// check on bbolt and on PostgreSQL with one and two Services on one
+// database, side by side in one run. Logins run GOMAXPROCS at once, each
+// goroutine as its own user (one user's concurrent logins would lock it
+// out); with two Services they alternate; unavailable/op is the share
+// answered 503 (a serialization conflict PostgreSQL gave up on). "authenticate-stale" is the check
+// of a replica whose feed is down: one read of the store per request.
+func BenchmarkStores(b *testing.B) {
+	cases := []struct {
+		name string
+		open func(b *testing.B) []store.Store
+	}{
+		{"bbolt", func(b *testing.B) []store.Store {
+			db := openDB(b, b.TempDir())
+			b.Cleanup(func() { db.Close() })
+			return []store.Store{boltstore.New(db)}
+		}},
+		{"postgres-1", func(b *testing.B) []store.Store {
+			return []store.Store{openPG(b, pgDSN(b, pgtest.New(b)), "hearth-a")}
+		}},
+		{"postgres-2", func(b *testing.B) []store.Store {
+			dsn := pgDSN(b, pgtest.New(b))
+			return []store.Store{openPG(b, dsn, "hearth-a"), openPG(b, dsn, "hearth-b")}
+		}},
+		{"postgres-stale", func(b *testing.B) []store.Store {
+			return []store.Store{&staleStore{Store: openPG(b, pgDSN(b, pgtest.New(b)), "hearth-a")}}
+		}},
+	}
+	services := func(b *testing.B, sts []store.Store) []*Service {
+		var ss []*Service
+		for _, st := range sts {
+			s, err := Open(st, Config{Argon2: tinyArgon2, ClientBurst: 1 << 30}, Options{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { s.Close() })
+			ss = append(ss, s)
+		}
+		return ss
+	}
+	ctx := context.Background()
+	for _, c := range cases {
+		if c.name != "postgres-stale" {
+			b.Run("login/"+c.name, func(b *testing.B) {
+				ss := services(b, c.open(b))
+				const users = 64
+				for i := range users {
+					if err := ss[0].AddUser(ctx, fmt.Sprintf("u%d", i), []string{"system:read"}, alicePw); err != nil {
+						b.Fatal(err)
+					}
+				}
+				var next, unavailable atomic.Int32
+				b.ResetTimer()
+				b.RunParallel(func(pb *testing.PB) {
+					n := int(next.Add(1))
+					name := fmt.Sprintf("u%d", n%users)
+					for i := 0; pb.Next(); i++ {
+						_, err := ss[(n+i)%len(ss)].Login(ctx, LoginRequest{Username: name, Password: alicePw, Client: "127.0.0.1:1"})
+						switch {
+						case errors.Is(err, ErrUnavailable):
+							unavailable.Add(1) // a 503: PostgreSQL gave up on a serialization conflict
+						case err != nil:
+							b.Error(err)
+							return
+						}
+					}
+				})
+				b.ReportMetric(float64(unavailable.Load())/float64(b.N), "unavailable/op")
+			})
+		}
+		b.Run("authenticate/"+c.name, func(b *testing.B) {
+			ss := services(b, c.open(b))
+			if err := ss[0].AddUser(ctx, "alice", []string{"system:read"}, alicePw); err != nil {
+				b.Fatal(err)
+			}
+			var tok string
+			for range 300 { // a realistic index: a few hundred live tokens
+				sess, err := ss[0].IssueSession(ctx, "alice", "password", false, "127.0.0.1:1")
+				if err != nil {
+					b.Fatal(err)
+				}
+				tok = sess.Token
+			}
+			for _, s := range ss { // every replica has it (through the feed)
+				for deadline := time.Now().Add(5 * time.Second); ; {
+					if _, err := s.AuthenticateToken(ctx, tok); err == nil {
+						break
+					} else if time.Now().After(deadline) {
+						b.Fatal(err)
+					}
+					time.Sleep(10 * time.Millisecond)
+				}
+			}
+			var next atomic.Int32
+			b.ReportAllocs()
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				s := ss[int(next.Add(1))%len(ss)]
+				for pb.Next() {
+					if _, err := s.AuthenticateToken(ctx, tok); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		})
+	}
 }

@@ -11,9 +11,32 @@
 // [Service.AdminHandler] trusts its caller to have been authorized
 // (hearth:admin through the gateway, or the local admin socket); it never
 // lets an admin choose or learn a user's password (OWASP ASVS 5.0 V6.4.6).
-// The database file is trusted (it is 0600 in the data dir); it holds
-// argon2id hashes, SHA-256 hashes of tokens and reset codes, and the TOTP
-// seeds that verification needs.
+// The store (store.Store: the data dir's hearth.db, mode 0600, or the
+// PostgreSQL database replicas share) is trusted; it holds argon2id
+// hashes, SHA-256 hashes of tokens and reset codes, the TOTP seeds that
+// verification needs, and the key that seals passkey ceremonies.
+//
+// # Replicas
+//
+// Every decision that must hold across replicas is a read-check-write in
+// one store transaction: a refresh token consumed once and its reuse
+// revoking the family (RFC 9700 §4.14.2), a recovery or reset code spent
+// once, a TOTP step accepted once (RFC 6238 §5.2), a passkey ceremony
+// finished once, a login charged to the lockout before its password is
+// checked (NIST SP 800-63B-4 §3.2.2). On bbolt one writer at a time makes
+// these atomic; on PostgreSQL SERIALIZABLE isolation makes concurrent
+// transactions equal to some serial order (PostgreSQL 15 manual §13.2.3)
+// and the driver reruns one that conflicts, so the same code is correct on
+// one replica or many. Audit entries and in-memory index changes happen
+// once, in the transaction's BeforeCommit hook.
+//
+// The token index is per replica. It follows the store's feed of changes
+// (a token or user another replica changed is reloaded; a resync reloads
+// all), so a logout, revocation, password change or disable on one
+// replica holds on the others within the feed's bound of a second. While
+// the feed is not fresh the index is not trusted: each token is read from
+// the store with its user, and a store that cannot be read is answered
+// 503, never from the cache.
 //
 // # Passwords
 //
@@ -37,10 +60,11 @@
 //     consecutive failures (NIST SP 800-63B-4 §3.2.2) password login is
 //     disabled until the user recovers the account with a recovery or reset
 //     code or an admin runs `hearth user unlock`. A success resets the
-//     count. Attempts refused during a lockout do not count. Attempts still
-//     being checked count as pending failures, so parallel guesses get no
-//     more tries than sequential ones (a burst beyond them is told to retry
-//     in a second).
+//     count. Attempts refused during a lockout do not count. Each attempt
+//     is charged in the store as a failure before its password is checked
+//     (and given back if it ends undecided: busy, store or log down), so
+//     parallel guesses, on one replica or spread over several, get no more
+//     tries than sequential ones and no failure is lost (lockout.go).
 //   - Per client address (IPv4 address, IPv6 /64): a token bucket of 10
 //     attempts refilled at one every 6 seconds, shared by all accounts,
 //     against password spraying. A successful login gives its attempt back.
@@ -60,11 +84,12 @@
 //     at most 4) behind a queue of 4× that; beyond it a login is answered
 //     503 at once, so memory stays below slots × 64 MiB plus a constant.
 //
-// State for real users is written back to the store every 30 seconds and
-// survives a restart; state for unknown names lives in memory for a day
-// after its last failure, bounded to 100,000 names (a flood of more
-// distinct names evicts some early: the one way, at that cost, in which a
-// locked unknown name could come to answer unlike a locked real one).
+// The failure counts are in the store (auth.lockout), for real users and
+// unknown names alike, and survive a restart; an unknown name's record is
+// pruned a day after its last failure, and beyond 100,000 of them the
+// oldest go first (a flood of more distinct names: the one way, at that
+// cost, in which a locked unknown name could come to answer unlike a
+// locked real one). The per-address buckets are per replica, in memory.
 //
 // # Recovery
 //
@@ -91,7 +116,8 @@
 // sessions; recovery, reset and disabling end all of them. A user holds
 // at most 100 sessions; a login beyond that ends the oldest. Verification
 // ([Service.AuthenticateToken]) reads only an in-memory index kept in step
-// with the store, so a revocation takes effect at once.
+// with the store (see Replicas), so a revocation takes effect at once on
+// the replica that made it and within a second on the others.
 //
 // # Passkeys
 //
@@ -103,9 +129,12 @@
 // throttled per address and per account like passwords, the options are
 // the same for every name, a sign count that goes back is refused, and a
 // passkey is added only by its owner from a sign-in of the last 5 minutes;
-// an admin may remove one, never add one. Sessions from a passkey are
-// multi-factor and phishing resistant (NIST SP 800-63B-4 §3.2.5). See
-// passkey.go.
+// an admin may remove one, never add one. A ceremony (options, then the
+// authenticator's answer) is kept by no replica: its ID is the ceremony
+// sealed with AES-256-GCM under a key in the store, so the answer may reach
+// any replica, and finishing it records its nonce once. Sessions from a
+// passkey are multi-factor and phishing resistant (NIST SP 800-63B-4
+// §3.2.5). See passkey.go.
 //
 // # Audit
 //

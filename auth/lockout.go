@@ -70,8 +70,12 @@ func putLockout(tx store.Tx, kind, name string, r lockoutRecord) error {
 // clearLockoutTx deletes name's records of kinds (a success, an unlock, a
 // recovery).
 func clearLockoutTx(tx store.Tx, name string, kinds ...string) error {
+	b := tx.Bucket(bucketLockout)
 	for _, k := range kinds {
-		if err := tx.Bucket(bucketLockout).Delete(lockoutKey(k, name)); err != nil {
+		if b.Get(lockoutKey(k, name)) == nil {
+			continue // nothing to clear: no write, no change for the other replicas
+		}
+		if err := b.Delete(lockoutKey(k, name)); err != nil {
 			return err
 		}
 	}
@@ -321,10 +325,10 @@ func (s *Service) migrateThrottle(ctx context.Context) error {
 // to answer unlike a locked real one; it takes more than 100,000 distinct
 // failing names within a day.
 func (s *Service) pruneLockouts(ctx context.Context, now time.Time) error {
-	if !s.lastPrune.IsZero() && now.Sub(s.lastPrune) < pruneEvery {
+	if last := s.lastPrune.Load(); last != 0 && now.UnixNano()-last < int64(pruneEvery) {
 		return nil
 	}
-	s.lastPrune = now
+	s.lastPrune.Store(now.UnixNano())
 	type cand struct {
 		key  []byte
 		last time.Time

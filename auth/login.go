@@ -133,8 +133,10 @@ func (s *Service) Login(ctx context.Context, req LoginRequest) (*Session, error)
 		if rehash != "" {
 			cur.Hash = rehash
 		}
-		if err := putUser(tx, cur); err != nil {
-			return nil, err
+		if mfa || rehash != "" { // a record written for nothing would reload every replica's tokens of the user
+			if err := putUser(tx, cur); err != nil {
+				return nil, err
+			}
 		}
 		if err := clearLockoutTx(tx, name, kindLogin); err != nil {
 			return nil, err

@@ -766,6 +766,7 @@ func TestLockoutRecordsAreBounded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	h.s.lastPrune.Store(0) // as if the background flush had never pruned
 	if err := h.s.pruneLockouts(ctx, now.Add(time.Second)); err != nil {
 		t.Fatal(err)
 	}

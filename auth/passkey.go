@@ -29,6 +29,8 @@ package auth
 import (
 	"bytes"
 	"context"
+	"crypto/aes"
+	"crypto/cipher"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -36,7 +38,6 @@ import (
 	"net"
 	"net/url"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -51,6 +52,8 @@ import (
 const (
 	bucketPasskeys       = "auth.passkeys"        // credential ID → passkeyRecord
 	bucketPasskeyHandles = "auth.passkey_handles" // "h"+handle → name, "u"+name → handle
+	bucketPasskeyUsed    = "auth.passkey_used"    // nonce of a finished ceremony → its expiry (RFC 3339)
+	bucketKeys           = "auth.keys"            // "passkey-ceremony" → the AES-256 key sealing ceremonies
 )
 
 // Passkey limits and the freshness a registration needs.
@@ -66,11 +69,8 @@ const (
 	MaxPasskeyBody = 64 << 10
 	// passkeyCeremonyTTL bounds a ceremony from options to answer.
 	passkeyCeremonyTTL = 5 * time.Minute
-	// maxCeremonies bounds the in-memory ceremonies (options handed out
-	// and not yet answered).
-	maxCeremonies = 10000
-	maxLabel      = 64
-	kindPasskey   = "passkey"
+	maxLabel           = 64
+	kindPasskey        = "passkey"
 )
 
 // Passkey errors callers branch on.
@@ -121,21 +121,31 @@ type PasskeyOptions struct {
 	PublicKey json.RawMessage `json:"publicKey"`
 }
 
-// ceremony is an options → answer exchange in progress.
+// ceremony is an options → answer exchange in progress. It is not kept
+// by the server: its ID is the ceremony itself, sealed (AES-256-GCM under
+// a key every replica shares through the store), so that the answer may
+// reach any replica and beginning one writes nothing; finishing it records
+// its nonce in auth.passkey_used, once (a replayed answer, on any replica,
+// finds it there).
 type ceremony struct {
-	kind    string // "register", "login", "second"
-	user    string // register, second: the user; login: the typed name or ""
-	hash    string // second: the password hash checked, which must not change
-	data    webauthn.SessionData
-	expires time.Time
+	Kind    string               `json:"kind"` // "register", "login", "second"
+	User    string               `json:"user"` // register, second: the user; login: the typed name or ""
+	Data    webauthn.SessionData `json:"data"`
+	Expires time.Time            `json:"expires"`
+	hash    string               // second: the password hash checked, which must not change
 }
 
 // passkeys is the Service's WebAuthn state.
 type passkeys struct {
-	wa  atomic.Pointer[webauthn.WebAuthn]
-	mu  sync.Mutex
-	cer map[string]*ceremony
+	wa   atomic.Pointer[webauthn.WebAuthn]
+	seal cipher.AEAD // seals ceremonies; the key is in auth.keys
 }
+
+// ceremonyAD binds sealed ceremonies to their purpose.
+var ceremonyAD = []byte("hearth passkey ceremony v1")
+
+// maxCeremonyID bounds a presented ceremony ID before it is opened.
+const maxCeremonyID = 16 << 10
 
 // waUser is a user as the library sees it.
 type waUser struct {
@@ -220,44 +230,112 @@ func (s *Service) webauthn() (*webauthn.WebAuthn, error) {
 	return wa, nil
 }
 
-// newCeremony stores c under a fresh random ID.
+// loadCeremonyKey reads the key that seals ceremonies, creating it on
+// first use (replicas starting together agree: one Update wins, the others
+// read its key).
+func (s *Service) loadCeremonyKey(ctx context.Context) error {
+	var key []byte
+	fresh, err := s.randomBytes(32)
+	if err != nil {
+		return err
+	}
+	if err := s.update(ctx, func(tx store.Tx) error {
+		b := tx.Bucket(bucketKeys)
+		if v := b.Get([]byte("passkey-ceremony")); len(v) == 32 {
+			key = bytes.Clone(v)
+			return nil
+		}
+		key = fresh
+		return b.Put([]byte("passkey-ceremony"), fresh)
+	}); err != nil {
+		return fmt.Errorf("auth: the passkey ceremony key: %w", err)
+	}
+	blk, err := aes.NewCipher(key)
+	if err != nil {
+		return err
+	}
+	s.pk.seal, err = cipher.NewGCM(blk)
+	return err
+}
+
+// newCeremony seals c into its ID.
 func (s *Service) newCeremony(c *ceremony) (string, error) {
-	id, err := s.randomString(20)
+	c.Expires = s.now().Add(passkeyCeremonyTTL).UTC()
+	if len(c.User) > 64 { // not a user name: bound it (it can never match one)
+		c.User = acctKey("", c.User)[1:]
+	}
+	pt, err := json.Marshal(c)
 	if err != nil {
 		return "", err
 	}
-	now := s.now()
-	c.expires = now.Add(passkeyCeremonyTTL)
-	s.pk.mu.Lock()
-	defer s.pk.mu.Unlock()
-	if s.pk.cer == nil {
-		s.pk.cer = map[string]*ceremony{}
+	// Padded (JSON allows trailing space) so that the ID's length does not
+	// vary with the name typed.
+	pt = append(pt, bytes.Repeat([]byte(" "), 256-len(pt)%256)...)
+	nonce, err := s.randomBytes(s.pk.seal.NonceSize())
+	if err != nil {
+		return "", err
 	}
-	if len(s.pk.cer) >= maxCeremonies {
-		for k, v := range s.pk.cer {
-			if !now.Before(v.expires) {
-				delete(s.pk.cer, k)
-			}
-		}
-		if len(s.pk.cer) >= maxCeremonies {
-			return "", ErrBusy
-		}
-	}
-	s.pk.cer[id] = c
-	return id, nil
+	return base64.RawURLEncoding.EncodeToString(s.pk.seal.Seal(nonce, nonce, pt, ceremonyAD)), nil
 }
 
-// takeCeremony removes and returns ceremony id of kind (single use), or
-// nil when it is unknown, of another kind or expired.
-func (s *Service) takeCeremony(id, kind string) *ceremony {
-	s.pk.mu.Lock()
-	c := s.pk.cer[id]
-	delete(s.pk.cer, id)
-	s.pk.mu.Unlock()
-	if c == nil || c.kind != kind || !s.now().Before(c.expires) {
-		return nil
+// takeCeremony opens ceremony id of kind and spends it (single use across
+// replicas: its nonce is recorded in the same transaction that finds it
+// unused), or returns nil when it is malformed, forged, of another kind,
+// expired or already used.
+func (s *Service) takeCeremony(ctx context.Context, id, kind string) (*ceremony, error) {
+	if len(id) > maxCeremonyID {
+		return nil, nil
 	}
-	return c
+	sealed, err := base64.RawURLEncoding.Strict().DecodeString(id)
+	ns := s.pk.seal.NonceSize()
+	if err != nil || len(sealed) < ns+s.pk.seal.Overhead() {
+		return nil, nil
+	}
+	pt, err := s.pk.seal.Open(nil, sealed[:ns], sealed[ns:], ceremonyAD)
+	if err != nil {
+		return nil, nil
+	}
+	var c ceremony
+	if json.Unmarshal(pt, &c) != nil || c.Kind != kind || !s.now().Before(c.Expires) {
+		return nil, nil
+	}
+	fresh := false
+	err = s.update(ctx, func(tx store.Tx) error {
+		b := tx.Bucket(bucketPasskeyUsed)
+		if fresh = b.Get(sealed[:ns]) == nil; !fresh {
+			return nil
+		}
+		return b.Put(sealed[:ns], []byte(c.Expires.Format(time.RFC3339Nano)))
+	})
+	if err != nil || !fresh {
+		return nil, err
+	}
+	return &c, nil
+}
+
+// pruneCeremonies deletes the spent ceremonies' nonces once the ceremonies
+// have expired (a replay is then refused for its expiry).
+func (s *Service) pruneCeremonies(ctx context.Context, now time.Time) error {
+	var old [][]byte
+	if err := s.view(ctx, func(tx store.Tx) error {
+		old = old[:0]
+		return tx.Bucket(bucketPasskeyUsed).ForEach(func(k, v []byte) error {
+			if e, err := time.Parse(time.RFC3339Nano, string(v)); err != nil || !now.Before(e) {
+				old = append(old, bytes.Clone(k))
+			}
+			return nil
+		})
+	}); err != nil || len(old) == 0 {
+		return err
+	}
+	return s.update(ctx, func(tx store.Tx) error {
+		for _, k := range old {
+			if err := tx.Bucket(bucketPasskeyUsed).Delete(k); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }
 
 func options(id string, v any) (*PasskeyOptions, error) {
@@ -354,7 +432,7 @@ func (s *Service) BeginPasskeyRegistration(ctx context.Context, name string, aut
 	if err != nil {
 		return nil, fmt.Errorf("auth: passkey registration: %w", err)
 	}
-	id, err := s.newCeremony(&ceremony{kind: "register", user: name, data: *data})
+	id, err := s.newCeremony(&ceremony{Kind: "register", User: name, Data: *data})
 	if err != nil {
 		return nil, err
 	}
@@ -371,8 +449,11 @@ func (s *Service) FinishPasskeyRegistration(ctx context.Context, name, id, label
 	if actor(ctx) != "user:"+name {
 		return nil, ErrNotSelf
 	}
-	c := s.takeCeremony(id, "register")
-	if c == nil || c.user != name {
+	c, err := s.takeCeremony(ctx, id, "register")
+	if err != nil {
+		return nil, err
+	}
+	if c == nil || c.User != name {
 		return nil, fmt.Errorf("%w: the request expired; try again", ErrPasskeyRefused)
 	}
 	label = cleanLabel(label)
@@ -380,8 +461,8 @@ func (s *Service) FinishPasskeyRegistration(ctx context.Context, name, id, label
 	if err != nil {
 		return nil, s.passkeyRefused(ctx, name, client, err)
 	}
-	wu := &waUser{name: name, handle: c.data.UserID}
-	cred, err := wa.CreateCredential(wu, c.data, parsed)
+	wu := &waUser{name: name, handle: c.Data.UserID}
+	cred, err := wa.CreateCredential(wu, c.Data, parsed)
 	if err != nil {
 		return nil, s.passkeyRefused(ctx, name, client, err)
 	}
@@ -396,7 +477,7 @@ func (s *Service) FinishPasskeyRegistration(ctx context.Context, name, id, label
 			return nil, ErrNoUser
 		}
 		hb := tx.Bucket(bucketPasskeyHandles)
-		if h := hb.Get([]byte("u" + name)); h != nil && !bytes.Equal(h, c.data.UserID) {
+		if h := hb.Get([]byte("u" + name)); h != nil && !bytes.Equal(h, c.Data.UserID) {
 			return nil, fmt.Errorf("%w: the request expired; try again", ErrPasskeyRefused)
 		}
 		pb := tx.Bucket(bucketPasskeys)
@@ -410,10 +491,10 @@ func (s *Service) FinishPasskeyRegistration(ctx context.Context, name, id, label
 		if len(have) >= MaxPasskeysPerUser {
 			return nil, ErrTooManyPasskeys
 		}
-		if err := hb.Put([]byte("u"+name), c.data.UserID); err != nil {
+		if err := hb.Put([]byte("u"+name), c.Data.UserID); err != nil {
 			return nil, err
 		}
-		if err := hb.Put(append([]byte("h"), c.data.UserID...), []byte(name)); err != nil {
+		if err := hb.Put(append([]byte("h"), c.Data.UserID...), []byte(name)); err != nil {
 			return nil, err
 		}
 		if err := putJSON(tx, bucketPasskeys, cred.ID, rec); err != nil {
@@ -579,7 +660,7 @@ func (s *Service) beginDiscoverable(kind, username string) (*PasskeyOptions, err
 	if err != nil {
 		return nil, fmt.Errorf("auth: passkey sign-in: %w", err)
 	}
-	id, err := s.newCeremony(&ceremony{kind: kind, user: canonicalName(username), data: *data})
+	id, err := s.newCeremony(&ceremony{Kind: kind, User: canonicalName(username), Data: *data})
 	if err != nil {
 		return nil, err
 	}
@@ -593,7 +674,10 @@ func (s *Service) FinishPasskeyLogin(ctx context.Context, id string, body []byte
 	if err != nil {
 		return nil, err
 	}
-	c := s.takeCeremony(id, "login")
+	c, err := s.takeCeremony(ctx, id, "login")
+	if err != nil {
+		return nil, err
+	}
 	return s.finishAssertion(ctx, wa, c, body, client, "passkey", nil)
 }
 
@@ -616,7 +700,10 @@ func (s *Service) FinishPasskeySecondFactor(ctx context.Context, id string, req 
 	if err != nil {
 		return nil, err
 	}
-	c := s.takeCeremony(id, "second")
+	c, err := s.takeCeremony(ctx, id, "second")
+	if err != nil {
+		return nil, err
+	}
 	pw, err := normalizePassword(req.Password)
 	if err != nil {
 		pw = ""
@@ -634,7 +721,7 @@ func (s *Service) FinishPasskeySecondFactor(ctx context.Context, id string, req 
 	if u == nil {
 		return nil, att.fail(ctx, "wrong password or unknown user")
 	}
-	if c == nil || c.user != name {
+	if c == nil || c.User != name {
 		return nil, att.fail(ctx, "expired or unknown passkey request")
 	}
 	c.hash = u.Hash // the password must not change before the session is issued
@@ -702,7 +789,7 @@ func (s *Service) finishAssertion(ctx context.Context, wa *webauthn.WebAuthn, c 
 	att.client, att.event = client, audit.EventAuthLogin
 	defer att.end(ctx)
 	fail := func(reason string) error { return att.fail(ctx, reason) }
-	if c.user != "" && c.user != name {
+	if c.User != "" && c.User != name {
 		return nil, fail("passkey of another user than the one named")
 	}
 	var wu *waUser
@@ -716,7 +803,7 @@ func (s *Service) finishAssertion(ctx context.Context, wa *webauthn.WebAuthn, c 
 	if handleOwner != name {
 		return nil, fail("passkey user handle does not match its owner")
 	}
-	cred, err := wa.ValidateDiscoverableLogin(func(_, _ []byte) (webauthn.User, error) { return wu, nil }, c.data, parsed)
+	cred, err := wa.ValidateDiscoverableLogin(func(_, _ []byte) (webauthn.User, error) { return wu, nil }, c.Data, parsed)
 	if err != nil {
 		s.log.Debug().Err(err).Str("user", name).Msg("auth: passkey assertion refused")
 		return nil, fail("passkey assertion refused: " + clip(protocolDetails(err), 160))
@@ -747,7 +834,7 @@ func (s *Service) finishAssertion(ctx context.Context, wa *webauthn.WebAuthn, c 
 		if err != nil {
 			return nil, err
 		}
-		if u == nil || u.Disabled || (c.kind == "second" && u.Hash != c.hash) {
+		if u == nil || u.Disabled || (c.Kind == "second" && u.Hash != c.hash) {
 			return nil, ErrInvalidCredentials
 		}
 		v := tx.Bucket(bucketPasskeys).Get(cred.ID)
@@ -766,7 +853,7 @@ func (s *Service) finishAssertion(ctx context.Context, wa *webauthn.WebAuthn, c 
 			return nil, err
 		}
 		kinds := []string{kindPasskey}
-		if c.kind == "second" { // a password login that succeeded
+		if c.Kind == "second" { // a password login that succeeded
 			kinds = append(kinds, kindLogin)
 		}
 		if err := clearLockoutTx(tx, name, kinds...); err != nil {

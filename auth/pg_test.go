@@ -217,3 +217,8 @@ func TestRevocationWhileFeedKilledPG(t *testing.T) {
 		t.Errorf("the first token on B after the feed came back: %v", err)
 	}
 }
+
+func TestReplicasCeremonyPG(t *testing.T) {
+	r, _ := pgReplicas(t)
+	raceCeremony(t, r)
+}

@@ -385,3 +385,79 @@ func TestStaleFeedReadsTheStore(t *testing.T) {
 		t.Errorf("A (fresh) with B's store wrapper down: %v", err)
 	}
 }
+
+// raceCeremony: a passkey ceremony begun on one replica can be finished on
+// either, once: of 8 racers taking it across both, one gets it; a tampered,
+// expired or other-kind ID gets nothing.
+func raceCeremony(t *testing.T, r *replicas) {
+	ctx := context.Background()
+	for _, s := range []*Service{r.a, r.b} {
+		if err := s.EnablePasskeys("https://hearth.home.arpa", ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	o, err := r.a.BeginPasskeyLogin(ctx, "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	errs := race(8, func(j int) error {
+		c, err := r.pick(j).takeCeremony(ctx, o.Ceremony, "login")
+		if err == nil && c == nil {
+			err = ErrInvalidCredentials
+		}
+		if c != nil && c.User != "alice" {
+			t.Errorf("ceremony for %q, want alice", c.User)
+		}
+		return err
+	})
+	oneWinner(t, "passkey ceremony", errs)
+	o2, _ := r.b.BeginPasskeyLogin(ctx, "")
+	tampered := []byte(o2.Ceremony)
+	tampered[len(tampered)/2] ^= 1
+	for what, id := range map[string]string{"tampered": string(tampered), "truncated": o2.Ceremony[:40], "empty": ""} {
+		if c, err := r.a.takeCeremony(ctx, id, "login"); c != nil || err != nil {
+			t.Errorf("%s ceremony: %v %v, want nothing", what, c, err)
+		}
+	}
+	if c, _ := r.a.takeCeremony(ctx, o2.Ceremony, "second"); c != nil {
+		t.Error("a login ceremony taken as a second-factor one")
+	}
+	r.clk.Advance(passkeyCeremonyTTL)
+	if c, _ := r.a.takeCeremony(ctx, o2.Ceremony, "login"); c != nil {
+		t.Error("an expired ceremony was taken")
+	}
+}
+
+func TestReplicasCeremonyBolt(t *testing.T) { raceCeremony(t, boltReplicas(t)) }
+
+// FuzzTakeCeremony: a presented ceremony ID is untrusted; only the exact
+// sealed ID handed out opens.
+func FuzzTakeCeremony(f *testing.F) {
+	db := openDB(f, f.TempDir())
+	defer db.Close()
+	s, err := Open(boltstore.New(db), Config{Argon2: tinyArgon2}, Options{})
+	if err != nil {
+		f.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.EnablePasskeys("https://hearth.home.arpa", ""); err != nil {
+		f.Fatal(err)
+	}
+	o, err := s.BeginPasskeyLogin(context.Background(), "alice")
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(o.Ceremony)
+	f.Add(o.Ceremony[:len(o.Ceremony)-1] + "A")
+	f.Add("")
+	f.Add("AAAA")
+	f.Fuzz(func(t *testing.T, id string) {
+		c, err := s.takeCeremony(context.Background(), id, "login")
+		if err != nil {
+			t.Fatalf("takeCeremony: %v", err)
+		}
+		if c != nil && id != o.Ceremony {
+			t.Errorf("ceremony %q opened though it was not handed out", id)
+		}
+	})
+}

@@ -98,7 +98,7 @@ type Service struct {
 	closeErr error
 	once     sync.Once
 
-	lastPrune time.Time // of the lockout records; used by the flush loop only
+	lastPrune atomic.Int64 // unix nanoseconds of the last pruning of lockout records
 
 	// failCommit, set only by tests, is called as the last BeforeCommit
 	// hook of every commit; an error it returns rolls the transaction
@@ -158,6 +158,9 @@ func Open(st store.Store, cfg Config, opts Options) (*Service, error) {
 	if err := s.migrateThrottle(ctx); err != nil {
 		return nil, err
 	}
+	if err := s.loadCeremonyKey(ctx); err != nil {
+		return nil, err
+	}
 	// Subscribe before loading: a change committed between the load and
 	// the subscription would otherwise be missed.
 	fctx, cancel := context.WithCancel(ctx)
@@ -197,8 +200,9 @@ func (s *Service) indexed(r *tokenRecord, u *userRecord, now time.Time) *liveTok
 }
 
 // readToken reads the token of hash h and its user in tx and returns its
-// index entry (nil: not live).
-func (s *Service) readToken(tx store.Tx, h [32]byte, now time.Time) (*liveToken, error) {
+// index entry (nil: not live). users, when not nil, caches the users read
+// in tx.
+func (s *Service) readToken(tx store.Tx, h [32]byte, now time.Time, users map[string]*userRecord) (*liveToken, error) {
 	v := tx.Bucket(bucketTokens).Get(h[:])
 	if v == nil {
 		return nil, nil
@@ -207,9 +211,15 @@ func (s *Service) readToken(tx store.Tx, h [32]byte, now time.Time) (*liveToken,
 	if json.Unmarshal(v, &r) != nil {
 		return nil, nil
 	}
-	u, err := getUser(tx, r.User)
-	if err != nil {
-		return nil, err
+	u, ok := users[r.User]
+	if !ok {
+		var err error
+		if u, err = getUser(tx, r.User); err != nil {
+			return nil, err
+		}
+		if users != nil {
+			users[r.User] = u
+		}
 	}
 	return s.indexed(&r, u, now), nil
 }
@@ -297,9 +307,10 @@ func (s *Service) onChanges(batch []store.Change) {
 	now := s.now()
 	got := make([]*liveToken, len(keys))
 	err := s.view(context.Background(), func(tx store.Tx) error {
+		users := map[string]*userRecord{}
 		for i, k := range keys {
 			var err error
-			if got[i], err = s.readToken(tx, k, now); err != nil {
+			if got[i], err = s.readToken(tx, k, now, users); err != nil {
 				return err
 			}
 		}
@@ -396,6 +407,9 @@ func (s *Service) flush() error {
 	if err := s.pruneLockouts(ctx, now); err != nil {
 		return err
 	}
+	if err := s.pruneCeremonies(ctx, now); err != nil {
+		return err
+	}
 	if len(expired) == 0 && len(used) == 0 && len(dead) == 0 {
 		return nil // nothing to write: no transaction, no fsync
 	}
@@ -454,6 +468,13 @@ func (s *Service) commit(ctx context.Context, fn func(tx store.Tx) ([]audit.Even
 	applied := false
 	var recorded []recordedEvent
 	err := s.st.Update(ctx, func(tx store.Tx) error {
+		if applied {
+			// The previous run's hook ran and its commit failed, and the
+			// driver runs the transaction again (a serialization failure
+			// at COMMIT): what that hook did did not take effect.
+			s.undo(ctx, effects, recorded)
+			applied, recorded = false, nil
+		}
 		evs, err := fn(tx)
 		if err != nil {
 			return err
@@ -481,20 +502,27 @@ func (s *Service) commit(ctx context.Context, fn func(tx store.Tx) ([]audit.Even
 		return nil
 	}
 	if applied {
-		for _, m := range effects {
-			if m.undo != nil {
-				m.undo()
-			}
-		}
-		s.log.Error().Err(err).Msg("auth: the store write failed after its audit entries were recorded; recording that they did not take effect")
+		s.undo(ctx, effects, recorded)
 		err = fmt.Errorf("%w: the store write failed: %w", ErrUnavailable, err)
-		s.correct(ctx, recorded, "not applied: the store write failed")
 	} else {
 		s.correct(ctx, recorded, "not applied: the audit log failed before all of the change's entries were recorded")
 	}
 	return storeErr(err)
 }
 
+// undo reverts the effects of a commit hook whose transaction did not
+// commit and records that its entries did not take effect.
+func (s *Service) undo(ctx context.Context, effects []memEffect, recorded []recordedEvent) {
+	for _, m := range effects {
+		if m.undo != nil {
+			m.undo()
+		}
+	}
+	s.log.Error().Msg("auth: the store write failed after its audit entries were recorded; recording that they did not take effect")
+	s.correct(ctx, recorded, "not applied: the store write failed")
+}
+
+// recordedEvent is an event commit recorded, with its index in the log
 // (-1 if the recorder does not say).
 type recordedEvent struct {
 	ev  audit.Event

@@ -23,10 +23,13 @@ const (
 	// (kind \x00 name → lockoutRecord), user or not, charged in the store
 	// before the password is checked (throttle.go).
 	bucketLockout = "auth.lockout"
+	// bucketUserSessions lists each user's sessions (name → family →
+	// expiry of its newest refresh token), for the per-user session limit.
+	bucketUserSessions = "auth.user_sessions"
 )
 
 // allBuckets are the buckets Open declares.
-var allBuckets = []string{bucketUsers, bucketTokens, bucketRefresh, bucketIdentities, bucketLockout, bucketPasskeys, bucketPasskeyHandles}
+var allBuckets = []string{bucketUsers, bucketTokens, bucketRefresh, bucketIdentities, bucketLockout, bucketUserSessions, bucketPasskeys, bucketPasskeyHandles, bucketPasskeyUsed, bucketKeys}
 
 // userRecord is a user as stored. It holds no secret in the clear except
 // the TOTP seed, which verification needs (the database file is 0600).

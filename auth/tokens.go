@@ -182,7 +182,7 @@ func (s *Service) lookup(ctx context.Context, h [32]byte) (*liveToken, error) {
 	var got *liveToken
 	err := s.view(ctx, func(tx store.Tx) error {
 		var err error
-		got, err = s.readToken(tx, h, s.now())
+		got, err = s.readToken(tx, h, s.now(), nil)
 		return err
 	})
 	if err != nil {
@@ -243,6 +243,14 @@ func (s *Service) issueTx(ctx context.Context, tx store.Tx, g grant) (*Session, 
 	if err := putJSON(tx, bucketRefresh, rh[:], rr); err != nil {
 		return nil, zero, nil, audit.Event{}, err
 	}
+	fams, err := s.userSessionsTx(tx, g.user)
+	if err != nil {
+		return nil, zero, nil, audit.Event{}, err
+	}
+	fams[g.family] = rr.Expires
+	if err := putJSON(tx, bucketUserSessions, []byte(g.user), fams); err != nil {
+		return nil, zero, nil, audit.Event{}, err
+	}
 	sess := &Session{User: g.user, Token: at, RefreshToken: rt, ExpiresAt: tr.Expires, RefreshExpiresAt: rr.Expires, Capabilities: g.caps, MFA: g.mfa}
 	ev := s.event(ctx, audit.EventTokenIssue, audit.OutcomeSuccess, "user:"+g.user, "", g.client, map[string]string{
 		"token_id": tokenID(ah), "refresh_id": tokenID(rh), "family": g.family, "method": g.method,
@@ -265,14 +273,7 @@ func (s *Service) capSessionsTx(ctx context.Context, tx store.Tx, user, client s
 		id      string
 		expires time.Time
 	}
-	latest := map[string]time.Time{}
-	err := tx.Bucket(bucketRefresh).ForEach(func(k, v []byte) error {
-		var r refreshRecord
-		if json.Unmarshal(v, &r) == nil && r.User == user && !r.Used && r.Expires.After(latest[r.Family]) {
-			latest[r.Family] = r.Expires
-		}
-		return nil
-	})
+	latest, err := s.userSessionsTx(tx, user)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -295,6 +296,39 @@ func (s *Service) capSessionsTx(ctx context.Context, tx store.Tx, user, client s
 		evs = append(evs, s.event(ctx, audit.EventTokenRevoke, audit.OutcomeSuccess, "user:"+user, "session limit: oldest session ended", client, map[string]string{"family": f.id, "count": fmt.Sprint(n)}))
 	}
 	return hashes, evs, nil
+}
+
+// userSessionsTx returns user's live sessions (token families) with the
+// expiry of each one's newest refresh token, from the user's record in
+// auth.user_sessions, so that a login reads one record, not every refresh
+// token (which on PostgreSQL would also make every two concurrent logins
+// a serialization conflict). A user without the record (sessions issued
+// by a hearth before it existed) has it built from the refresh tokens.
+func (s *Service) userSessionsTx(tx store.Tx, user string) (map[string]time.Time, error) {
+	now := s.now()
+	fams := map[string]time.Time{}
+	if v := tx.Bucket(bucketUserSessions).Get([]byte(user)); v != nil {
+		if err := json.Unmarshal(v, &fams); err != nil {
+			return nil, fmt.Errorf("auth: sessions of %q: corrupt record: %w", user, err)
+		}
+	} else {
+		err := tx.Bucket(bucketRefresh).ForEach(func(k, v []byte) error {
+			var r refreshRecord
+			if json.Unmarshal(v, &r) == nil && r.User == user && !r.Used && r.Expires.After(fams[r.Family]) {
+				fams[r.Family] = r.Expires
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	for f, e := range fams {
+		if !now.Before(e) {
+			delete(fams, f)
+		}
+	}
+	return fams, nil
 }
 
 // dropping is the memEffect that removes revoked tokens from the index.
@@ -506,6 +540,7 @@ func (sel revokeSel) match(user, family string) bool {
 func revokeTx(tx store.Tx, sel revokeSel) ([][32]byte, int, error) {
 	var access [][32]byte
 	var refresh [][]byte
+	ended := map[string][]string{} // user → families ended
 	err := tx.Bucket(bucketTokens).ForEach(func(k, v []byte) error {
 		var r tokenRecord
 		if json.Unmarshal(v, &r) == nil && sel.match(r.User, r.Family) && len(k) == 32 {
@@ -520,6 +555,9 @@ func revokeTx(tx store.Tx, sel revokeSel) ([][32]byte, int, error) {
 		var r refreshRecord
 		if json.Unmarshal(v, &r) == nil && sel.match(r.User, r.Family) {
 			refresh = append(refresh, slices.Clone(k))
+			if !slices.Contains(ended[r.User], r.Family) {
+				ended[r.User] = append(ended[r.User], r.Family)
+			}
 		}
 		return nil
 	})
@@ -533,6 +571,23 @@ func revokeTx(tx store.Tx, sel revokeSel) ([][32]byte, int, error) {
 	}
 	for _, k := range refresh {
 		if err := tx.Bucket(bucketRefresh).Delete(k); err != nil {
+			return nil, 0, err
+		}
+	}
+	sb := tx.Bucket(bucketUserSessions)
+	for user, fs := range ended {
+		v := sb.Get([]byte(user))
+		if v == nil {
+			continue // built from the refresh tokens when next needed
+		}
+		fams := map[string]time.Time{}
+		if err := json.Unmarshal(v, &fams); err != nil {
+			return nil, 0, fmt.Errorf("auth: sessions of %q: corrupt record: %w", user, err)
+		}
+		for _, f := range fs {
+			delete(fams, f)
+		}
+		if err := putJSON(tx, bucketUserSessions, []byte(user), fams); err != nil {
 			return nil, 0, err
 		}
 	}
