@@ -108,24 +108,47 @@ func (s *Sequencer) Run(ctx context.Context) error {
 			}
 			return err
 		}
+		if n == max {
+			continue // more are waiting
+		}
 		if n > 0 {
 			lastWork = time.Now()
-			continue // more may be waiting
 		}
-		// Nothing: look again soon while entries came recently (replicas
-		// under load do not notify, see notifyEvery), else sleep until
-		// notified.
-		wait := s.idle()
-		if time.Since(lastWork) < sequencerLinger {
-			wait = pollInterval
-		}
-		if err := waitNotification(ctx, conn, wait); err != nil {
+		// Look again at once, then every pollInterval while entries came
+		// recently (replicas under load do not notify, see notifyEvery),
+		// else sleep until notified. The looks are a read of the pending
+		// index, not a batch: a batch locks the fencing row, which writes
+		// WAL.
+		if err := s.await(ctx, conn, lastWork); err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
 			return fmt.Errorf("pgaudit: sequencer: %w", err)
 		}
 	}
+}
+
+// await returns when entries may be waiting: when a look (now, then
+// every pollInterval until sequencerLinger after lastWork) finds one, on a
+// notification, or after Idle.
+func (s *Sequencer) await(ctx context.Context, conn *pgx.Conn, lastWork time.Time) error {
+	for first := true; first || time.Since(lastWork) < sequencerLinger; first = false {
+		if !first {
+			notified, err := waitNotification(ctx, conn, pollInterval)
+			if err != nil || notified {
+				return err
+			}
+		}
+		var pending bool
+		if err := conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM "+Schema+".entries WHERE seq IS NULL)").Scan(&pending); err != nil {
+			return err
+		}
+		if pending {
+			return nil
+		}
+	}
+	_, err := waitNotification(ctx, conn, s.idle())
+	return err
 }
 
 // frontier loads the tree's frontier from the stored hashes and checks it
@@ -145,7 +168,7 @@ func (s *Sequencer) frontier(ctx context.Context, conn *pgx.Conn, size int64) (*
 	if err := conn.QueryRow(ctx, "SELECT note FROM "+Schema+".checkpoints WHERE size = $1", size).Scan(&msg); err != nil {
 		return nil, fmt.Errorf("the checkpoint of size %d: %w", size, err)
 	}
-	c, err := audit.OpenCheckpoint(msg, note.VerifierList(s.Signer.Verifier()))
+	c, err := audit.OpenCheckpoint(msg, noteVerifiers(s.Signer))
 	if err != nil {
 		return nil, fmt.Errorf("the checkpoint of size %d: %w", size, err)
 	}
@@ -312,3 +335,5 @@ func (s *Sequencer) batch(ctx context.Context, conn *pgx.Conn, epoch int64, fr *
 	*fr = next
 	return len(ids), nil
 }
+
+func noteVerifiers(s *audit.Signer) note.Verifiers { return note.VerifierList(s.Verifier()) }

@@ -177,23 +177,23 @@ func listen(ctx context.Context, pool *pgxpool.Pool, app, channel string, heartb
 		if err := catch(ctx, conn); err != nil {
 			return err
 		}
-		if err := waitNotification(ctx, conn, heartbeat); err != nil {
+		if _, err := waitNotification(ctx, conn, heartbeat); err != nil {
 			return err
 		}
 	}
 }
 
-// waitNotification waits for a notification on conn, at most d; nil also
-// when d passes.
-func waitNotification(ctx context.Context, conn *pgx.Conn, d time.Duration) error {
+// waitNotification waits for a notification on conn, at most d, and
+// reports whether one came (no error either way when d passes).
+func waitNotification(ctx context.Context, conn *pgx.Conn, d time.Duration) (bool, error) {
 	wctx, cancel := context.WithTimeout(ctx, d)
 	_, err := conn.WaitForNotification(wctx)
 	cancel()
 	if ctx.Err() != nil {
-		return ctx.Err()
+		return false, ctx.Err()
 	}
 	if err != nil && !errors.Is(err, context.DeadlineExceeded) {
-		return err
+		return false, err
 	}
-	return nil
+	return err == nil, nil
 }
