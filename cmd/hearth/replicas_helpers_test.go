@@ -13,10 +13,8 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
-	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -41,31 +39,12 @@ type replicaSet struct {
 	root     *x509.CertPool
 }
 
-// passfileDSN turns pgtest's URL (which carries the password) into the
-// form hearth accepts: keyword=value without a password, and passfile=
-// naming a file of mode 0600 in libpq's .pgpass format.
-func passfileDSN(t testing.TB, dsnURL string) string {
-	t.Helper()
-	u, err := url.Parse(dsnURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pw, _ := u.User.Password()
-	db := strings.TrimPrefix(u.Path, "/")
-	pass := filepath.Join(t.TempDir(), "pgpass")
-	line := fmt.Sprintf("%s:%s:%s:%s:%s\n", u.Hostname(), u.Port(), db, u.User.Username(), pw)
-	if err := os.WriteFile(pass, []byte(line), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return fmt.Sprintf("host=%s port=%s dbname=%s user=%s sslmode=disable passfile=%s", u.Hostname(), u.Port(), db, u.User.Username(), pass)
-}
-
 // newReplicaSet makes an empty database and n data dirs: `hearth init`
 // once, then copies of it. edit, if not nil, changes hearth.yaml first.
 func newReplicaSet(t testing.TB, n int, edit func(string) string) *replicaSet {
 	t.Helper()
 	rs := &replicaSet{db: pgtest.New(t)}
-	rs.dsn = passfileDSN(t, rs.db.DSN)
+	rs.dsn = rs.db.PassfileDSN(t)
 	first := filepath.Join(t.TempDir(), "a")
 	out, errOut, err := hearthCmd(t, first, "", "init", "--owner", "alice", "--agent", "sample", "--json")
 	if err != nil {

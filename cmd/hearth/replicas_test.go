@@ -303,6 +303,14 @@ func TestReplicas(t *testing.T) {
 		if got < acked {
 			t.Errorf("the audit history holds %d allowed requests of device:steady, B acknowledged %d", got, acked)
 		}
+		// B serves the shared history's signed checkpoint (tlog-tiles), to
+		// a principal only.
+		if st, body := do(c, http.MethodGet, "https://"+b.gateway+"/.hearth/v1/audit/checkpoint", "", nil); st != http.StatusOK || !strings.Contains(string(body), "\n\u2014 ") {
+			t.Errorf("B's /.hearth/v1/audit/checkpoint = %d %q, want a signed checkpoint", st, body)
+		}
+		if st, _ := do(anon, http.MethodGet, "https://"+b.gateway+"/.hearth/v1/audit/checkpoint", "", nil); st != http.StatusUnauthorized {
+			t.Errorf("B's checkpoint without a principal = %d, want 401", st)
+		}
 		// B is ready on its own: its feed is fresh and it holds (or took
 		// over) the audit sequencer's lock.
 		if st, body := do(anon, http.MethodGet, "https://"+b.gateway+"/.hearth/readyz", "", nil); st != http.StatusOK {

@@ -290,7 +290,7 @@ func (s *Server) hearthMux(l *live) http.Handler {
 	if l.oidc != nil {
 		mux.Handle(oidc.PathPrefix, l.oidc)
 	}
-	mux.Handle("/.hearth/v1/audit/", requirePrincipal(s.auditHandler((*audit.Log).Handler)))
+	mux.Handle("/.hearth/v1/audit/", requirePrincipal(s.auditTiles()))
 	mux.Handle(webui.Prefix, s.webUI(l).Handler())
 	admin := l.gateway.Require(authz.CapHearthAdmin, adminMux(s, l))
 	mux.Handle("/.hearth/v1/admin/", admin)

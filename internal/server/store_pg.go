@@ -58,6 +58,16 @@ func (s *Server) auditHandler(h func(*audit.Log) http.Handler) http.Handler {
 	})
 }
 
+// auditTiles serves the audit history's checkpoint and tiles
+// (c2sp.org/tlog-tiles) from the file log, or on PostgreSQL from the
+// shared history (any replica serves it alike).
+func (s *Server) auditTiles() http.Handler {
+	if s.pgAudit != nil {
+		return s.pgAudit.Handler()
+	}
+	return s.audit.Handler()
+}
+
 // auditReady is readyz's audit check: the file log's own state, or on
 // PostgreSQL whether some replica holds the sequencer's advisory lock
 // (without a sequencer no entry is covered by a checkpoint, so every
