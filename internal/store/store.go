@@ -79,6 +79,7 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 )
 
@@ -107,6 +108,18 @@ const (
 	MaxKeySize   = 1024
 	MaxValueSize = 1 << 20
 )
+
+// CheckSize returns an ErrTooLarge error if key or value is over its
+// limit (for drivers).
+func CheckSize(key, value []byte) error {
+	switch {
+	case len(key) > MaxKeySize:
+		return fmt.Errorf("%w: a key of %d bytes (at most %d)", ErrTooLarge, len(key), MaxKeySize)
+	case len(value) > MaxValueSize:
+		return fmt.Errorf("%w: a value of %d bytes (at most %d)", ErrTooLarge, len(value), MaxValueSize)
+	}
+	return nil
+}
 
 // Store is hearth's persistent state.
 type Store interface {

@@ -153,11 +153,8 @@ func (r readOnly) Delete(k []byte) error                    { return store.ErrRe
 type writable struct{ *bbolt.Bucket }
 
 func (w writable) Put(k, v []byte) error {
-	if len(k) > store.MaxKeySize {
-		return fmt.Errorf("%w: a key of %d bytes (at most %d)", store.ErrTooLarge, len(k), store.MaxKeySize)
-	}
-	if len(v) > store.MaxValueSize {
-		return fmt.Errorf("%w: a value of %d bytes (at most %d)", store.ErrTooLarge, len(v), store.MaxValueSize)
+	if err := store.CheckSize(k, v); err != nil {
+		return err
 	}
 	// bbolt keeps v itself until the commit (it copies only the key);
 	// the store's contract is that Put copies both.

@@ -8,87 +8,28 @@ import (
 
 	"github.com/hearth-home/hearth/internal/pgtest"
 	"github.com/hearth-home/hearth/internal/store"
+	"github.com/hearth-home/hearth/internal/store/storetest"
 )
 
-// replica is one feed subscription, collecting what it hears.
+// replica is one replica's feed subscription.
 type replica struct {
+	*storetest.Collector
 	feed *Feed
-	mu   sync.Mutex
-	got  map[string]int // bucket/key → times delivered
-	seen chan struct{}
 }
 
 func subscribe(t *testing.T, s *Store) *replica {
 	t.Helper()
-	r := &replica{feed: s.feed, got: map[string]int{}, seen: make(chan struct{}, 1)}
-	ctx, cancel := context.WithCancel(bg)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		r.feed.Subscribe(ctx, func(batch []store.Change) {
-			r.mu.Lock()
-			for _, c := range batch {
-				k := c.Bucket + "/" + string(c.Key)
-				if c.Resync {
-					k = "resync"
-				}
-				r.got[k]++
-			}
-			r.mu.Unlock()
-			select {
-			case r.seen <- struct{}{}:
-			default:
-			}
-		})
-	}()
-	t.Cleanup(func() { cancel(); <-done })
-	r.await(t, "resync", 5*time.Second)
+	r := &replica{storetest.Subscribe(t, s.feed), s.feed}
+	r.Await(t, "resync", 5*time.Second)
 	return r
 }
 
-func (r *replica) count(k string) int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.got[k]
-}
-
-func (r *replica) await(t *testing.T, k string, within time.Duration) {
-	t.Helper()
-	deadline := time.After(within)
-	for r.count(k) == 0 {
-		select {
-		case <-r.seen:
-		case <-time.After(10 * time.Millisecond):
-		case <-deadline:
-			t.Fatalf("%s not delivered within %s", k, within)
-		}
-	}
-}
-
-// awaitBounded checks the feed's promise for the change k committed at
-// committed: from committed + Bound on, the feed either has delivered it
-// or says it is not fresh — never fresh and ignorant; delivery within 10 s.
+// awaitBounded is storetest's AwaitBounded with the feed's bound, logging
+// the latency.
 func (r *replica) awaitBounded(t *testing.T, k string, committed time.Time) {
 	t.Helper()
-	bound := r.feed.cfg.Bound
-	for {
-		now := time.Now()
-		fresh := r.feed.Fresh(now) // before count: see Feed.Fresh
-		if r.count(k) > 0 {
-			t.Logf("%s delivered %v after commit", k, time.Since(committed).Round(time.Millisecond))
-			return
-		}
-		if now.Sub(committed) >= bound && fresh {
-			t.Fatalf("%s: %v after commit the feed says it is fresh (bound %v) but has not delivered it", k, now.Sub(committed), bound)
-		}
-		if now.Sub(committed) > 10*time.Second {
-			t.Fatalf("%s not delivered within 10 s", k)
-		}
-		select {
-		case <-r.seen:
-		case <-time.After(10 * time.Millisecond):
-		}
-	}
+	lat := r.AwaitBounded(t, r.feed, k, committed, r.feed.cfg.Bound)
+	t.Logf("%s delivered %v after commit", k, lat.Round(time.Millisecond))
 }
 
 // twoReplicas opens two stores on a fresh database with bucket "b".
@@ -202,7 +143,7 @@ func TestFeedFreshWhileUnreachable(t *testing.T) {
 		t.Fatal("feed not fresh 10 s after the database came back")
 	}
 	t.Logf("fresh again %v after the database came back", time.Since(back).Round(time.Millisecond))
-	if r.count("b/meanwhile") == 0 {
+	if r.Count("b/meanwhile") == 0 {
 		t.Error("fresh again without the change committed while it was away")
 	}
 }
@@ -331,7 +272,7 @@ func testNotifies(t *testing.T, mode notifyMode) {
 		k := "n" + string(rune('0'+i))
 		put(t, a, "b", k, "v")
 		committed := time.Now()
-		r.await(t, "b/"+k, time.Second)
+		r.Await(t, "b/"+k, time.Second)
 		t.Logf("%s delivered %v after commit", k, time.Since(committed).Round(time.Millisecond))
 	}
 }

@@ -3,10 +3,8 @@ package pgstore
 import (
 	"context"
 	"fmt"
-	"net/url"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -52,33 +50,12 @@ func openProcess(dsn string) int {
 	return 0
 }
 
-// dsn returns db's DSN as hearth.yaml would carry it: no password in it,
-// the password in a passfile (mode 0600) that the DSN names.
-func dsn(t testing.TB, db *pgtest.DB) string {
-	t.Helper()
-	u, err := url.Parse(db.DSN)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pw, _ := u.User.Password()
-	pass := filepath.Join(t.TempDir(), "pgpass")
-	line := fmt.Sprintf("%s:%s:%s:%s:%s\n", u.Hostname(), u.Port(), strings.TrimPrefix(u.Path, "/"), u.User.Username(), pw)
-	if err := os.WriteFile(pass, []byte(line), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	u.User = url.User(u.User.Username())
-	q := u.Query()
-	q.Set("passfile", pass)
-	u.RawQuery = q.Encode()
-	return u.String()
-}
-
 // open opens a Store on db, closed at t.Cleanup.
 func open(t testing.TB, db *pgtest.DB, opts Options) *Store {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	s, err := Open(ctx, dsn(t, db), opts)
+	s, err := Open(ctx, db.PassfileDSN(t), opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,7 +79,7 @@ func TestConformance(t *testing.T) {
 func TestOpenConcurrentProcesses(t *testing.T) {
 	const n = 8
 	db := pgtest.New(t)
-	d := dsn(t, db)
+	d := db.PassfileDSN(t)
 	migs, err := Migrations()
 	if err != nil {
 		t.Fatal(err)

@@ -393,23 +393,16 @@ func (b *bucket) Get(key []byte) []byte {
 }
 
 func (b *bucket) Put(key, value []byte) error {
-	switch {
-	case !b.t.writable:
-		return store.ErrReadOnly
-	case b.t.err != nil:
-		return b.t.err
-	case len(key) == 0:
-		return errors.New("pgstore: a record needs a key")
-	case len(key) > store.MaxKeySize:
-		return fmt.Errorf("%w: a key of %d bytes (at most %d)", store.ErrTooLarge, len(key), store.MaxKeySize)
-	case len(value) > store.MaxValueSize:
-		return fmt.Errorf("%w: a value of %d bytes (at most %d)", store.ErrTooLarge, len(value), store.MaxValueSize)
+	if err := store.CheckSize(key, value); err != nil {
+		return err
 	}
-	b.write(key, append(make([]byte, 0, len(value)), value...))
-	return nil
+	return b.write(key, append(make([]byte, 0, len(value)), value...))
 }
 
-func (b *bucket) Delete(key []byte) error {
+func (b *bucket) Delete(key []byte) error { return b.write(key, nil) }
+
+// write buffers a Put (value not nil) or a Delete.
+func (b *bucket) write(key, value []byte) error {
 	switch {
 	case !b.t.writable:
 		return store.ErrReadOnly
@@ -418,16 +411,12 @@ func (b *bucket) Delete(key []byte) error {
 	case len(key) == 0:
 		return errors.New("pgstore: a record needs a key")
 	}
-	b.write(key, nil)
-	return nil
-}
-
-func (b *bucket) write(key, value []byte) {
 	if b.dirty == nil {
 		b.dirty = map[string]bool{}
 	}
 	b.known[string(key)] = value
 	b.dirty[string(key)] = true
+	return nil
 }
 
 // ForEach reads the whole bucket first (no cursor stays open while fn

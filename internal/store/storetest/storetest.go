@@ -566,8 +566,9 @@ func testRaceCreate(t *testing.T, open Open) {
 	}
 }
 
-// collector is one feed subscription, collecting what it hears.
-type collector struct {
+// Collector is one feed subscription, collecting what it hears (for the
+// drivers' own feed tests too).
+type Collector struct {
 	mu      sync.Mutex
 	batches int
 	got     map[string]int // bucket/key → deliveries
@@ -575,9 +576,10 @@ type collector struct {
 	seen    chan struct{}
 }
 
-func subscribe(t *testing.T, f store.Feed) *collector {
+// Subscribe subscribes a Collector to f until t's cleanup.
+func Subscribe(t testing.TB, f store.Feed) *Collector {
 	t.Helper()
-	c := &collector{got: map[string]int{}, seen: make(chan struct{}, 1)}
+	c := &Collector{got: map[string]int{}, seen: make(chan struct{}, 1)}
 	ctx, cancel := context.WithCancel(bg)
 	done := make(chan error, 1)
 	go func() {
@@ -612,10 +614,33 @@ func subscribe(t *testing.T, f store.Feed) *collector {
 	return c
 }
 
-func (c *collector) count(k string) int {
+// Count is how often the change of key k ("bucket/key") was delivered.
+func (c *Collector) Count(k string) int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.got[k]
+}
+
+// Resyncs is how many Resync changes were delivered.
+func (c *Collector) Resyncs() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.resyncs
+}
+
+// Await waits until the change k ("bucket/key", or "resync") has been
+// delivered, failing t after within.
+func (c *Collector) Await(t testing.TB, k string, within time.Duration) {
+	t.Helper()
+	deadline := time.After(within)
+	for (k == "resync" && c.Resyncs() == 0) || (k != "resync" && c.Count(k) == 0) {
+		select {
+		case <-c.seen:
+		case <-time.After(10 * time.Millisecond):
+		case <-deadline:
+			t.Fatalf("%s not delivered within %s", k, within)
+		}
+	}
 }
 
 // AwaitBounded checks a feed's promise for the change k (bucket/key)
@@ -623,12 +648,12 @@ func (c *collector) count(k string) int {
 // delivered it or says it is not fresh (so caches are not trusted) — never
 // fresh and ignorant. It also requires delivery within 10 s and returns the
 // latency (well under the bound on an idle machine).
-func (c *collector) awaitBounded(t *testing.T, f store.Feed, k string, committed time.Time, bound time.Duration) time.Duration {
+func (c *Collector) AwaitBounded(t testing.TB, f store.Feed, k string, committed time.Time, bound time.Duration) time.Duration {
 	t.Helper()
 	for {
 		now := time.Now()
-		fresh := f.Fresh(now) // before count: see store.Feed.Fresh
-		if c.count(k) > 0 {
+		fresh := f.Fresh(now) // before Count: see store.Feed.Fresh
+		if c.Count(k) > 0 {
 			return time.Since(committed)
 		}
 		if now.Sub(committed) >= bound && fresh {
@@ -653,20 +678,20 @@ func testFeed(t *testing.T, open Open) {
 	a, b := open(t)
 	declare(t, a, "b")
 	if _, ok := b.Feed().(store.StillFresh); ok {
-		c := subscribe(t, b.Feed())
+		c := Subscribe(t, b.Feed())
 		update(t, a, func(tx store.Tx) error { return tx.Bucket("b").Put([]byte("k"), []byte("v")) })
 		if !b.Feed().Fresh(time.Now().Add(time.Hour)) {
 			t.Error("a one-process feed is not fresh")
 		}
 		time.Sleep(50 * time.Millisecond)
-		if c.count("b/k") != 0 {
+		if c.Count("b/k") != 0 {
 			t.Error("a one-process feed delivered a change")
 		}
 		return
 	}
 	const bound = time.Second
-	c1, c2 := subscribe(t, b.Feed()), subscribe(t, b.Feed())
-	for _, c := range []*collector{c1, c2} {
+	c1, c2 := Subscribe(t, b.Feed()), Subscribe(t, b.Feed())
+	for _, c := range []*Collector{c1, c2} {
 		select {
 		case <-c.seen:
 		case <-time.After(10 * time.Second):
@@ -700,14 +725,14 @@ func testFeed(t *testing.T, open Open) {
 		return tx.Bucket("b").Delete([]byte("deleted"))
 	})
 	committed := time.Now()
-	for i, c := range []*collector{c1, c2} {
-		lat := c.awaitBounded(t, b.Feed(), "b/put", committed, bound)
-		c.awaitBounded(t, b.Feed(), "b/deleted", committed, bound)
+	for i, c := range []*Collector{c1, c2} {
+		lat := c.AwaitBounded(t, b.Feed(), "b/put", committed, bound)
+		c.AwaitBounded(t, b.Feed(), "b/deleted", committed, bound)
 		t.Logf("subscriber %d: delivered %v after commit", i+1, lat.Round(time.Millisecond))
 	}
 	// A change committed later than the rolled-back one has been read, so
 	// the rolled-back one would have been delivered by now.
-	if c1.count("b/rolled-back")+c2.count("b/rolled-back") != 0 {
+	if c1.Count("b/rolled-back")+c2.Count("b/rolled-back") != 0 {
 		t.Error("a rolled-back change was delivered")
 	}
 }
