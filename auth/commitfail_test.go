@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 
 	"github.com/hearth-home/hearth/audit"
 
+	"github.com/hearth-home/hearth/internal/store"
 	"github.com/hearth-home/hearth/internal/store/boltstore"
 )
 
@@ -269,5 +271,80 @@ func TestCorrectionNamesLogIndex(t *testing.T) {
 		fix.Outcome != audit.OutcomeError || fix.Meta["corrects_index"] != strconv.FormatInt(orig.Index, 10) ||
 		fix.Meta["corrects"] != orig.Name+" user:bob "+orig.Time.UTC().Format(time.RFC3339Nano) {
 		t.Fatalf("log ends with %+v then %+v, want a user.change and its correction naming index %d", orig, fix, orig.Index)
+	}
+}
+
+// rerunStore runs the next Update's fn, and its BeforeCommit hooks, once in
+// a transaction that then fails to commit, and then again for real: what
+// a driver does that retries a serialization failure raised at COMMIT.
+// PostgreSQL raises one only under a race no test can time; this makes it
+// happen on the next Update.
+type rerunStore struct {
+	store.Store
+	armed atomic.Bool
+}
+
+type hookTx struct {
+	store.Tx
+	hooks []func() error
+}
+
+func (t *hookTx) BeforeCommit(f func() error) { t.hooks = append(t.hooks, f) }
+
+func (s *rerunStore) Update(ctx context.Context, fn func(store.Tx) error) error {
+	if s.armed.CompareAndSwap(true, false) {
+		errCommit := errors.New("could not serialize access (at COMMIT)")
+		_ = s.Store.Update(ctx, func(tx store.Tx) error {
+			h := &hookTx{Tx: tx}
+			if err := fn(h); err != nil {
+				return err
+			}
+			for _, f := range h.hooks {
+				if err := f(); err != nil {
+					return err
+				}
+			}
+			return errCommit // rolls the first run back
+		})
+	}
+	return s.Store.Update(ctx, fn)
+}
+
+// TestRerunAfterHooksIsCorrected: when a transaction runs again after its
+// hooks ran and its commit failed, the first run's entries are corrected
+// and its token never becomes live; the second run's change stands.
+func TestRerunAfterHooksIsCorrected(t *testing.T) {
+	db := openDB(t, t.TempDir())
+	t.Cleanup(func() { db.Close() })
+	st := &rerunStore{Store: boltstore.New(db)}
+	rec := &recorder{}
+	s, err := Open(st, Config{Argon2: tinyArgon2}, Options{Audit: rec})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	ctx := context.Background()
+	if err := s.AddUser(ctx, "alice", []string{"system:read"}, alicePw); err != nil {
+		t.Fatal(err)
+	}
+	n := len(rec.all())
+	st.armed.Store(true)
+	sess, err := s.IssueSession(ctx, "alice", "password", false, "127.0.0.1:1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs := rec.all()[n:]
+	if len(evs) != 3 {
+		t.Fatalf("entries %v, want the first run's token.issue, its correction, the second run's token.issue", names(evs))
+	}
+	checkCorrected(t, evs[:2], audit.EventTokenIssue)
+	if evs[2].Name != audit.EventTokenIssue || evs[2].Outcome != audit.OutcomeSuccess || evs[2].Meta["token_id"] == evs[0].Meta["token_id"] {
+		t.Errorf("last entry %+v, want the second run's token.issue", evs[2])
+	}
+	s.mu.RLock()
+	live := len(s.tokens)
+	s.mu.RUnlock()
+	if _, err := s.AuthenticateToken(ctx, sess.Token); err != nil || live != 1 {
+		t.Errorf("the session issued: %v, %d tokens live; want it alone", err, live)
 	}
 }

@@ -205,3 +205,18 @@ func (h *harness) addUser(name string, caps ...string) {
 		h.t.Fatalf("AddUser(%s): %v", name, err)
 	}
 }
+
+// fuzzService is a Service on a fresh hearth.db for a fuzz target, closed
+// at its cleanup.
+func fuzzService(f *testing.F) *Service {
+	db := openDB(f, f.TempDir())
+	s, err := Open(boltstore.New(db), Config{Argon2: tinyArgon2}, Options{})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(func() {
+		s.Close()
+		db.Close()
+	})
+	return s
+}

@@ -636,13 +636,7 @@ func FuzzAuthenticateToken(f *testing.F) {
 	f.Add(AccessTokenPrefix + strings.Repeat("A", 43))
 	f.Add("hth_rt_" + strings.Repeat("_", 43))
 	f.Add("")
-	db := openDB(f, f.TempDir())
-	defer db.Close()
-	s, err := Open(boltstore.New(db), Config{Argon2: tinyArgon2}, Options{})
-	if err != nil {
-		f.Fatal(err)
-	}
-	defer s.Close()
+	s := fuzzService(f)
 	f.Fuzz(func(t *testing.T, tok string) {
 		if p, err := s.AuthenticateToken(context.Background(), tok); err == nil || p != nil {
 			t.Errorf("AuthenticateToken(%q) authenticated %v with an empty index", tok, p)

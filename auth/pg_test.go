@@ -18,8 +18,10 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/hearth-home/hearth/audit"
 	"github.com/hearth-home/hearth/authz"
 	"github.com/hearth-home/hearth/internal/pgtest"
+	"github.com/hearth-home/hearth/internal/store"
 	"github.com/hearth-home/hearth/internal/store/pgstore"
 )
 
@@ -221,4 +223,50 @@ func TestRevocationWhileFeedKilledPG(t *testing.T) {
 func TestReplicasCeremonyPG(t *testing.T) {
 	r, _ := pgReplicas(t)
 	raceCeremony(t, r)
+}
+
+// TestCommitFailsAfterHooksPG: when PostgreSQL's COMMIT fails after the
+// audit entries of a login were recorded (its connection is killed in the
+// BeforeCommit hook: a real fault, not a simulated one), the login answers
+// ErrUnavailable (503), no token is live or stored, and each entry is
+// followed by its correction; the next login works.
+func TestCommitFailsAfterHooksPG(t *testing.T) {
+	r, db := pgReplicas(t)
+	ctx := context.Background()
+	if err := r.a.AddUser(ctx, "alice", []string{"system:read"}, alicePw); err != nil {
+		t.Fatal(err)
+	}
+	admin := db.Admin(t)
+	killed := 0
+	f := func() error {
+		if err := admin.QueryRow(ctx, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 'hearth-a' AND datname = $1 AND state = 'idle in transaction'",
+			db.Name).Scan(&killed); err != nil {
+			return err
+		}
+		time.Sleep(100 * time.Millisecond) // the backend is gone before the COMMIT is sent
+		return nil
+	}
+	r.a.failCommit.Store(&f)
+	n := len(r.rec.all())
+	_, err := r.login(r.a, "alice", alicePw, "")
+	r.a.failCommit.Store(nil)
+	if !errors.Is(err, ErrUnavailable) || !errors.Is(err, store.ErrCommit) || killed != 1 {
+		t.Fatalf("login whose COMMIT failed (%d connection killed): %v, want ErrUnavailable wrapping store.ErrCommit", killed, err)
+	}
+	checkCorrected(t, r.rec.all()[n:], audit.EventAuthLogin, audit.EventTokenIssue)
+	r.a.mu.RLock()
+	live := len(r.a.tokens)
+	r.a.mu.RUnlock()
+	stored := 0
+	if err := r.a.view(ctx, func(tx store.Tx) error {
+		return tx.Bucket(bucketTokens).ForEach(func(k, v []byte) error { stored++; return nil })
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if live != 0 || stored != 0 {
+		t.Errorf("after the failed commit: %d tokens live, %d stored; want none", live, stored)
+	}
+	if _, err := r.login(r.a, "alice", alicePw, ""); err != nil {
+		t.Errorf("the next login: %v", err)
+	}
 }

@@ -433,13 +433,7 @@ func TestReplicasCeremonyBolt(t *testing.T) { raceCeremony(t, boltReplicas(t)) }
 // FuzzTakeCeremony: a presented ceremony ID is untrusted; only the exact
 // sealed ID handed out opens.
 func FuzzTakeCeremony(f *testing.F) {
-	db := openDB(f, f.TempDir())
-	defer db.Close()
-	s, err := Open(boltstore.New(db), Config{Argon2: tinyArgon2}, Options{})
-	if err != nil {
-		f.Fatal(err)
-	}
-	defer s.Close()
+	s := fuzzService(f)
 	if err := s.EnablePasskeys("https://hearth.home.arpa", ""); err != nil {
 		f.Fatal(err)
 	}
