@@ -128,7 +128,7 @@ func Open(st store.Store, cfg Config, opts Options) (*Service, error) {
 		now: opts.Now, rand: opts.Rand, zoneOf: opts.ZoneOf,
 		thr:    newThrottle(set.clientBurst, set.clientRefill),
 		tokens: map[[32]byte]*liveToken{}, maxNames: maxTrackedNames,
-		stop:   make(chan struct{}), done: make(chan struct{}), feedDone: make(chan struct{}),
+		stop: make(chan struct{}), done: make(chan struct{}), feedDone: make(chan struct{}),
 	}
 	_, s.local = s.feed.(store.StillFresh)
 	s.policy.Store(opts.Policy)
