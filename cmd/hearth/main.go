@@ -95,4 +95,5 @@ var commands = []func(*env) *cobra.Command{
 	newBackupCmd,
 	newRestoreCmd,
 	newCACmd,
+	newMigrateCmd,
 }

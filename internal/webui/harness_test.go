@@ -99,7 +99,7 @@ func newEnv(t *testing.T, eo envOpts) *env {
 		t.Fatal(err)
 	}
 	clk := &clock{t: time.Now().UTC().Truncate(time.Second)}
-	c, err := ca.Open(dir, ca.Config{}, ca.Options{DB: db, Policy: pol, Audit: lg, Now: clk.Now})
+	c, err := ca.Open(dir, ca.Config{}, ca.Options{Store: boltstore.New(db), Policy: pol, Audit: lg, Now: clk.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
