@@ -359,9 +359,9 @@ func (s *Service) pruneLockouts(ctx context.Context, now time.Time) error {
 	if err != nil {
 		return err
 	}
-	if len(rest) > maxTrackedNames {
+	if len(rest) > s.maxNames {
 		slices.SortFunc(rest, func(a, b cand) int { return a.last.Compare(b.last) })
-		old = append(old, rest[:len(rest)-maxTrackedNames*9/10]...)
+		old = append(old, rest[:len(rest)-s.maxNames*9/10]...)
 	}
 	if len(old) == 0 {
 		return nil

@@ -741,6 +741,8 @@ func TestFlushPurgesExpiredTokens(t *testing.T) {
 func TestLockoutRecordsAreBounded(t *testing.T) {
 	h := newHarness(t, Config{})
 	h.addUser("alice")
+	h.s.maxNames = 1000 // the bound's logic at a size a test writes quickly (the real one is maxTrackedNames)
+	limit := h.s.maxNames
 	ctx := context.Background()
 	now := h.clk.Now()
 	err := h.s.update(ctx, func(tx store.Tx) error {
@@ -750,7 +752,7 @@ func TestLockoutRecordsAreBounded(t *testing.T) {
 		if err := putLockout(tx, kindLogin, "old-unknown", lockoutRecord{Failures: 2, Last: now.Add(-25 * time.Hour)}); err != nil {
 			return err
 		}
-		for i := 0; i < maxTrackedNames+500; i++ {
+		for i := 0; i < limit+500; i++ {
 			if err := putLockout(tx, kindLogin, fmt.Sprintf("name-%d", i), lockoutRecord{Failures: 1, Last: now.Add(time.Duration(i) * time.Millisecond)}); err != nil {
 				return err
 			}
@@ -770,20 +772,20 @@ func TestLockoutRecordsAreBounded(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	if n > maxTrackedNames {
-		t.Errorf("%d lockout records kept, want at most %d", n, maxTrackedNames)
+	if n > limit {
+		t.Errorf("%d lockout records kept, want at most %d", n, limit)
 	}
 	d, err := h.s.lockedFor(ctx, kindLogin, "alice", now)
 	if err != nil || d != time.Hour {
 		t.Errorf("a real user's lockout after a flood of names: %s %v, want 1h (never pruned)", d, err)
 	}
-	if d, _ := h.s.lockedFor(ctx, kindLogin, "name-100499", now); d != 0 {
+	if d, _ := h.s.lockedFor(ctx, kindLogin, fmt.Sprintf("name-%d", limit+499), now); d != 0 {
 		t.Errorf("an unlocked name's record answers locked for %s", d)
 	}
 	var gone, newest bool
 	h.s.view(ctx, func(tx store.Tx) error {
 		gone = tx.Bucket(bucketLockout).Get(lockoutKey(kindLogin, "old-unknown")) == nil
-		newest = tx.Bucket(bucketLockout).Get(lockoutKey(kindLogin, fmt.Sprintf("name-%d", maxTrackedNames+499))) != nil
+		newest = tx.Bucket(bucketLockout).Get(lockoutKey(kindLogin, fmt.Sprintf("name-%d", limit+499))) != nil
 		return nil
 	})
 	if !gone || !newest {

@@ -99,6 +99,7 @@ type Service struct {
 	once     sync.Once
 
 	lastPrune atomic.Int64 // unix nanoseconds of the last pruning of lockout records
+	maxNames  int          // bound on lockout records of non-users: maxTrackedNames (tests lower it)
 
 	// failCommit, set only by tests, is called as the last BeforeCommit
 	// hook of every commit; an error it returns rolls the transaction
@@ -126,8 +127,8 @@ func Open(st store.Store, cfg Config, opts Options) (*Service, error) {
 		st: st, feed: st.Feed(), set: set, audit: opts.Audit, log: opts.Logger,
 		now: opts.Now, rand: opts.Rand, zoneOf: opts.ZoneOf,
 		thr:    newThrottle(set.clientBurst, set.clientRefill),
-		tokens: map[[32]byte]*liveToken{},
-		stop:   make(chan struct{}), done: make(chan struct{}), feedDone: make(chan struct{}),
+		tokens: map[[32]byte]*liveToken{}, maxNames: maxTrackedNames,
+		stop: make(chan struct{}), done: make(chan struct{}), feedDone: make(chan struct{}),
 	}
 	_, s.local = s.feed.(store.StillFresh)
 	s.policy.Store(opts.Policy)
