@@ -15,7 +15,7 @@ import (
 
 // fileLog makes a file log in dir with n recorded events, from several
 // goroutines so that batches (and so checkpoints) cover several entries.
-func fileLog(t *testing.T, dir string, n int) {
+func fileLog(t testing.TB, dir string, n int) {
 	t.Helper()
 	if err := audit.Init(dir); err != nil {
 		t.Fatal(err)

@@ -20,7 +20,7 @@ import (
 func TestMain(m *testing.M) { os.Exit(pgtest.Run(m)) }
 
 // boltFile writes a bbolt file at path with the given buckets of records.
-func boltFile(t *testing.T, path string, buckets map[string]map[string]string) {
+func boltFile(t testing.TB, path string, buckets map[string]map[string]string) {
 	t.Helper()
 	db, err := bbolt.Open(path, 0o600, nil)
 	if err != nil {
