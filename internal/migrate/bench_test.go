@@ -42,4 +42,3 @@ func BenchmarkRun(b *testing.B) {
 	b.ReportMetric(float64(20000*b.N)/b.Elapsed().Seconds(), "audit-entries/s")
 	b.ReportMetric(float64(11000*b.N)/b.Elapsed().Seconds(), "records/s")
 }
-
