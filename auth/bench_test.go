@@ -4,6 +4,8 @@ import (
 	"context"
 	"testing"
 	"time"
+
+	"github.com/hearth-home/hearth/internal/store/boltstore"
 )
 
 // BenchmarkArgon2idVerify is one password verification at the default
@@ -26,7 +28,7 @@ func benchService(b *testing.B) (*Service, string) {
 	db := openDB(b, b.TempDir())
 	b.Cleanup(func() { db.Close() })
 	clk := &fakeClock{t: time.Now()}
-	s, err := Open(db, Config{Argon2: tinyArgon2}, Options{Now: clk.Now})
+	s, err := Open(boltstore.New(db), Config{Argon2: tinyArgon2}, Options{Now: clk.Now})
 	if err != nil {
 		b.Fatal(err)
 	}

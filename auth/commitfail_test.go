@@ -14,6 +14,8 @@ import (
 	"go.etcd.io/bbolt"
 
 	"github.com/hearth-home/hearth/audit"
+
+	"github.com/hearth-home/hearth/internal/store/boltstore"
 )
 
 // errStoreWrite stands for a bbolt commit that fails (I/O error, disk
@@ -36,9 +38,9 @@ func dumpStore(t *testing.T, db *bbolt.DB) string {
 	t.Helper()
 	var b bytes.Buffer
 	err := db.View(func(tx *bbolt.Tx) error {
-		for _, name := range [][]byte{bucketUsers, bucketTokens, bucketRefresh, bucketIdentities} {
+		for _, name := range []string{bucketUsers, bucketTokens, bucketRefresh, bucketIdentities, bucketLockout} {
 			fmt.Fprintf(&b, "[%s]\n", name)
-			if err := tx.Bucket(name).ForEach(func(k, v []byte) error {
+			if err := tx.Bucket([]byte(name)).ForEach(func(k, v []byte) error {
 				fmt.Fprintf(&b, "%x=%s\n", k, v)
 				return nil
 			}); err != nil {
@@ -246,7 +248,7 @@ func TestCorrectionNamesLogIndex(t *testing.T) {
 	t.Cleanup(func() { l.Close() })
 	db := openDB(t, t.TempDir())
 	t.Cleanup(func() { db.Close() })
-	s, err := Open(db, Config{Argon2: tinyArgon2}, Options{Audit: l, Now: clk.Now})
+	s, err := Open(boltstore.New(db), Config{Argon2: tinyArgon2}, Options{Audit: l, Now: clk.Now})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,6 +17,8 @@ import (
 	"go.etcd.io/bbolt"
 
 	"github.com/hearth-home/hearth/audit"
+
+	"github.com/hearth-home/hearth/internal/store/boltstore"
 )
 
 // fakeClock is the injected clock of the tests: time moves only when a test
@@ -109,7 +111,7 @@ func newHarness(t *testing.T, cfg Config) *harness {
 	}
 	h := &harness{t: t, clk: &fakeClock{t: time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)}, rec: &recorder{}}
 	h.db = openDB(t, t.TempDir())
-	s, err := Open(h.db, cfg, Options{Audit: h.rec, Now: h.clk.Now})
+	s, err := Open(boltstore.New(h.db), cfg, Options{Audit: h.rec, Now: h.clk.Now})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,6 +6,8 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+
+	"github.com/hearth-home/hearth/internal/store/boltstore"
 )
 
 func TestHTTPEdges(t *testing.T) {
@@ -54,7 +56,7 @@ func FuzzLoginHandler(f *testing.F) {
 	f.Add(uint8(0), "{\"username\":\"\xff\",\"password\":\"\\ud800\"}")
 	db := openDB(f, f.TempDir())
 	defer db.Close()
-	s, err := Open(db, Config{Argon2: tinyArgon2, ClientBurst: 1 << 30}, Options{})
+	s, err := Open(boltstore.New(db), Config{Argon2: tinyArgon2, ClientBurst: 1 << 30}, Options{})
 	if err != nil {
 		f.Fatal(err)
 	}

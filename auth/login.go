@@ -8,10 +8,9 @@ import (
 	"fmt"
 	"time"
 
-	"go.etcd.io/bbolt"
-
 	"github.com/hearth-home/hearth/audit"
 	"github.com/hearth-home/hearth/authz"
+	"github.com/hearth-home/hearth/internal/store"
 )
 
 // LoginRequest is a password login.
@@ -26,36 +25,6 @@ type LoginRequest struct {
 // errTOTPReplay is internal: a valid code whose step was already used.
 var errTOTPReplay = errors.New("auth: one-time code already used")
 
-// admit applies the client-address bucket and the per-name lockout, and
-// records a refused attempt. It is the common front of every password,
-// recovery and reset attempt; when it returns nil the caller must call
-// the returned done when the attempt is decided.
-func (s *Service) admit(ctx context.Context, kind, name, client, event string) (done func(), err error) {
-	now := s.now()
-	// Refused attempts are recorded at most once per address (or name)
-	// every 10 seconds, with the count of those left out, so that a flood
-	// cannot turn into a flood of audit writes.
-	refuse := func(key, why string, d time.Duration) (func(), error) {
-		if ok, n := s.thr.recordRefusal(key, now); ok {
-			meta := map[string]string{"retry_after": d.Round(time.Second).String()}
-			if n > 0 {
-				meta["similar_unrecorded"] = fmt.Sprint(n)
-			}
-			if err := s.record(ctx, s.event(ctx, event, audit.OutcomeFailure, "user:"+safeName(name), why, client, meta)); err != nil {
-				return nil, err
-			}
-		}
-		return nil, &ThrottledError{d}
-	}
-	if d, ok := s.thr.takeClient(client, now); !ok {
-		return refuse("addr\x00"+clientKey(client), "throttled: too many attempts from this address", d)
-	}
-	if d, ok := s.thr.begin(kind, name, now); !ok {
-		return refuse("name\x00"+acctKey(kind, name), "throttled: account locked", d)
-	}
-	return func() { s.thr.end(kind, name) }, nil
-}
-
 // safeName bounds an attacker-chosen name before it reaches the audit log.
 func safeName(name string) string {
 	if validName(name) {
@@ -63,27 +32,6 @@ func safeName(name string) string {
 	}
 	sum := sha256.Sum256([]byte(name))
 	return fmt.Sprintf("(invalid name %x)", sum[:6])
-}
-
-// failed counts a failure for name and records it (and a lockout it
-// starts) before the answer.
-func (s *Service) failed(ctx context.Context, kind, name, client, event, reason string) error {
-	locked, until, disabled := s.thr.fail(kind, name, s.now())
-	res := "user:" + safeName(name)
-	if err := s.record(ctx, s.event(ctx, event, audit.OutcomeFailure, res, reason, client, nil)); err != nil {
-		return err
-	}
-	if locked {
-		meta := map[string]string{"kind": kind}
-		why := "locked until " + until.UTC().Format(time.RFC3339)
-		if disabled {
-			why = fmt.Sprintf("%d consecutive failures: disabled until recovered or unlocked", disableThreshold)
-		}
-		if err := s.record(ctx, s.event(ctx, audit.EventAuthLockout, audit.OutcomeSuccess, res, why, client, meta)); err != nil {
-			return err
-		}
-	}
-	return ErrInvalidCredentials
 }
 
 // checkPassword verifies pw (normalised) for name under an argon2id slot,
@@ -97,11 +45,11 @@ func (s *Service) checkPassword(ctx context.Context, name, pw string) (u *userRe
 	}
 	defer release()
 	if validName(name) {
-		if err := s.db.View(func(tx *bbolt.Tx) error {
+		if err := s.view(ctx, func(tx store.Tx) error {
 			u, err = getUser(tx, name)
 			return err
 		}); err != nil {
-			return nil, false, fmt.Errorf("%w: %v", ErrUnavailable, err)
+			return nil, false, err
 		}
 	}
 	target, real := s.dummy, false
@@ -135,17 +83,17 @@ func (s *Service) Login(ctx context.Context, req LoginRequest) (*Session, error)
 		}
 	}
 	name := canonicalName(req.Username)
-	done, err := s.admit(ctx, kindLogin, name, req.Client, audit.EventAuthLogin)
+	att, err := s.admit(ctx, kindLogin, name, req.Client, audit.EventAuthLogin)
 	if err != nil {
 		return nil, err
 	}
-	defer done()
+	defer att.end(ctx)
 	u, stale, err := s.checkPassword(ctx, name, pw)
 	if err != nil {
 		return nil, err
 	}
 	if u == nil {
-		return nil, s.failed(ctx, kindLogin, name, req.Client, audit.EventAuthLogin, "wrong password or unknown user")
+		return nil, att.fail(ctx, "wrong password or unknown user")
 	}
 	var rehash string
 	if stale { // parameters upgraded on the next successful login (ASVS 5.0 V11.4.2)
@@ -165,7 +113,7 @@ func (s *Service) Login(ctx context.Context, req LoginRequest) (*Session, error)
 	var lt *liveToken
 	var evicted [][32]byte
 	uctx := authz.WithPrincipal(ctx, &authz.Principal{ID: "user:" + name}) // the user acts from here on
-	err = s.commit(ctx, func(tx *bbolt.Tx) ([]audit.Event, error) {
+	err = s.commit(ctx, func(tx store.Tx) ([]audit.Event, error) {
 		cur, err := getUser(tx, name)
 		if err != nil {
 			return nil, err
@@ -185,8 +133,10 @@ func (s *Service) Login(ctx context.Context, req LoginRequest) (*Session, error)
 		if rehash != "" {
 			cur.Hash = rehash
 		}
-		cur.Throttle = throttleRecord{}
 		if err := putUser(tx, cur); err != nil {
+			return nil, err
+		}
+		if err := clearLockoutTx(tx, name, kindLogin); err != nil {
 			return nil, err
 		}
 		var capEvs []audit.Event
@@ -203,12 +153,12 @@ func (s *Service) Login(ctx context.Context, req LoginRequest) (*Session, error)
 		return append([]audit.Event{login}, append(capEvs, ev)...), err
 	}, s.publishing(&h, &lt, &evicted))
 	if errors.Is(err, errTOTPReplay) || errors.Is(err, ErrInvalidCredentials) {
-		return nil, s.failed(ctx, kindLogin, name, req.Client, audit.EventAuthLogin, "wrong or reused one-time code")
+		return nil, att.fail(ctx, "wrong or reused one-time code")
 	}
 	if err != nil {
 		return nil, err
 	}
-	s.thr.reset(kindLogin, name)
+	att.ok()
 	s.thr.refundClient(req.Client)
 	return sess, nil
 }
@@ -233,11 +183,11 @@ func (s *Service) Recover(ctx context.Context, req RecoverRequest) error {
 	if err := CheckPassword(req.NewPassword, name, false); err != nil {
 		return err
 	}
-	done, err := s.admit(ctx, kindRecover, name, req.Client, audit.EventAuthRecover)
+	att, err := s.admit(ctx, kindRecover, name, req.Client, audit.EventAuthRecover)
 	if err != nil {
 		return err
 	}
-	defer done()
+	defer att.end(ctx)
 	code := normalizeRecoveryCode(req.RecoveryCode)
 	release, err := s.hasher.acquire(ctx)
 	if err != nil {
@@ -245,12 +195,12 @@ func (s *Service) Recover(ctx context.Context, req RecoverRequest) error {
 	}
 	var u *userRecord
 	if validName(name) {
-		if err := s.db.View(func(tx *bbolt.Tx) error {
+		if err := s.view(ctx, func(tx store.Tx) error {
 			u, err = getUser(tx, name)
 			return err
 		}); err != nil {
 			release()
-			return fmt.Errorf("%w: %v", ErrUnavailable, err)
+			return err
 		}
 	}
 	target, slot := s.dummy, -1
@@ -264,10 +214,10 @@ func (s *Service) Recover(ctx context.Context, req RecoverRequest) error {
 	ok, _ := s.hasher.verify(code, target)
 	release()
 	if !ok || slot < 0 || code == "" {
-		return s.failed(ctx, kindRecover, name, req.Client, audit.EventAuthRecover, "wrong recovery code or unknown user")
+		return att.fail(ctx, "wrong recovery code or unknown user")
 	}
 	used := u.Recovery[slot]
-	return s.setNewPassword(ctx, name, req.NewPassword, req.Client, "recovery code", func(cur *userRecord) bool {
+	return s.setNewPassword(ctx, att, req.NewPassword, "recovery code", "recovery code already used", func(cur *userRecord) bool {
 		i := -1
 		for j, sl := range cur.Recovery {
 			if sl == used {
@@ -290,13 +240,13 @@ func (s *Service) ResetPassword(ctx context.Context, username, code, newPassword
 	if err := CheckPassword(newPassword, username, false); err != nil {
 		return err
 	}
-	done, err := s.admit(ctx, kindRecover, username, client, audit.EventAuthRecover)
+	att, err := s.admit(ctx, kindRecover, username, client, audit.EventAuthRecover)
 	if err != nil {
 		return err
 	}
-	defer done()
+	defer att.end(ctx)
 	sum := sha256.Sum256([]byte(code))
-	err = s.setNewPassword(ctx, username, newPassword, client, "reset code", func(cur *userRecord) bool {
+	return s.setNewPassword(ctx, att, newPassword, "reset code", "wrong or expired reset code, or unknown user", func(cur *userRecord) bool {
 		r := cur.Reset
 		if r == nil || cur.Disabled || !s.now().Before(r.Expires) || subtle.ConstantTimeCompare(r.Hash, sum[:]) != 1 {
 			return false
@@ -304,22 +254,22 @@ func (s *Service) ResetPassword(ctx context.Context, username, code, newPassword
 		cur.Reset = nil
 		return true
 	})
-	if errors.Is(err, ErrInvalidCredentials) {
-		return s.failed(ctx, kindRecover, username, client, audit.EventAuthRecover, "wrong or expired reset code, or unknown user")
-	}
-	return err
 }
 
 // setNewPassword hashes pw and, in one transaction, lets consume check and
-// spend the credential, sets the hash, ends every session of the user and
-// records auth.recover, auth.password_change and token.revoke.
-func (s *Service) setNewPassword(ctx context.Context, name, pw, client, how string, consume func(*userRecord) bool) error {
+// spend the credential (once: of concurrent uses, on any replica, one
+// transaction sees it unspent), sets the hash, ends every session of the
+// user, clears its lockouts and records auth.recover, auth.password_change
+// and token.revoke. A credential consume refuses decides att as a failure
+// for reason.
+func (s *Service) setNewPassword(ctx context.Context, att *attempt, pw, how, reason string, consume func(*userRecord) bool) error {
+	name, client := att.name, att.client
 	hash, err := s.hashPassword(ctx, pw)
 	if err != nil {
 		return err
 	}
 	var hashes [][32]byte
-	err = s.commit(ctx, func(tx *bbolt.Tx) ([]audit.Event, error) {
+	err = s.commit(ctx, func(tx store.Tx) ([]audit.Event, error) {
 		cur, err := getUser(tx, name)
 		if err != nil {
 			return nil, err
@@ -327,8 +277,11 @@ func (s *Service) setNewPassword(ctx context.Context, name, pw, client, how stri
 		if !validName(name) || cur == nil || !consume(cur) {
 			return nil, ErrInvalidCredentials
 		}
-		cur.Hash, cur.PasswordChanged, cur.Throttle = hash, s.now().UTC(), throttleRecord{}
+		cur.Hash, cur.PasswordChanged = hash, s.now().UTC()
 		if err := putUser(tx, cur); err != nil {
+			return nil, err
+		}
+		if err := clearLockoutTx(tx, name, kindLogin, kindRecover); err != nil {
 			return nil, err
 		}
 		var n int
@@ -343,11 +296,13 @@ func (s *Service) setNewPassword(ctx context.Context, name, pw, client, how stri
 			s.event(uctx, audit.EventTokenRevoke, audit.OutcomeSuccess, res, "password reset", client, map[string]string{"count": fmt.Sprint(n)}),
 		}, nil
 	}, s.dropping(&hashes))
+	if errors.Is(err, ErrInvalidCredentials) {
+		return att.fail(ctx, reason)
+	}
 	if err != nil {
 		return err
 	}
-	s.thr.reset(kindLogin, name)
-	s.thr.reset(kindRecover, name)
+	att.ok()
 	s.thr.refundClient(client)
 	return nil
 }
@@ -363,17 +318,17 @@ func (s *Service) SetPassword(ctx context.Context, name, oldPassword, newPasswor
 	if err != nil {
 		return err
 	}
-	done, err := s.admit(ctx, kindLogin, name, client, audit.EventAuthPasswordChange)
+	att, err := s.admit(ctx, kindLogin, name, client, audit.EventAuthPasswordChange)
 	if err != nil {
 		return err
 	}
-	defer done()
+	defer att.end(ctx)
 	u, _, err := s.checkPassword(ctx, name, old)
 	if err != nil {
 		return err
 	}
 	if u == nil {
-		return s.failed(ctx, kindLogin, name, client, audit.EventAuthPasswordChange, "wrong current password")
+		return att.fail(ctx, "wrong current password")
 	}
 	if err := CheckPassword(newPassword, name, u.TOTPSecret != ""); err != nil {
 		return err
@@ -384,7 +339,7 @@ func (s *Service) SetPassword(ctx context.Context, name, oldPassword, newPasswor
 	}
 	var hashes [][32]byte
 	sel := revokeSel{user: name, exceptFamily: keepFamily}
-	err = s.commit(ctx, func(tx *bbolt.Tx) ([]audit.Event, error) {
+	err = s.commit(ctx, func(tx store.Tx) ([]audit.Event, error) {
 		cur, err := getUser(tx, name)
 		if err != nil {
 			return nil, err
@@ -403,6 +358,9 @@ func (s *Service) SetPassword(ctx context.Context, name, oldPassword, newPasswor
 		if err := putUser(tx, cur); err != nil {
 			return nil, err
 		}
+		if err := clearLockoutTx(tx, name, kindLogin); err != nil {
+			return nil, err
+		}
 		var n int
 		if hashes, n, err = revokeTx(tx, sel); err != nil {
 			return nil, err
@@ -414,26 +372,32 @@ func (s *Service) SetPassword(ctx context.Context, name, oldPassword, newPasswor
 		}, nil
 	}, s.dropping(&hashes))
 	if errors.Is(err, errTOTPReplay) || errors.Is(err, ErrInvalidCredentials) {
-		return s.failed(ctx, kindLogin, name, client, audit.EventAuthPasswordChange, "wrong or reused one-time code")
+		return att.fail(ctx, "wrong or reused one-time code")
 	}
 	if err != nil {
 		return err
 	}
-	s.thr.reset(kindLogin, name)
+	att.ok()
 	return nil
 }
 
 // AllowAttempt is the throttling front for logins made elsewhere (OIDC):
 // it takes one attempt from the client address's bucket and checks the
-// lockout of username (which may be empty when not yet known). When ok is
-// false, answer 429 with Retry-After retryAfter.
+// lockout of username (which may be empty when not yet known) in the
+// store. When ok is false, answer 429 with Retry-After retryAfter; a store
+// that cannot be read refuses for a second (fail closed).
 func (s *Service) AllowAttempt(clientAddr, username string) (retryAfter time.Duration, ok bool) {
 	now := s.now()
 	if d, ok := s.thr.takeClient(clientAddr, now); !ok {
 		return d, false
 	}
 	if username != "" {
-		if d := s.thr.lockedFor(kindLogin, canonicalName(username), now); d > 0 {
+		d, err := s.lockedFor(context.Background(), kindLogin, canonicalName(username), now)
+		if err != nil {
+			s.log.Warn().Err(err).Msg("auth: reading a lockout")
+			return time.Second, false
+		}
+		if d > 0 {
 			return d, false
 		}
 	}
@@ -441,10 +405,24 @@ func (s *Service) AllowAttempt(clientAddr, username string) (retryAfter time.Dur
 }
 
 // RecordFailure counts a failed login for username made elsewhere (OIDC)
-// toward the same lockout as password logins.
+// toward the same lockout as password logins, in the store.
 func (s *Service) RecordFailure(username string) {
-	if username != "" {
-		s.thr.fail(kindLogin, canonicalName(username), s.now())
+	if username == "" {
+		return
+	}
+	name, now := canonicalName(username), s.now()
+	err := s.update(context.Background(), func(tx store.Tx) error {
+		r, err := getLockout(tx, kindLogin, name)
+		if err != nil {
+			return err
+		}
+		r.Failures++
+		r.Last = now.UTC()
+		r.schedule(now)
+		return putLockout(tx, kindLogin, name, r)
+	})
+	if err != nil {
+		s.log.Warn().Err(err).Msg("auth: counting an OIDC login failure")
 	}
 }
 
@@ -452,7 +430,10 @@ func (s *Service) RecordFailure(username string) {
 // elsewhere, and gives the client's attempt back.
 func (s *Service) RecordSuccess(clientAddr, username string) {
 	if username != "" {
-		s.thr.reset(kindLogin, canonicalName(username))
+		name := canonicalName(username)
+		if err := s.update(context.Background(), func(tx store.Tx) error { return clearLockoutTx(tx, name, kindLogin) }); err != nil {
+			s.log.Warn().Err(err).Msg("auth: clearing a lockout after an OIDC login")
+		}
 	}
 	s.thr.refundClient(clientAddr)
 }

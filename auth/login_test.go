@@ -16,6 +16,9 @@ import (
 
 	"github.com/hearth-home/hearth/audit"
 	"github.com/hearth-home/hearth/authz"
+
+	"github.com/hearth-home/hearth/internal/store"
+	"github.com/hearth-home/hearth/internal/store/boltstore"
 )
 
 func TestLoginIssuesToken(t *testing.T) {
@@ -357,7 +360,7 @@ func TestTokensSurviveRestartAndIdleIsFlushed(t *testing.T) {
 	if err := h.s.flush(); err != nil {
 		t.Fatal(err)
 	}
-	s2, err := Open(h.db, Config{Argon2: tinyArgon2}, Options{Now: h.clk.Now})
+	s2, err := Open(boltstore.New(h.db), Config{Argon2: tinyArgon2}, Options{Now: h.clk.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -409,7 +412,7 @@ func TestParamsUpgradedOnLogin(t *testing.T) {
 	clk := &fakeClock{t: time.Now()}
 	ctx := context.Background()
 	old := Argon2Params{Time: 1, MemoryKiB: 1024, Threads: 1}
-	s1, err := Open(db, Config{Argon2: old}, Options{Now: clk.Now})
+	s1, err := Open(boltstore.New(db), Config{Argon2: old}, Options{Now: clk.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -418,7 +421,7 @@ func TestParamsUpgradedOnLogin(t *testing.T) {
 	}
 	s1.Close()
 	cur := Argon2Params{Time: 2, MemoryKiB: minArgon2MemoryKiB, Threads: 2}
-	s2, err := Open(db, Config{Argon2: cur}, Options{Now: clk.Now})
+	s2, err := Open(boltstore.New(db), Config{Argon2: cur}, Options{Now: clk.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -426,7 +429,7 @@ func TestParamsUpgradedOnLogin(t *testing.T) {
 	hashOf := func() phc {
 		t.Helper()
 		var p phc
-		err := db.View(func(tx *bbolt.Tx) error {
+		err := boltstore.New(db).View(ctx, func(tx store.Tx) error {
 			u, err := getUser(tx, "alice")
 			if err != nil {
 				return err
@@ -635,7 +638,7 @@ func FuzzAuthenticateToken(f *testing.F) {
 	f.Add("")
 	db := openDB(f, f.TempDir())
 	defer db.Close()
-	s, err := Open(db, Config{Argon2: tinyArgon2}, Options{})
+	s, err := Open(boltstore.New(db), Config{Argon2: tinyArgon2}, Options{})
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -656,7 +659,7 @@ func TestLockoutSurvivesRestart(t *testing.T) {
 	if err := h.s.Close(); err != nil { // flushes throttling state
 		t.Fatal(err)
 	}
-	s2, err := Open(h.db, Config{Argon2: tinyArgon2}, Options{Now: h.clk.Now})
+	s2, err := Open(boltstore.New(h.db), Config{Argon2: tinyArgon2}, Options{Now: h.clk.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -721,9 +724,9 @@ func TestFlushPurgesExpiredTokens(t *testing.T) {
 	h := newHarness(t, Config{})
 	h.addUser("alice")
 	h.mustLogin("alice", alicePw)
-	count := func(b []byte) int {
+	count := func(b string) int {
 		n := 0
-		h.db.View(func(tx *bbolt.Tx) error { n = tx.Bucket(b).Stats().KeyN; return nil })
+		h.db.View(func(tx *bbolt.Tx) error { n = tx.Bucket([]byte(b)).Stats().KeyN; return nil })
 		return n
 	}
 	if count(bucketTokens) != 1 || count(bucketRefresh) != 1 {
@@ -738,22 +741,60 @@ func TestFlushPurgesExpiredTokens(t *testing.T) {
 	}
 }
 
-func TestThrottleStateIsBounded(t *testing.T) {
-	th := newThrottle(10, time.Second)
-	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	th.markUser("alice", throttleRecord{Failures: 7, LockedUntil: now.Add(time.Hour)})
-	for i := 0; i < maxTrackedNames+500; i++ {
-		th.fail(kindLogin, fmt.Sprintf("name-%d", i), now)
+// TestLockoutRecordsAreBounded: the lockout records of names that are not
+// users go a day after their last failure, and beyond maxTrackedNames the
+// oldest go first; a user's record is never pruned.
+func TestLockoutRecordsAreBounded(t *testing.T) {
+	h := newHarness(t, Config{})
+	h.addUser("alice")
+	ctx := context.Background()
+	now := h.clk.Now()
+	err := h.s.update(ctx, func(tx store.Tx) error {
+		if err := putLockout(tx, kindLogin, "alice", lockoutRecord{Failures: 7, LockedUntil: now.Add(time.Hour), Last: now.Add(-48 * time.Hour)}); err != nil {
+			return err
+		}
+		if err := putLockout(tx, kindLogin, "old-unknown", lockoutRecord{Failures: 2, Last: now.Add(-25 * time.Hour)}); err != nil {
+			return err
+		}
+		for i := 0; i < maxTrackedNames+500; i++ {
+			if err := putLockout(tx, kindLogin, fmt.Sprintf("name-%d", i), lockoutRecord{Failures: 1, Last: now.Add(time.Duration(i) * time.Millisecond)}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
-	th.mu.Lock()
-	n := len(th.accts)
-	th.mu.Unlock()
+	if err := h.s.pruneLockouts(ctx, now.Add(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	if err := h.s.view(ctx, func(tx store.Tx) error {
+		return tx.Bucket(bucketLockout).ForEach(func(k, v []byte) error { n++; return nil })
+	}); err != nil {
+		t.Fatal(err)
+	}
 	if n > maxTrackedNames {
-		t.Errorf("%d names tracked, want at most %d", n, maxTrackedNames)
+		t.Errorf("%d lockout records kept, want at most %d", n, maxTrackedNames)
 	}
-	if d := th.lockedFor(kindLogin, "alice", now); d != time.Hour {
-		t.Errorf("a real user's lockout after a flood of names: %s, want 1h (never evicted)", d)
+	d, err := h.s.lockedFor(ctx, kindLogin, "alice", now)
+	if err != nil || d != time.Hour {
+		t.Errorf("a real user's lockout after a flood of names: %s %v, want 1h (never pruned)", d, err)
 	}
+	if d, _ := h.s.lockedFor(ctx, kindLogin, "name-100499", now); d != 0 {
+		t.Errorf("an unlocked name's record answers locked for %s", d)
+	}
+	var gone, newest bool
+	h.s.view(ctx, func(tx store.Tx) error {
+		gone = tx.Bucket(bucketLockout).Get(lockoutKey(kindLogin, "old-unknown")) == nil
+		newest = tx.Bucket(bucketLockout).Get(lockoutKey(kindLogin, fmt.Sprintf("name-%d", maxTrackedNames+499))) != nil
+		return nil
+	})
+	if !gone || !newest {
+		t.Errorf("a non-user record a day old pruned: %v, the newest kept: %v; want both", gone, newest)
+	}
+	th := newThrottle(10, time.Second)
 	for i := 0; i < maxTrackedAddrs+10; i++ {
 		th.takeClient(fmt.Sprintf("10.%d.%d.%d:1", i>>16, i>>8&255, i&255), now)
 	}
@@ -779,7 +820,7 @@ func TestTokensNarrowedToCurrentPolicyOnRestartAndRefresh(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.s.Close()
-	s2, err := Open(h.db, Config{Argon2: tinyArgon2}, Options{Policy: pol, Now: h.clk.Now})
+	s2, err := Open(boltstore.New(h.db), Config{Argon2: tinyArgon2}, Options{Policy: pol, Now: h.clk.Now})
 	if err != nil {
 		t.Fatal(err)
 	}

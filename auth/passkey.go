@@ -42,15 +42,15 @@ import (
 
 	"github.com/go-webauthn/webauthn/protocol"
 	"github.com/go-webauthn/webauthn/webauthn"
-	"go.etcd.io/bbolt"
 
 	"github.com/hearth-home/hearth/audit"
 	"github.com/hearth-home/hearth/authz"
+	"github.com/hearth-home/hearth/internal/store"
 )
 
-var (
-	bucketPasskeys       = []byte("auth.passkeys")        // credential ID → passkeyRecord
-	bucketPasskeyHandles = []byte("auth.passkey_handles") // "h"+handle → name, "u"+name → handle
+const (
+	bucketPasskeys       = "auth.passkeys"        // credential ID → passkeyRecord
+	bucketPasskeyHandles = "auth.passkey_handles" // "h"+handle → name, "u"+name → handle
 )
 
 // Passkey limits and the freshness a registration needs.
@@ -180,15 +180,6 @@ func (s *Service) EnablePasskeys(origin, name string) error {
 // PasskeysEnabled reports whether EnablePasskeys succeeded.
 func (s *Service) PasskeysEnabled() bool { return s.pk.wa.Load() != nil }
 
-func createPasskeyBuckets(tx *bbolt.Tx) error {
-	for _, b := range [][]byte{bucketPasskeys, bucketPasskeyHandles} {
-		if _, err := tx.CreateBucketIfNotExists(b); err != nil {
-			return fmt.Errorf("auth: creating bucket %s: %w", b, err)
-		}
-	}
-	return nil
-}
-
 // parseAttestation parses a registration answer (the JSON of a
 // PublicKeyCredential from navigator.credentials.create) after bounding
 // it, and refuses a credential ID outside 1 to 1023 bytes. The library
@@ -286,7 +277,7 @@ func options(id string, v any) (*PasskeyOptions, error) {
 }
 
 // loadWAUser reads name's handle and passkeys.
-func loadWAUser(tx *bbolt.Tx, name string) (*waUser, []*passkeyRecord, error) {
+func loadWAUser(tx store.Tx, name string) (*waUser, []*passkeyRecord, error) {
 	u := &waUser{name: name}
 	if h := tx.Bucket(bucketPasskeyHandles).Get([]byte("u" + name)); h != nil {
 		u.handle = bytes.Clone(h)
@@ -323,7 +314,7 @@ func (s *Service) BeginPasskeyRegistration(ctx context.Context, name string, aut
 		return nil, ErrStaleLogin
 	}
 	var wu *waUser
-	err = s.db.View(func(tx *bbolt.Tx) error {
+	err = s.view(ctx, func(tx store.Tx) error {
 		u, err := getUser(tx, name)
 		if err != nil {
 			return err
@@ -400,7 +391,7 @@ func (s *Service) FinishPasskeyRegistration(ctx context.Context, name, id, label
 	cred.Attestation = webauthn.CredentialAttestation{} // not needed to verify; keeps the record small
 	now := s.now().UTC()
 	rec := &passkeyRecord{User: name, Label: label, Credential: *cred, Created: now}
-	err = s.modifyUser(ctx, name, func(tx *bbolt.Tx, u *userRecord) ([]audit.Event, error) {
+	err = s.modifyUser(ctx, name, func(tx store.Tx, u *userRecord) ([]audit.Event, error) {
 		if u.Disabled {
 			return nil, ErrNoUser
 		}
@@ -489,7 +480,8 @@ func (r *passkeyRecord) info() PasskeyInfo {
 // Passkeys lists name's passkeys, oldest first.
 func (s *Service) Passkeys(ctx context.Context, name string) ([]PasskeyInfo, error) {
 	var out []PasskeyInfo
-	err := s.db.View(func(tx *bbolt.Tx) error {
+	err := s.view(ctx, func(tx store.Tx) error {
+		out = out[:0]
 		_, recs, err := loadWAUser(tx, name)
 		for _, r := range recs {
 			out = append(out, r.info())
@@ -511,7 +503,7 @@ func slicesSortByCreated(ps []PasskeyInfo) {
 // RenamePasskey sets the label of name's passkey id.
 func (s *Service) RenamePasskey(ctx context.Context, name, id, label, client string) error {
 	label = cleanLabel(label)
-	return s.changePasskeys(ctx, name, id, client, func(tx *bbolt.Tx, key []byte, r *passkeyRecord) (audit.Event, error) {
+	return s.changePasskeys(ctx, name, id, client, func(tx store.Tx, key []byte, r *passkeyRecord) (audit.Event, error) {
 		r.Label = label
 		return s.event(ctx, audit.EventUserChange, audit.OutcomeSuccess, "user:"+name, "passkey renamed", client, map[string]string{
 			"action": "passkey-rename", "passkey_id": shortID(key), "label": label,
@@ -523,7 +515,7 @@ func (s *Service) RenamePasskey(ctx context.Context, name, id, label, client str
 // admin's remedy for a lost or stolen authenticator). The user's own
 // sessions are not ended: a removal by its owner comes from one of them.
 func (s *Service) RemovePasskey(ctx context.Context, name, id, client string) error {
-	return s.changePasskeys(ctx, name, id, client, func(tx *bbolt.Tx, key []byte, r *passkeyRecord) (audit.Event, error) {
+	return s.changePasskeys(ctx, name, id, client, func(tx store.Tx, key []byte, r *passkeyRecord) (audit.Event, error) {
 		return s.event(ctx, audit.EventUserChange, audit.OutcomeSuccess, "user:"+name, "passkey removed", client, map[string]string{
 			"action": "passkey-remove", "passkey_id": shortID(key), "label": r.Label,
 		}), tx.Bucket(bucketPasskeys).Delete(key)
@@ -532,7 +524,7 @@ func (s *Service) RemovePasskey(ctx context.Context, name, id, client string) er
 
 // changePasskeys runs fn on name's passkey id (or all when id is "") in
 // one audited transaction.
-func (s *Service) changePasskeys(ctx context.Context, name, id, client string, fn func(tx *bbolt.Tx, key []byte, r *passkeyRecord) (audit.Event, error)) error {
+func (s *Service) changePasskeys(ctx context.Context, name, id, client string, fn func(tx store.Tx, key []byte, r *passkeyRecord) (audit.Event, error)) error {
 	var want []byte
 	if id != "" {
 		var err error
@@ -540,7 +532,7 @@ func (s *Service) changePasskeys(ctx context.Context, name, id, client string, f
 			return ErrNoPasskey
 		}
 	}
-	return s.commit(ctx, func(tx *bbolt.Tx) ([]audit.Event, error) {
+	return s.commit(ctx, func(tx store.Tx) ([]audit.Event, error) {
 		if u, err := getUser(tx, name); err != nil {
 			return nil, err
 		} else if u == nil {
@@ -602,7 +594,7 @@ func (s *Service) FinishPasskeyLogin(ctx context.Context, id string, body []byte
 		return nil, err
 	}
 	c := s.takeCeremony(id, "login")
-	return s.finishAssertion(ctx, wa, c, body, client, "passkey", false)
+	return s.finishAssertion(ctx, wa, c, body, client, "passkey", nil)
 }
 
 // BeginPasskeySecondFactor hands out the options of a password + passkey
@@ -630,31 +622,32 @@ func (s *Service) FinishPasskeySecondFactor(ctx context.Context, id string, req 
 		pw = ""
 	}
 	name := canonicalName(req.Username)
-	done, err := s.admit(ctx, kindLogin, name, req.Client, audit.EventAuthLogin)
+	att, err := s.admit(ctx, kindLogin, name, req.Client, audit.EventAuthLogin)
 	if err != nil {
 		return nil, err
 	}
-	defer done()
+	defer att.end(ctx)
 	u, _, err := s.checkPassword(ctx, name, pw)
 	if err != nil {
 		return nil, err
 	}
 	if u == nil {
-		return nil, s.failed(ctx, kindLogin, name, req.Client, audit.EventAuthLogin, "wrong password or unknown user")
+		return nil, att.fail(ctx, "wrong password or unknown user")
 	}
 	if c == nil || c.user != name {
-		return nil, s.failed(ctx, kindLogin, name, req.Client, audit.EventAuthLogin, "expired or unknown passkey request")
+		return nil, att.fail(ctx, "expired or unknown passkey request")
 	}
 	c.hash = u.Hash // the password must not change before the session is issued
-	return s.finishAssertion(ctx, wa, c, body, req.Client, "password+passkey", true)
+	return s.finishAssertion(ctx, wa, c, body, req.Client, "password+passkey", att)
 }
 
 // finishAssertion verifies an assertion for ceremony c (nil: unknown or
-// expired) and issues a session with method. counted says the attempt
-// already took from the address's bucket (the password step did).
-func (s *Service) finishAssertion(ctx context.Context, wa *webauthn.WebAuthn, c *ceremony, body []byte, client, method string, counted bool) (*Session, error) {
+// expired) and issues a session with method. pw is the password attempt
+// of a password + passkey sign-in (nil for a passkey alone), which already
+// took from the address's bucket and is decided with the session.
+func (s *Service) finishAssertion(ctx context.Context, wa *webauthn.WebAuthn, c *ceremony, body []byte, client, method string, pw *attempt) (*Session, error) {
 	now := s.now()
-	if !counted {
+	if pw == nil {
 		if d, ok := s.thr.takeClient(client, now); !ok {
 			return nil, s.refusedPasskey(ctx, "addr\x00"+clientKey(client), "", client, "throttled: too many attempts from this address", d)
 		}
@@ -663,7 +656,8 @@ func (s *Service) finishAssertion(ctx context.Context, wa *webauthn.WebAuthn, c 
 	var rec *passkeyRecord
 	var handleOwner string
 	if perr == nil {
-		if err := s.db.View(func(tx *bbolt.Tx) error {
+		if err := s.view(ctx, func(tx store.Tx) error {
+			rec, handleOwner = nil, ""
 			if v := tx.Bucket(bucketPasskeys).Get(parsed.RawID); v != nil {
 				rec = new(passkeyRecord)
 				if err := json.Unmarshal(v, rec); err != nil {
@@ -675,7 +669,7 @@ func (s *Service) finishAssertion(ctx context.Context, wa *webauthn.WebAuthn, c 
 			}
 			return nil
 		}); err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+			return nil, err
 		}
 	}
 	if perr != nil || rec == nil || c == nil {
@@ -697,23 +691,27 @@ func (s *Service) finishAssertion(ctx context.Context, wa *webauthn.WebAuthn, c 
 		return nil, ErrInvalidCredentials
 	}
 	name := rec.User
-	if d, ok := s.thr.begin(kindPasskey, name, now); !ok {
-		return nil, s.refusedPasskey(ctx, "name\x00"+acctKey(kindPasskey, name), name, client, "throttled: account locked", d)
+	att, err := s.charge(ctx, kindPasskey, name, now)
+	var locked *errLocked
+	if errors.As(err, &locked) {
+		return nil, s.refusedPasskey(ctx, "name\x00"+acctKey(kindPasskey, name), name, client, "throttled: account locked", locked.d)
 	}
-	defer s.thr.end(kindPasskey, name)
-	fail := func(reason string) error {
-		return s.failed(ctx, kindPasskey, name, client, audit.EventAuthLogin, reason)
+	if err != nil {
+		return nil, err
 	}
+	att.client, att.event = client, audit.EventAuthLogin
+	defer att.end(ctx)
+	fail := func(reason string) error { return att.fail(ctx, reason) }
 	if c.user != "" && c.user != name {
 		return nil, fail("passkey of another user than the one named")
 	}
 	var wu *waUser
-	if err := s.db.View(func(tx *bbolt.Tx) error {
+	if err := s.view(ctx, func(tx store.Tx) error {
 		var err error
 		wu, _, err = loadWAUser(tx, name)
 		return err
 	}); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+		return nil, err
 	}
 	if handleOwner != name {
 		return nil, fail("passkey user handle does not match its owner")
@@ -744,7 +742,7 @@ func (s *Service) finishAssertion(ctx context.Context, wa *webauthn.WebAuthn, c 
 	var lt *liveToken
 	var evicted [][32]byte
 	uctx := authz.WithPrincipal(ctx, &authz.Principal{ID: "user:" + name})
-	err = s.commit(ctx, func(tx *bbolt.Tx) ([]audit.Event, error) {
+	err = s.commit(ctx, func(tx store.Tx) ([]audit.Event, error) {
 		u, err := getUser(tx, name)
 		if err != nil {
 			return nil, err
@@ -767,11 +765,12 @@ func (s *Service) finishAssertion(ctx context.Context, wa *webauthn.WebAuthn, c 
 		if err := putJSON(tx, bucketPasskeys, cred.ID, &cur); err != nil {
 			return nil, err
 		}
+		kinds := []string{kindPasskey}
 		if c.kind == "second" { // a password login that succeeded
-			u.Throttle = throttleRecord{}
-			if err := putUser(tx, u); err != nil {
-				return nil, err
-			}
+			kinds = append(kinds, kindLogin)
+		}
+		if err := clearLockoutTx(tx, name, kinds...); err != nil {
+			return nil, err
 		}
 		caps, err := s.userCaps(u)
 		if err != nil {
@@ -794,9 +793,9 @@ func (s *Service) finishAssertion(ctx context.Context, wa *webauthn.WebAuthn, c 
 	if err != nil {
 		return nil, err
 	}
-	s.thr.reset(kindPasskey, name)
-	if c.kind == "second" {
-		s.thr.reset(kindLogin, name)
+	att.ok()
+	if pw != nil {
+		pw.ok()
 	}
 	s.thr.refundClient(client)
 	return sess, nil
@@ -805,20 +804,11 @@ func (s *Service) finishAssertion(ctx context.Context, wa *webauthn.WebAuthn, c 
 // refusedPasskey records a throttled passkey attempt (at most once per key
 // every 10 seconds, as admit does) and returns the ThrottledError.
 func (s *Service) refusedPasskey(ctx context.Context, key, name, client, why string, d time.Duration) error {
-	if ok, n := s.thr.recordRefusal(key, s.now()); ok {
-		meta := map[string]string{"method": "passkey", "retry_after": d.Round(time.Second).String()}
-		if n > 0 {
-			meta["similar_unrecorded"] = fmt.Sprint(n)
-		}
-		res := "user:(unknown)"
-		if name != "" {
-			res = "user:" + name
-		}
-		if err := s.record(ctx, s.event(ctx, audit.EventAuthLogin, audit.OutcomeFailure, res, why, client, meta)); err != nil {
-			return err
-		}
+	res := "user:(unknown)"
+	if name != "" {
+		res = "user:" + name
 	}
-	return &ThrottledError{d}
+	return s.refuse(ctx, key, audit.EventAuthLogin, res, client, why, d, map[string]string{"method": "passkey"})
 }
 
 // protocolDetails is the library's short reason (never key material).

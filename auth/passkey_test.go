@@ -10,10 +10,12 @@ import (
 	"time"
 
 	"github.com/go-webauthn/webauthn/webauthn"
-	"go.etcd.io/bbolt"
 
 	"github.com/hearth-home/hearth/audit"
 	"github.com/hearth-home/hearth/authz"
+
+	"github.com/hearth-home/hearth/internal/store"
+	"github.com/hearth-home/hearth/internal/store/boltstore"
 )
 
 // The passkey rules that need no authenticator: the relying party must be
@@ -172,7 +174,7 @@ func TestPasskeyLockoutPersists(t *testing.T) {
 		t.Fatal(err)
 	}
 	handle := p.Response.UserHandle
-	if err := h.db.Update(func(tx *bbolt.Tx) error {
+	if err := h.s.update(ctx, func(tx store.Tx) error {
 		if err := putJSON(tx, bucketPasskeys, p.RawID, &passkeyRecord{User: "alice", Label: "seed", Credential: webauthn.Credential{ID: p.RawID, PublicKey: []byte{0xa0}}}); err != nil {
 			return err
 		}
@@ -207,7 +209,7 @@ func TestPasskeyLockoutPersists(t *testing.T) {
 	if err := h.s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	s2, err := Open(h.db, Config{Argon2: tinyArgon2}, Options{Audit: h.rec, Now: h.clk.Now})
+	s2, err := Open(boltstore.New(h.db), Config{Argon2: tinyArgon2}, Options{Audit: h.rec, Now: h.clk.Now})
 	if err != nil {
 		t.Fatal(err)
 	}

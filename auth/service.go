@@ -15,10 +15,10 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
-	"go.etcd.io/bbolt"
 
 	"github.com/hearth-home/hearth/audit"
 	"github.com/hearth-home/hearth/authz"
+	"github.com/hearth-home/hearth/internal/store"
 )
 
 // Sentinel errors callers branch on.
@@ -67,10 +67,13 @@ type Options struct {
 	ZoneOf func(remoteAddr string) authz.Zone
 }
 
-// Service holds users, sessions and codes in the shared bbolt database and
-// answers password logins and bearer tokens. It is safe for concurrent use.
+// Service holds users, sessions and codes in the store (store.Store: the
+// data dir's hearth.db, or PostgreSQL shared by replicas) and answers
+// password logins and bearer tokens. It is safe for concurrent use.
 type Service struct {
-	db     *bbolt.DB
+	st     store.Store
+	feed   store.Feed
+	local  bool // the store has one process (bbolt): the index is always fresh
 	set    settings
 	policy atomic.Pointer[authz.Policy] // swapped by SetPolicy on a reload
 	audit  audit.Recorder
@@ -90,35 +93,43 @@ type Service struct {
 
 	stop     chan struct{}
 	done     chan struct{}
+	feedStop context.CancelFunc
+	feedDone chan struct{}
 	closeErr error
 	once     sync.Once
 
-	// failCommit, set only by tests, is called at the end of every
-	// commit's transaction; an error it returns rolls the transaction
-	// back, as a failed bbolt commit (I/O error, disk full) would.
+	lastPrune time.Time // of the lockout records; used by the flush loop only
+
+	// failCommit, set only by tests, is called as the last BeforeCommit
+	// hook of every commit; an error it returns rolls the transaction
+	// back, as a failed commit (I/O error, disk full, a lost connection)
+	// would after the audit entries were recorded.
 	failCommit atomic.Pointer[func() error]
 }
 
-// flushInterval is how often idle-timeout timestamps and throttling state
-// are written back to the store (batched, so that verifying a token never
-// waits on a disk write).
+// flushInterval is how often idle-timeout timestamps are written back to
+// the store and expired records deleted (batched, so that verifying a
+// token never waits on a write).
 const flushInterval = 30 * time.Second
 
-// Open creates the auth buckets if needed, loads live tokens and throttling
-// state, and starts the background writer of batched updates (stopped by
-// Close).
-func Open(db *bbolt.DB, cfg Config, opts Options) (*Service, error) {
+// Open declares the auth buckets if needed, loads live tokens into the
+// in-memory index, subscribes to the store's feed of changes (so that a
+// token revoked, a user disabled or a password changed on another replica
+// leaves this one's index too) and starts the background writer of batched
+// updates (stopped by Close, which leaves st open: the caller owns it).
+func Open(st store.Store, cfg Config, opts Options) (*Service, error) {
 	set, err := cfg.resolve()
 	if err != nil {
 		return nil, err
 	}
 	s := &Service{
-		db: db, set: set, audit: opts.Audit, log: opts.Logger,
+		st: st, feed: st.Feed(), set: set, audit: opts.Audit, log: opts.Logger,
 		now: opts.Now, rand: opts.Rand, zoneOf: opts.ZoneOf,
 		thr:    newThrottle(set.clientBurst, set.clientRefill),
 		tokens: map[[32]byte]*liveToken{},
-		stop:   make(chan struct{}), done: make(chan struct{}),
+		stop:   make(chan struct{}), done: make(chan struct{}), feedDone: make(chan struct{}),
 	}
+	_, s.local = s.feed.(store.StillFresh)
 	s.policy.Store(opts.Policy)
 	if opts.Policy == nil {
 		p, err := authz.New(authz.Config{})
@@ -140,34 +151,83 @@ func Open(db *bbolt.DB, cfg Config, opts Options) (*Service, error) {
 	if s.dummy, err = s.hasher.dummy(); err != nil {
 		return nil, err
 	}
-	if err := createBuckets(db); err != nil {
+	ctx := context.Background()
+	if err := st.Declare(ctx, allBuckets...); err != nil {
+		return nil, fmt.Errorf("auth: declaring buckets: %w", err)
+	}
+	if err := s.migrateThrottle(ctx); err != nil {
 		return nil, err
 	}
-	if err := s.load(); err != nil {
+	// Subscribe before loading: a change committed between the load and
+	// the subscription would otherwise be missed.
+	fctx, cancel := context.WithCancel(ctx)
+	s.feedStop = cancel
+	go func() {
+		defer close(s.feedDone)
+		if err := s.feed.Subscribe(fctx, s.onChanges); err != nil && fctx.Err() == nil {
+			s.log.Error().Err(err).Msg("auth: the store's feed of changes ended; tokens are checked against the store")
+		}
+	}()
+	if err := s.reloadAll(ctx); err != nil {
+		cancel()
+		<-s.feedDone
 		return nil, err
 	}
 	go s.loop()
 	return s, nil
 }
 
-// load reads live tokens into the in-memory index and users' throttling
-// state into the throttle.
-func (s *Service) load() error {
+// indexed builds the in-memory entry of token record r for its user u
+// (nil: none), or nil when the token must not be live: expired, of a
+// missing or disabled user, or of one whose grants no longer expand. A
+// token carries no more than its user has under the policy loaded now
+// (bundles and grants may have changed since it was issued).
+func (s *Service) indexed(r *tokenRecord, u *userRecord, now time.Time) *liveToken {
+	if u == nil || u.Disabled || !now.Before(r.Expires) {
+		return nil
+	}
+	have, err := s.userCaps(u)
+	if err != nil {
+		s.log.Warn().Str("user", u.Name).Err(err).Msg("auth: a user's grants no longer expand under the policy; their tokens are not loaded")
+		return nil
+	}
+	rc := *r
+	rc.Caps = intersect(r.Caps, have)
+	return newLiveToken(&rc)
+}
+
+// readToken reads the token of hash h and its user in tx and returns its
+// index entry (nil: not live).
+func (s *Service) readToken(tx store.Tx, h [32]byte, now time.Time) (*liveToken, error) {
+	v := tx.Bucket(bucketTokens).Get(h[:])
+	if v == nil {
+		return nil, nil
+	}
+	var r tokenRecord
+	if json.Unmarshal(v, &r) != nil {
+		return nil, nil
+	}
+	u, err := getUser(tx, r.User)
+	if err != nil {
+		return nil, err
+	}
+	return s.indexed(&r, u, now), nil
+}
+
+// reloadAll rebuilds the in-memory index from the store (at Open, and when
+// the feed says changes may have been missed).
+func (s *Service) reloadAll(ctx context.Context) error {
 	now := s.now()
-	caps := map[string][]authz.Capability{} // what each enabled user has under the current policy
-	return s.db.View(func(tx *bbolt.Tx) error {
+	fresh := map[[32]byte]*liveToken{}
+	err := s.view(ctx, func(tx store.Tx) error {
+		clear(fresh) // View's fn may run again
+		users := map[string]*userRecord{}
 		err := tx.Bucket(bucketUsers).ForEach(func(k, v []byte) error {
 			var u userRecord
 			if err := json.Unmarshal(v, &u); err != nil {
 				return fmt.Errorf("auth: user %q: corrupt record: %w", k, err)
 			}
-			s.thr.markUser(u.Name, u.Throttle)
-			s.thr.markUserKind(kindPasskey, u.Name, u.PasskeyThrottle)
-			if c, err := s.policy.Load().Expand(u.Caps); err == nil && !u.Disabled {
-				caps[u.Name] = c
-			} else if err != nil {
-				s.log.Warn().Str("user", u.Name).Err(err).Msg("auth: a user's grants no longer expand under the policy; their tokens are not loaded")
-			}
+			users[u.Name] = &u
 			return nil
 		})
 		if err != nil {
@@ -178,18 +238,92 @@ func (s *Service) load() error {
 			if len(k) != 32 || json.Unmarshal(v, &r) != nil {
 				return nil // skipped; purged by the next flush
 			}
-			have, ok := caps[r.User]
-			if !now.Before(r.Expires) || !ok {
-				return nil
+			if lt := s.indexed(&r, users[r.User], now); lt != nil {
+				fresh[[32]byte(k)] = lt
 			}
-			// A token carries no more than its user has under the policy
-			// loaded now (bundles may have changed across the restart).
-			r.Caps = intersect(r.Caps, have)
-			lt := newLiveToken(&r)
-			s.tokens[[32]byte(k)] = lt
 			return nil
 		})
 	})
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	for k, lt := range fresh {
+		if old := s.tokens[k]; old != nil {
+			lt.keepNewer(old)
+		}
+	}
+	s.tokens = fresh
+	s.mu.Unlock()
+	return nil
+}
+
+// onChanges is the feed's subscriber: it reloads, from the store, every
+// cached record another replica (or this one) changed, so that the index
+// holds what the store holds. A changed user reloads each of their
+// tokens (disabled: dropped; grants changed: narrowed).
+func (s *Service) onChanges(batch []store.Change) {
+	var keys [][32]byte
+	seen := map[[32]byte]bool{}
+	add := func(k [32]byte) {
+		if !seen[k] {
+			seen[k] = true
+			keys = append(keys, k)
+		}
+	}
+	for _, c := range batch {
+		switch {
+		case c.Resync:
+			if err := s.reloadAll(context.Background()); err != nil {
+				s.log.Error().Err(err).Msg("auth: reloading the token index after a resync")
+			}
+			return
+		case c.Bucket == bucketTokens && len(c.Key) == 32:
+			add([32]byte(c.Key))
+		case c.Bucket == bucketUsers:
+			name := string(c.Key)
+			s.mu.RLock()
+			for k, lt := range s.tokens {
+				if lt.user == name {
+					add(k)
+				}
+			}
+			s.mu.RUnlock()
+		}
+	}
+	if len(keys) == 0 {
+		return
+	}
+	now := s.now()
+	got := make([]*liveToken, len(keys))
+	err := s.view(context.Background(), func(tx store.Tx) error {
+		for i, k := range keys {
+			var err error
+			if got[i], err = s.readToken(tx, k, now); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		// The store cannot be read: drop what changed rather than keep
+		// trusting it (a token may be revoked); a resync reloads it.
+		s.log.Error().Err(err).Msg("auth: reloading changed tokens; dropping them from the index")
+		s.drop(keys)
+		return
+	}
+	s.mu.Lock()
+	for i, k := range keys {
+		if got[i] == nil {
+			delete(s.tokens, k)
+			continue
+		}
+		if old := s.tokens[k]; old != nil {
+			got[i].keepNewer(old)
+		}
+		s.tokens[k] = got[i]
+	}
+	s.mu.Unlock()
 }
 
 func (s *Service) loop() {
@@ -208,19 +342,21 @@ func (s *Service) loop() {
 	}
 }
 
-// Close stops the background writer and writes pending updates. It does
-// not close the database, which the caller owns.
+// Close stops the background writer and the feed subscription and writes
+// pending updates. It does not close the store, which the caller owns.
 func (s *Service) Close() error {
 	s.once.Do(func() {
 		close(s.stop)
 		<-s.done
+		s.feedStop()
+		<-s.feedDone
 		s.closeErr = s.flush()
 	})
 	return s.closeErr
 }
 
-// flush writes idle timestamps and users' throttling state, and deletes
-// expired tokens from the index and the store.
+// flush writes idle timestamps, deletes expired tokens from the index and
+// the store, and prunes lockout records of names that are not users.
 func (s *Service) flush() error {
 	now := s.now()
 	type upd struct {
@@ -242,10 +378,10 @@ func (s *Service) flush() error {
 		}
 	}
 	s.mu.Unlock()
-	thr := s.thr.dirtyUsers()
-	thrPK := s.thr.dirtyUsersKind(kindPasskey)
+	ctx := context.Background()
 	var dead [][]byte
-	_ = s.db.View(func(tx *bbolt.Tx) error {
+	err := s.view(ctx, func(tx store.Tx) error {
+		dead = dead[:0]
 		return tx.Bucket(bucketRefresh).ForEach(func(k, v []byte) error {
 			var r refreshRecord
 			if json.Unmarshal(v, &r) != nil || !now.Before(r.Expires) {
@@ -254,10 +390,16 @@ func (s *Service) flush() error {
 			return nil
 		})
 	})
-	if len(expired) == 0 && len(used) == 0 && len(thr) == 0 && len(thrPK) == 0 && len(dead) == 0 {
+	if err != nil {
+		return err
+	}
+	if err := s.pruneLockouts(ctx, now); err != nil {
+		return err
+	}
+	if len(expired) == 0 && len(used) == 0 && len(dead) == 0 {
 		return nil // nothing to write: no transaction, no fsync
 	}
-	return s.db.Update(func(tx *bbolt.Tx) error {
+	return s.update(ctx, func(tx store.Tx) error {
 		tb := tx.Bucket(bucketTokens)
 		for _, k := range expired {
 			if err := tb.Delete(k[:]); err != nil {
@@ -267,11 +409,11 @@ func (s *Service) flush() error {
 		for _, u := range used {
 			v := tb.Get(u.key[:])
 			if v == nil {
-				continue
+				continue // revoked meanwhile (perhaps by another replica)
 			}
 			var r tokenRecord
-			if json.Unmarshal(v, &r) != nil {
-				continue
+			if json.Unmarshal(v, &r) != nil || !u.used.After(r.LastUsed) {
+				continue // another replica saw a later use
 			}
 			r.LastUsed = u.used
 			if err := putJSON(tx, bucketTokens, u.key[:], r); err != nil {
@@ -284,66 +426,55 @@ func (s *Service) flush() error {
 				return err
 			}
 		}
-		for name, st := range thr {
-			u, err := getUser(tx, name)
-			if err != nil || u == nil {
-				continue
-			}
-			u.Throttle = st
-			if err := putUser(tx, u); err != nil {
-				return err
-			}
-		}
-		for name, st := range thrPK {
-			u, err := getUser(tx, name)
-			if err != nil || u == nil {
-				continue
-			}
-			u.PasskeyThrottle = st
-			if err := putUser(tx, u); err != nil {
-				return err
-			}
-		}
 		return nil
 	})
 }
 
 // memEffect brings the in-memory token index in step with a transaction.
-// It is applied inside the transaction, once the audit entries are
-// durable, so that no other writer can come between the store and the
-// index (a revocation can never miss a token being issued); undo reverts
-// it should the commit itself then fail.
+// It is applied in the transaction's BeforeCommit hook, once the audit
+// entries are durable, so that on bbolt no other writer can come between
+// the store and the index (a revocation can never miss a token being
+// issued); undo reverts it should the commit itself then fail. Other
+// replicas follow through the store's feed (onChanges).
 type memEffect struct{ apply, undo func() }
 
 // commit runs fn in a write transaction and records the events it returns
 // in the audit log before the transaction commits: if the log cannot be
 // written, the transaction rolls back and nothing changes (fail closed).
 // If the change then does not happen although entries were recorded (the
-// store write fails, or the log fails part-way through the events), each
-// recorded entry is followed by a correcting one, so that the log never
-// claims a change that did not happen.
-func (s *Service) commit(ctx context.Context, fn func(tx *bbolt.Tx) ([]audit.Event, error), effects ...memEffect) error {
+// store's commit fails, or the log fails part-way through the events),
+// each recorded entry is followed by a correcting one, so that the log
+// never claims a change that did not happen.
+//
+// fn may run more than once (a serialization failure on PostgreSQL runs
+// the transaction again): it computes the events and must have no other
+// effect. The audit appends and the memEffects happen once, in one
+// BeforeCommit hook, after fn's last run.
+func (s *Service) commit(ctx context.Context, fn func(tx store.Tx) ([]audit.Event, error), effects ...memEffect) error {
 	applied := false
 	var recorded []recordedEvent
-	err := s.db.Update(func(tx *bbolt.Tx) error {
+	err := s.st.Update(ctx, func(tx store.Tx) error {
 		evs, err := fn(tx)
 		if err != nil {
 			return err
 		}
-		for _, e := range evs {
-			idx, err := s.appendEntry(ctx, e)
-			if err != nil {
-				return fmt.Errorf("%w: %v", ErrUnavailable, err)
+		tx.BeforeCommit(func() error {
+			for _, e := range evs {
+				idx, err := s.appendEntry(ctx, e)
+				if err != nil {
+					return fmt.Errorf("%w: %v", ErrUnavailable, err)
+				}
+				recorded = append(recorded, recordedEvent{e, idx})
 			}
-			recorded = append(recorded, recordedEvent{e, idx})
-		}
-		for _, m := range effects {
-			m.apply()
-		}
-		applied = true
-		if f := s.failCommit.Load(); f != nil {
-			return (*f)() // test hook: an error here rolls back, as a failed commit does
-		}
+			for _, m := range effects {
+				m.apply()
+			}
+			applied = true
+			if f := s.failCommit.Load(); f != nil {
+				return (*f)() // test hook: an error here rolls back, as a failed commit does
+			}
+			return nil
+		})
 		return nil
 	})
 	if err == nil {
@@ -361,10 +492,9 @@ func (s *Service) commit(ctx context.Context, fn func(tx *bbolt.Tx) ([]audit.Eve
 	} else {
 		s.correct(ctx, recorded, "not applied: the audit log failed before all of the change's entries were recorded")
 	}
-	return err
+	return storeErr(err)
 }
 
-// recordedEvent is an event commit recorded, with its index in the log
 // (-1 if the recorder does not say).
 type recordedEvent struct {
 	ev  audit.Event

@@ -4,6 +4,8 @@ import (
 	"context"
 	"runtime"
 	"testing"
+
+	"github.com/hearth-home/hearth/internal/store/boltstore"
 )
 
 // Open runs no argon2id: its dummy hash (for unknown users) is built from
@@ -16,7 +18,7 @@ func TestOpenRunsNoArgon2id(t *testing.T) {
 	var before, after runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&before)
-	s, err := Open(db, Config{}, Options{})
+	s, err := Open(boltstore.New(db), Config{}, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,22 +1,32 @@
 package auth
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
-	"go.etcd.io/bbolt"
-
 	"github.com/hearth-home/hearth/authz"
+	"github.com/hearth-home/hearth/internal/store"
 )
 
-// Buckets in the shared bbolt database; all prefixed "auth.".
-var (
-	bucketUsers      = []byte("auth.users")      // name → userRecord
-	bucketTokens     = []byte("auth.tokens")     // SHA-256(access token) → tokenRecord
-	bucketRefresh    = []byte("auth.refresh")    // SHA-256(refresh token) → refreshRecord
-	bucketIdentities = []byte("auth.identities") // issuer \x00 subject → user name
+// Buckets in the store (store.Store); all prefixed "auth.". The names are
+// those of the bbolt buckets before the store seam existed, so that an
+// existing hearth.db reads unchanged.
+const (
+	bucketUsers      = "auth.users"      // name → userRecord
+	bucketTokens     = "auth.tokens"     // SHA-256(access token) → tokenRecord
+	bucketRefresh    = "auth.refresh"    // SHA-256(refresh token) → refreshRecord
+	bucketIdentities = "auth.identities" // issuer \x00 subject → user name
+	// bucketLockout holds the failure count of every name that failed
+	// (kind \x00 name → lockoutRecord), user or not, charged in the store
+	// before the password is checked (throttle.go).
+	bucketLockout = "auth.lockout"
 )
+
+// allBuckets are the buckets Open declares.
+var allBuckets = []string{bucketUsers, bucketTokens, bucketRefresh, bucketIdentities, bucketLockout, bucketPasskeys, bucketPasskeyHandles}
 
 // userRecord is a user as stored. It holds no secret in the clear except
 // the TOTP seed, which verification needs (the database file is 0600).
@@ -32,9 +42,10 @@ type userRecord struct {
 	TOTPLastStep    uint64         `json:"totp_last_step,omitempty"`
 	Recovery        []recoverySlot `json:"recovery,omitempty"`
 	Reset           *resetRecord   `json:"reset,omitempty"`
+	// Throttle and PasskeyThrottle are where hearth kept the user's
+	// lockout state before the store seam; Open moves them to auth.lockout
+	// once (migrateThrottle) and nothing writes them since.
 	Throttle        throttleRecord `json:"throttle,omitzero"`
-	// PasskeyThrottle is the lockout state of the user's passkeys, kept
-	// apart so that password guessing does not lock them out (passkey.go).
 	PasskeyThrottle throttleRecord `json:"passkey_throttle,omitzero"`
 }
 
@@ -53,8 +64,8 @@ type resetRecord struct {
 	Expires time.Time `json:"expires"`
 }
 
-// throttleRecord is the persisted part of an account's throttling state,
-// so that a restart does not forget a lockout.
+// throttleRecord is the lockout state an older hearth kept in the user
+// record (see lockoutRecord for today's).
 type throttleRecord struct {
 	Failures    int       `json:"failures,omitempty"`
 	LockedUntil time.Time `json:"locked_until,omitzero"`
@@ -89,18 +100,7 @@ type refreshRecord struct {
 	PR       bool               `json:"phishing_resistant,omitempty"`
 }
 
-func createBuckets(db *bbolt.DB) error {
-	return db.Update(func(tx *bbolt.Tx) error {
-		for _, b := range [][]byte{bucketUsers, bucketTokens, bucketRefresh, bucketIdentities} {
-			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
-				return fmt.Errorf("auth: creating bucket %s: %w", b, err)
-			}
-		}
-		return createPasskeyBuckets(tx)
-	})
-}
-
-func getUser(tx *bbolt.Tx, name string) (*userRecord, error) {
+func getUser(tx store.Tx, name string) (*userRecord, error) {
 	v := tx.Bucket(bucketUsers).Get([]byte(name))
 	if v == nil {
 		return nil, nil
@@ -112,7 +112,7 @@ func getUser(tx *bbolt.Tx, name string) (*userRecord, error) {
 	return &u, nil
 }
 
-func putUser(tx *bbolt.Tx, u *userRecord) error {
+func putUser(tx store.Tx, u *userRecord) error {
 	b, err := json.Marshal(u)
 	if err != nil {
 		return err
@@ -120,10 +120,30 @@ func putUser(tx *bbolt.Tx, u *userRecord) error {
 	return tx.Bucket(bucketUsers).Put([]byte(u.Name), b)
 }
 
-func putJSON(tx *bbolt.Tx, bucket, key []byte, v any) error {
+func putJSON(tx store.Tx, bucket string, key []byte, v any) error {
 	b, err := json.Marshal(v)
 	if err != nil {
 		return err
 	}
 	return tx.Bucket(bucket).Put(key, b)
+}
+
+// view runs fn in a read transaction of the store; a store that cannot be
+// read is ErrUnavailable (HTTP 503).
+func (s *Service) view(ctx context.Context, fn func(tx store.Tx) error) error {
+	return storeErr(s.st.View(ctx, fn))
+}
+
+// update runs fn in a write transaction of the store. fn may run more
+// than once (store.Store.Update): it must have no effect outside tx.
+func (s *Service) update(ctx context.Context, fn func(tx store.Tx) error) error {
+	return storeErr(s.st.Update(ctx, fn))
+}
+
+// storeErr makes the store's unavailability auth's (HTTP 503).
+func storeErr(err error) error {
+	if err != nil && errors.Is(err, store.ErrUnavailable) && !errors.Is(err, ErrUnavailable) {
+		return fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	return err
 }

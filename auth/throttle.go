@@ -5,7 +5,6 @@ import (
 	"encoding/hex"
 	"net"
 	"net/netip"
-	"strings"
 	"sync"
 	"time"
 )
@@ -17,8 +16,8 @@ const (
 	lockoutBase      = time.Minute    // first lockout; doubles per further failure
 	lockoutMax       = time.Hour      // cap on one lockout
 	disableThreshold = 100            // NIST's ceiling: password login disabled until recovered or unlocked
-	maxTrackedNames  = 100000         // bound on throttling state kept for names that are not users (~10 MB)
-	forgetNamesAfter = 24 * time.Hour // a non-user name's state is kept this long after its last failure
+	maxTrackedNames  = 100000         // bound on lockout records kept for names that are not users (~10 MB)
+	forgetNamesAfter = 24 * time.Hour // a non-user name's record is kept this long after its last failure
 	maxTrackedAddrs  = 10000          // bound on client-address buckets
 )
 
@@ -31,19 +30,6 @@ const (
 	kindRecover = "recover"
 )
 
-// account is the throttling state of one user name, whether or not a user
-// of that name exists: tracking names rather than users is what makes a
-// locked account and an unknown name answer alike.
-type account struct {
-	failures    int
-	lockedUntil time.Time
-	disabled    bool
-	lastFailure time.Time
-	inflight    int  // attempts admitted and not yet decided
-	user        bool // a user of this name exists; persisted, never evicted
-	dirty       bool // changed since last persisted
-}
-
 // bucket is a client address's token bucket.
 type bucket struct {
 	tokens float64
@@ -52,7 +38,6 @@ type bucket struct {
 
 type throttle struct {
 	mu       sync.Mutex
-	accts    map[string]*account // kind \x00 name → state
 	addrs    map[string]*bucket
 	refusals map[string]*refusal // what was last recorded of refused attempts
 	burst    float64
@@ -60,7 +45,7 @@ type throttle struct {
 }
 
 func newThrottle(burst int, refill time.Duration) *throttle {
-	return &throttle{accts: map[string]*account{}, addrs: map[string]*bucket{}, refusals: map[string]*refusal{}, burst: float64(burst), refill: refill}
+	return &throttle{addrs: map[string]*bucket{}, refusals: map[string]*refusal{}, burst: float64(burst), refill: refill}
 }
 
 // refusal remembers when a refused attempt was last recorded in the audit
@@ -123,63 +108,6 @@ func clientKey(remoteAddr string) string {
 	return a.String()
 }
 
-// lockedFor reports how long name is locked out (0 if it is not). A name
-// whose password login is disabled answers an hour at a time.
-func (t *throttle) lockedFor(kind, name string, now time.Time) time.Duration {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	a := t.accts[acctKey(kind, name)]
-	if a == nil {
-		return 0
-	}
-	if a.disabled {
-		return lockoutMax
-	}
-	if now.Before(a.lockedUntil) {
-		return a.lockedUntil.Sub(now)
-	}
-	return 0
-}
-
-// begin admits one attempt for name, or says how long to wait. Attempts
-// that are still being checked count as pending failures, so that
-// concurrent guesses cannot exceed what the schedule allows one at a time:
-// with f failures recorded, at most max(1, 5-f) attempts run at once (a
-// burst beyond that waits a second). Every admitted attempt ends with end.
-func (t *throttle) begin(kind, name string, now time.Time) (time.Duration, bool) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	k := acctKey(kind, name)
-	a := t.accts[k]
-	if a == nil {
-		if len(t.accts) >= maxTrackedNames {
-			t.evictNames(now)
-		}
-		a = &account{}
-		t.accts[k] = a
-	}
-	if a.disabled {
-		return lockoutMax, false
-	}
-	if now.Before(a.lockedUntil) {
-		return a.lockedUntil.Sub(now), false
-	}
-	if a.inflight >= max(1, lockoutThreshold-a.failures) {
-		return time.Second, false
-	}
-	a.inflight++
-	return 0, true
-}
-
-// end closes an attempt that begin admitted.
-func (t *throttle) end(kind, name string) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if a := t.accts[acctKey(kind, name)]; a != nil && a.inflight > 0 {
-		a.inflight--
-	}
-}
-
 // takeClient takes one attempt from the client address's bucket, or says
 // how long until one is available.
 func (t *throttle) takeClient(addr string, now time.Time) (time.Duration, bool) {
@@ -227,114 +155,4 @@ func (t *throttle) evictAddrs(now time.Time) {
 		}
 		delete(t.addrs, k)
 	}
-}
-
-// fail records a failure for name and reports whether it started a
-// lockout (or disabled password login).
-func (t *throttle) fail(kind, name string, now time.Time) (locked bool, until time.Time, disabled bool) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	k := acctKey(kind, name)
-	a := t.accts[k]
-	if a == nil {
-		if len(t.accts) >= maxTrackedNames {
-			t.evictNames(now)
-		}
-		a = &account{}
-		t.accts[k] = a
-	}
-	a.failures++
-	a.lastFailure = now
-	a.dirty = true
-	switch {
-	case a.failures >= disableThreshold:
-		a.disabled = true
-		return true, time.Time{}, true
-	case a.failures >= lockoutThreshold:
-		d := lockoutBase << min(a.failures-lockoutThreshold, 10)
-		d = min(d, lockoutMax)
-		a.lockedUntil = now.Add(d)
-		return true, a.lockedUntil, false
-	}
-	return false, time.Time{}, false
-}
-
-// evictNames drops the state of non-user names: those whose last failure
-// is older than a day, then (under a flood of distinct names) any. Only in
-// that second case could a locked unknown name come to answer unlike a
-// locked real one; it takes more than 100,000 distinct failing names.
-func (t *throttle) evictNames(now time.Time) {
-	for k, a := range t.accts {
-		if !a.user && !a.disabled && a.inflight == 0 && now.Sub(a.lastFailure) > forgetNamesAfter {
-			delete(t.accts, k)
-		}
-	}
-	// Make room for a tenth more at once, so that the scans are amortised.
-	for k, a := range t.accts {
-		if len(t.accts) < maxTrackedNames*9/10 {
-			break
-		}
-		if !a.user && a.inflight == 0 {
-			delete(t.accts, k)
-		}
-	}
-}
-
-// reset clears name's state after a success, an unlock or a recovery.
-func (t *throttle) reset(kind, name string) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if a := t.accts[acctKey(kind, name)]; a != nil {
-		*a = account{user: a.user, dirty: a.user, inflight: a.inflight}
-	}
-}
-
-// markUser makes name's login state persistent (a user of that name
-// exists), loading rec when the state is new.
-func (t *throttle) markUser(name string, rec throttleRecord) { t.markUserKind(kindLogin, name, rec) }
-
-// markUserKind is markUser for the state of kind (login or passkey).
-func (t *throttle) markUserKind(kind, name string, rec throttleRecord) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	k := acctKey(kind, name)
-	a := t.accts[k]
-	if a == nil {
-		a = &account{failures: rec.Failures, lockedUntil: rec.LockedUntil, disabled: rec.Disabled}
-		t.accts[k] = a
-	}
-	a.user = true
-}
-
-// state returns name's login throttling state for listing and persisting.
-func (t *throttle) state(name string) throttleRecord {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	a := t.accts[acctKey(kindLogin, name)]
-	if a == nil {
-		return throttleRecord{}
-	}
-	return throttleRecord{Failures: a.failures, LockedUntil: a.lockedUntil, Disabled: a.disabled}
-}
-
-// dirtyUsers returns the users whose login state changed since the last
-// call, with that state.
-func (t *throttle) dirtyUsers() map[string]throttleRecord { return t.dirtyUsersKind(kindLogin) }
-
-// dirtyUsersKind is dirtyUsers for the state of kind (login or passkey).
-func (t *throttle) dirtyUsersKind(kind string) map[string]throttleRecord {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	out := map[string]throttleRecord{}
-	for k, a := range t.accts {
-		if a.user && a.dirty {
-			name, ok := strings.CutPrefix(k, kind+"\x00")
-			if !ok {
-				continue
-			}
-			out[name] = throttleRecord{Failures: a.failures, LockedUntil: a.lockedUntil, Disabled: a.disabled}
-			a.dirty = false
-		}
-	}
-	return out
 }

@@ -14,10 +14,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	"go.etcd.io/bbolt"
-
 	"github.com/hearth-home/hearth/audit"
 	"github.com/hearth-home/hearth/authz"
+	"github.com/hearth-home/hearth/internal/store"
 )
 
 // Token prefixes make a leaked token recognisable to secret scanners and
@@ -60,6 +59,14 @@ func newLiveToken(r *tokenRecord) *liveToken {
 	lt.lastUsed.Store(r.LastUsed.UnixNano())
 	lt.flushed = r.LastUsed.UnixNano()
 	return lt
+}
+
+// keepNewer carries over old's later use into lt (a reload from the store
+// must not move the idle clock back).
+func (lt *liveToken) keepNewer(old *liveToken) {
+	if u := old.lastUsed.Load(); u > lt.lastUsed.Load() {
+		lt.lastUsed.Store(u)
+	}
 }
 
 func (lt *liveToken) alive(now int64, idle time.Duration) bool {
@@ -125,20 +132,28 @@ func wellFormed(tok, prefix string) bool {
 }
 
 // AuthenticateToken implements mtls.TokenAuthenticator from the in-memory
-// index alone. The returned Principal is new on each call (the gateway
-// sets its Zone), but its Caps slice is shared and must not be modified.
-// It costs a hash, a map lookup under a read lock and two clock
-// comparisons. The idle timestamp is updated in memory and written back in
-// batches. It returns authz.ErrInvalidToken for an unknown, expired, idle or
-// revoked token.
+// index while the store's feed is fresh (store.Feed.Fresh: every change
+// committed more than a second ago, by any replica, has reached the
+// index). The returned Principal is new on each call (the gateway sets its
+// Zone), but its Caps slice is shared and must not be modified. It costs a
+// hash, a map lookup under a read lock and two clock comparisons. The idle
+// timestamp is updated in memory and written back in batches. It returns
+// authz.ErrInvalidToken for an unknown, expired, idle or revoked token.
+//
+// When the feed is not fresh (its connection is down), the index may hold
+// a token another replica revoked, so it is not trusted: the token and
+// its user are read from the store, and a store that cannot be read is
+// ErrUnavailable (the gateway answers 503) — never an answer from a stale
+// cache.
 func (s *Service) AuthenticateToken(ctx context.Context, token string) (*authz.Principal, error) {
 	if !wellFormed(token, AccessTokenPrefix) {
 		return nil, authz.ErrInvalidToken
 	}
 	h := tokenHash(token)
-	s.mu.RLock()
-	lt := s.tokens[h]
-	s.mu.RUnlock()
+	lt, err := s.lookup(ctx, h)
+	if err != nil {
+		return nil, err
+	}
 	if lt == nil {
 		return nil, authz.ErrInvalidToken
 	}
@@ -152,6 +167,40 @@ func (s *Service) AuthenticateToken(ctx context.Context, token string) (*authz.P
 		lt.lastUsed.Store(now)
 	}
 	return &authz.Principal{ID: lt.id, Kind: authz.KindUser, Caps: lt.caps, Method: authz.MethodToken, AuthTime: lt.authTime, MFA: lt.mfa, PhishingResistant: lt.pr}, nil
+}
+
+// lookup returns the index entry of the access token of hash h (nil: not
+// live): from the index while the feed is fresh, else from the store (see
+// AuthenticateToken), bringing the index in step with what it read.
+func (s *Service) lookup(ctx context.Context, h [32]byte) (*liveToken, error) {
+	s.mu.RLock()
+	lt := s.tokens[h]
+	s.mu.RUnlock()
+	if s.local || s.feed.Fresh(time.Now()) { // the feed's bound is wall-clock time
+		return lt, nil
+	}
+	var got *liveToken
+	err := s.view(ctx, func(tx store.Tx) error {
+		var err error
+		got, err = s.readToken(tx, h, s.now())
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	switch cur := s.tokens[h]; {
+	case got == nil:
+		delete(s.tokens, h)
+	case cur != nil:
+		got.keepNewer(cur)
+		got.flushed = cur.flushed
+		s.tokens[h] = got
+	default:
+		s.tokens[h] = got
+	}
+	s.mu.Unlock()
+	return got, nil
 }
 
 // grant is what a new token pair carries.
@@ -168,7 +217,7 @@ type grant struct {
 
 // issueTx creates an access and refresh token pair in tx and returns the
 // session, the index entry to publish after commit and the audit event.
-func (s *Service) issueTx(ctx context.Context, tx *bbolt.Tx, g grant) (*Session, [32]byte, *liveToken, audit.Event, error) {
+func (s *Service) issueTx(ctx context.Context, tx store.Tx, g grant) (*Session, [32]byte, *liveToken, audit.Event, error) {
 	var zero [32]byte
 	now := s.now().UTC()
 	if g.family == "" {
@@ -211,19 +260,22 @@ func (s *Service) issueTx(ctx context.Context, tx *bbolt.Tx, g grant) (*Session,
 const MaxSessionsPerUser = 100
 
 // capSessionsTx ends user's oldest sessions so that one more fits.
-func (s *Service) capSessionsTx(ctx context.Context, tx *bbolt.Tx, user, client string) ([][32]byte, []audit.Event, error) {
+func (s *Service) capSessionsTx(ctx context.Context, tx store.Tx, user, client string) ([][32]byte, []audit.Event, error) {
 	type fam struct {
 		id      string
 		expires time.Time
 	}
 	latest := map[string]time.Time{}
-	_ = tx.Bucket(bucketRefresh).ForEach(func(k, v []byte) error {
+	err := tx.Bucket(bucketRefresh).ForEach(func(k, v []byte) error {
 		var r refreshRecord
 		if json.Unmarshal(v, &r) == nil && r.User == user && !r.Used && r.Expires.After(latest[r.Family]) {
 			latest[r.Family] = r.Expires
 		}
 		return nil
 	})
+	if err != nil {
+		return nil, nil, err
+	}
 	if len(latest) < MaxSessionsPerUser {
 		return nil, nil, nil
 	}
@@ -336,7 +388,7 @@ func (s *Service) IssueSession(ctx context.Context, username, method string, mfa
 	var sess *Session
 	var h [32]byte
 	var lt *liveToken
-	err := s.commit(ctx, func(tx *bbolt.Tx) ([]audit.Event, error) {
+	err := s.commit(ctx, func(tx store.Tx) ([]audit.Event, error) {
 		u, err := getUser(tx, username)
 		if err != nil {
 			return nil, err
@@ -376,7 +428,8 @@ func (s *Service) Refresh(ctx context.Context, refresh, client string) (*Session
 	var h [32]byte
 	var lt *liveToken
 	var reused *refreshRecord
-	err := s.commit(ctx, func(tx *bbolt.Tx) ([]audit.Event, error) {
+	err := s.commit(ctx, func(tx store.Tx) ([]audit.Event, error) {
+		reused = nil // fn may run more than once
 		v := tx.Bucket(bucketRefresh).Get(rh[:])
 		if v == nil {
 			return nil, ErrInvalidCredentials
@@ -450,23 +503,29 @@ func (sel revokeSel) match(user, family string) bool {
 
 // revokeTx deletes the selected tokens from the store; it returns their
 // hashes for the index.
-func revokeTx(tx *bbolt.Tx, sel revokeSel) ([][32]byte, int, error) {
+func revokeTx(tx store.Tx, sel revokeSel) ([][32]byte, int, error) {
 	var access [][32]byte
 	var refresh [][]byte
-	_ = tx.Bucket(bucketTokens).ForEach(func(k, v []byte) error {
+	err := tx.Bucket(bucketTokens).ForEach(func(k, v []byte) error {
 		var r tokenRecord
 		if json.Unmarshal(v, &r) == nil && sel.match(r.User, r.Family) && len(k) == 32 {
 			access = append(access, [32]byte(k))
 		}
 		return nil
 	})
-	_ = tx.Bucket(bucketRefresh).ForEach(func(k, v []byte) error {
+	if err != nil {
+		return nil, 0, err
+	}
+	err = tx.Bucket(bucketRefresh).ForEach(func(k, v []byte) error {
 		var r refreshRecord
 		if json.Unmarshal(v, &r) == nil && sel.match(r.User, r.Family) {
 			refresh = append(refresh, slices.Clone(k))
 		}
 		return nil
 	})
+	if err != nil {
+		return nil, 0, err
+	}
 	for _, k := range access {
 		if err := tx.Bucket(bucketTokens).Delete(k[:]); err != nil {
 			return nil, 0, err
@@ -484,7 +543,7 @@ func revokeTx(tx *bbolt.Tx, sel revokeSel) ([][32]byte, int, error) {
 // token.revoke event of its own).
 func (s *Service) revoke(ctx context.Context, sel revokeSel, reason, resource, client string, meta map[string]string, first ...audit.Event) error {
 	var hashes [][32]byte
-	return s.commit(ctx, func(tx *bbolt.Tx) ([]audit.Event, error) {
+	return s.commit(ctx, func(tx store.Tx) ([]audit.Event, error) {
 		var n int
 		var err error
 		hashes, n, err = revokeTx(tx, sel)
@@ -509,9 +568,10 @@ func (s *Service) Logout(ctx context.Context, token, client string) error {
 		return ErrInvalidCredentials
 	}
 	h := tokenHash(token)
-	s.mu.RLock()
-	lt := s.tokens[h]
-	s.mu.RUnlock()
+	lt, err := s.lookup(ctx, h)
+	if err != nil {
+		return err
+	}
 	if lt == nil || !lt.alive(s.now().UnixNano(), s.set.tokenIdle) {
 		return ErrInvalidCredentials
 	}

@@ -15,10 +15,10 @@ import (
 	"github.com/pquerna/otp"
 	"github.com/pquerna/otp/hotp"
 	"github.com/pquerna/otp/totp"
-	"go.etcd.io/bbolt"
 
 	"github.com/hearth-home/hearth/audit"
 	"github.com/hearth-home/hearth/authz"
+	"github.com/hearth-home/hearth/internal/store"
 )
 
 // RecoveryCodeCount is how many recovery codes a user holds after
@@ -96,7 +96,7 @@ func (s *Service) AddUser(ctx context.Context, name string, caps []string, passw
 		}
 	}
 	now := s.now().UTC()
-	err := s.commit(ctx, func(tx *bbolt.Tx) ([]audit.Event, error) {
+	err := s.commit(ctx, func(tx store.Tx) ([]audit.Event, error) {
 		if u, err := getUser(tx, name); err != nil {
 			return nil, err
 		} else if u != nil {
@@ -113,12 +113,7 @@ func (s *Service) AddUser(ctx context.Context, name string, caps []string, passw
 			"action": "add", "caps": strings.Join(caps, ","), "password_set": fmt.Sprint(hash != ""),
 		})}, nil
 	})
-	if err != nil {
-		return err
-	}
-	s.thr.markUser(name, throttleRecord{})
-	s.thr.markUserKind(kindPasskey, name, throttleRecord{})
-	return nil
+	return err
 }
 
 // CreateOwner creates the owner with system:admin, a generated password
@@ -149,8 +144,8 @@ func (s *Service) CreateOwner(ctx context.Context, name string) (password string
 }
 
 // modifyUser runs fn on user name inside a transaction with audit.
-func (s *Service) modifyUser(ctx context.Context, name string, fn func(tx *bbolt.Tx, u *userRecord) ([]audit.Event, error), effects ...memEffect) error {
-	return s.commit(ctx, func(tx *bbolt.Tx) ([]audit.Event, error) {
+func (s *Service) modifyUser(ctx context.Context, name string, fn func(tx store.Tx, u *userRecord) ([]audit.Event, error), effects ...memEffect) error {
+	return s.commit(ctx, func(tx store.Tx) ([]audit.Event, error) {
 		u, err := getUser(tx, name)
 		if err != nil {
 			return nil, err
@@ -166,23 +161,23 @@ func (s *Service) modifyUser(ctx context.Context, name string, fn func(tx *bbolt
 	}, effects...)
 }
 
-// Unlock ends a lockout of name, clears its failure count and re-enables
-// password login after the 100-failure limit (for login and recovery).
+// Unlock ends a lockout of name, clears its failure counts (login,
+// recovery, passkeys) and re-enables password login after the
+// 100-failure limit.
 func (s *Service) Unlock(ctx context.Context, name string) error {
-	prev := s.thr.state(name)
-	err := s.modifyUser(ctx, name, func(tx *bbolt.Tx, u *userRecord) ([]audit.Event, error) {
+	return s.modifyUser(ctx, name, func(tx store.Tx, u *userRecord) ([]audit.Event, error) {
+		prev, err := getLockout(tx, kindLogin, name)
+		if err != nil {
+			return nil, err
+		}
 		u.Throttle, u.PasskeyThrottle = throttleRecord{}, throttleRecord{}
+		if err := clearLockoutTx(tx, name, kindLogin, kindRecover, kindPasskey); err != nil {
+			return nil, err
+		}
 		return []audit.Event{s.event(ctx, audit.EventAuthUnlock, audit.OutcomeSuccess, "user:"+name, "unlocked by an admin", "", map[string]string{
 			"failures": fmt.Sprint(prev.Failures), "password_login_disabled": fmt.Sprint(prev.Disabled),
 		})}, nil
 	})
-	if err != nil {
-		return err
-	}
-	s.thr.reset(kindLogin, name)
-	s.thr.reset(kindRecover, name)
-	s.thr.reset(kindPasskey, name)
-	return nil
 }
 
 // Disable stops name from logging in and ends all its sessions at once.
@@ -197,7 +192,7 @@ func (s *Service) Enable(ctx context.Context, name string) error {
 
 func (s *Service) setDisabled(ctx context.Context, name string, off bool) error {
 	var hashes [][32]byte
-	return s.modifyUser(ctx, name, func(tx *bbolt.Tx, u *userRecord) ([]audit.Event, error) {
+	return s.modifyUser(ctx, name, func(tx store.Tx, u *userRecord) ([]audit.Event, error) {
 		u.Disabled = off
 		action := map[bool]string{true: "disable", false: "enable"}[off]
 		evs := []audit.Event{s.event(ctx, audit.EventUserChange, audit.OutcomeSuccess, "user:"+name, "user "+action+"d", "", map[string]string{"action": action})}
@@ -217,14 +212,18 @@ func (s *Service) setDisabled(ctx context.Context, name string, off bool) error 
 func (s *Service) ListUsers(ctx context.Context) ([]UserInfo, error) {
 	var out []UserInfo
 	now := s.now()
-	err := s.db.View(func(tx *bbolt.Tx) error {
+	err := s.view(ctx, func(tx store.Tx) error {
+		out = out[:0]
 		return tx.Bucket(bucketUsers).ForEach(func(k, v []byte) error {
 			var u userRecord
 			if err := json.Unmarshal(v, &u); err != nil {
 				return fmt.Errorf("auth: user %q: corrupt record: %w", k, err)
 			}
 			caps, _ := s.policy.Load().Expand(u.Caps)
-			st := s.thr.state(u.Name)
+			st, err := getLockout(tx, kindLogin, u.Name)
+			if err != nil {
+				return err
+			}
 			info := UserInfo{
 				Name: u.Name, Caps: u.Caps, Capabilities: caps, Disabled: u.Disabled, PasswordSet: u.Hash != "",
 				TOTP: u.TOTPSecret != "", RecoveryCodesLeft: len(u.Recovery), Failures: st.Failures,
@@ -308,7 +307,7 @@ func (s *Service) RegenerateRecoveryCodes(ctx context.Context, name string) ([]s
 		}
 		slots[i] = recoverySlot{Locator: c[:4], Hash: h}
 	}
-	err := s.modifyUser(ctx, name, func(tx *bbolt.Tx, u *userRecord) ([]audit.Event, error) {
+	err := s.modifyUser(ctx, name, func(tx store.Tx, u *userRecord) ([]audit.Event, error) {
 		u.Recovery = slots
 		return []audit.Event{s.event(ctx, audit.EventUserChange, audit.OutcomeSuccess, "user:"+name, "recovery codes regenerated", "", map[string]string{"action": "recovery-codes", "count": fmt.Sprint(len(slots))})}, nil
 	})
@@ -333,7 +332,7 @@ func (s *Service) ResetCode(ctx context.Context, name string) (code string, expi
 	code = ResetCodePrefix + r
 	sum := sha256.Sum256([]byte(code))
 	expires = s.now().UTC().Add(s.set.resetLifetime)
-	err = s.modifyUser(ctx, name, func(tx *bbolt.Tx, u *userRecord) ([]audit.Event, error) {
+	err = s.modifyUser(ctx, name, func(tx store.Tx, u *userRecord) ([]audit.Event, error) {
 		u.Reset = &resetRecord{Hash: sum[:], Expires: expires}
 		return []audit.Event{s.event(ctx, audit.EventUserChange, audit.OutcomeSuccess, "user:"+name, "reset code issued", "", map[string]string{
 			"action": "reset", "code_id": tokenID(sum), "expires": expires.Format(time.RFC3339),
@@ -383,7 +382,7 @@ func (s *Service) EnrollTOTP(ctx context.Context, name string) (secret, url stri
 	if err != nil {
 		return "", "", fmt.Errorf("auth: generating TOTP secret: %w", err)
 	}
-	err = s.modifyUser(ctx, name, func(tx *bbolt.Tx, u *userRecord) ([]audit.Event, error) {
+	err = s.modifyUser(ctx, name, func(tx store.Tx, u *userRecord) ([]audit.Event, error) {
 		u.TOTPPending = key.Secret()
 		return []audit.Event{s.event(ctx, audit.EventUserChange, audit.OutcomeSuccess, "user:"+name, "TOTP enrolment started", "", map[string]string{"action": "totp-enroll"})}, nil
 	})
@@ -396,7 +395,7 @@ func (s *Service) EnrollTOTP(ctx context.Context, name string) (secret, url stri
 // ConfirmTOTP activates the pending TOTP secret of name when code is
 // valid for it.
 func (s *Service) ConfirmTOTP(ctx context.Context, name, code string) error {
-	return s.modifyUser(ctx, name, func(tx *bbolt.Tx, u *userRecord) ([]audit.Event, error) {
+	return s.modifyUser(ctx, name, func(tx store.Tx, u *userRecord) ([]audit.Event, error) {
 		step, ok := matchTOTP(u.TOTPPending, code, s.now(), 0)
 		if !ok {
 			return nil, ErrBadCode
@@ -411,7 +410,7 @@ func (s *Service) ConfirmTOTP(ctx context.Context, name, code string) error {
 // Recovery codes deliberately do not remove it: they replace a lost
 // password, not a lost second factor.
 func (s *Service) RemoveTOTP(ctx context.Context, name string) error {
-	return s.modifyUser(ctx, name, func(tx *bbolt.Tx, u *userRecord) ([]audit.Event, error) {
+	return s.modifyUser(ctx, name, func(tx store.Tx, u *userRecord) ([]audit.Event, error) {
 		had := u.TOTPSecret != ""
 		u.TOTPSecret, u.TOTPPending, u.TOTPLastStep = "", "", 0
 		return []audit.Event{s.event(ctx, audit.EventUserChange, audit.OutcomeSuccess, "user:"+name, "TOTP removed", "", map[string]string{"action": "totp-remove", "was_enrolled": fmt.Sprint(had)})}, nil
@@ -434,7 +433,7 @@ func (s *Service) LinkIdentity(ctx context.Context, username, issuer, subject st
 	if issuer == "" || subject == "" || strings.ContainsRune(issuer, 0) || strings.ContainsRune(subject, 0) {
 		return fmt.Errorf("auth: an identity needs a non-empty issuer and subject")
 	}
-	return s.modifyUser(ctx, username, func(tx *bbolt.Tx, u *userRecord) ([]audit.Event, error) {
+	return s.modifyUser(ctx, username, func(tx store.Tx, u *userRecord) ([]audit.Event, error) {
 		if cur := tx.Bucket(bucketIdentities).Get(identityKey(issuer, subject)); cur != nil {
 			if string(cur) == username {
 				return nil, nil // already linked: idempotent, nothing to record
@@ -454,7 +453,7 @@ func (s *Service) LinkIdentity(ctx context.Context, username, issuer, subject st
 // ErrNoUser.
 func (s *Service) UserForIdentity(ctx context.Context, issuer, subject string) (string, error) {
 	var name string
-	err := s.db.View(func(tx *bbolt.Tx) error {
+	err := s.view(ctx, func(tx store.Tx) error {
 		v := tx.Bucket(bucketIdentities).Get(identityKey(issuer, subject))
 		if v == nil {
 			return ErrNoUser

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"net/http"
-	"slices"
 	"strings"
 	"time"
 
@@ -121,16 +120,15 @@ func writeAdminError(w http.ResponseWriter, err error) {
 // `step ca renew` and /.hearth/v1/renew refuse it. The audit entry is
 // written first. Revoking a revoked device is a no-op that succeeds.
 func (c *CA) RevokeDevice(ctx context.Context, name string) (*Device, error) {
-	rec, err := c.devices.get(name)
-	if err != nil {
-		return nil, err
-	}
-	if rec == nil || !ValidDeviceName(name) {
+	if !ValidDeviceName(name) {
 		return nil, ErrUnknownDevice
 	}
-	idx, err := c.devices.index(rec.Incarnation)
+	rec, idx, err := c.devices.load(ctx, name)
 	if err != nil {
 		return nil, err
+	}
+	if rec == nil {
+		return nil, ErrUnknownDevice
 	}
 	if rec.Revoked {
 		d := publicDevice(rec, idx)
@@ -148,48 +146,39 @@ func (c *CA) RevokeDevice(ctx context.Context, name string) (*Device, error) {
 	}); err != nil {
 		return nil, ErrAuditUnavailable
 	}
-	// The device record first: from this write on, LookupDevice and the
-	// store hook refuse the device, whatever happens next.
+	// The record and every certificate of the device's index in one store
+	// transaction: from its commit on, LookupDevice (on every replica,
+	// within the feed's bound) and the store hook refuse the device. The
+	// certificates to revoke in smallstep's table are the ones read in
+	// that transaction, not the ones read before the audit entry: a
+	// certificate stored in between is in the index by now.
 	now := c.now().UTC()
 	var out *deviceRecord
-	err = c.devices.update(name, func(r *deviceRecord) (*deviceRecord, error) {
+	var outIdx *certIndex
+	err = c.devices.change(ctx, name, func(r *deviceRecord, idx *certIndex) (*deviceRecord, *certIndex, error) {
 		if r == nil {
-			return nil, ErrUnknownDevice
+			return nil, nil, ErrUnknownDevice
 		}
 		r.Revoked, r.RevokedAt = true, now
 		r.TokenID, r.TokenExpires = "", time.Time{}
-		out = r
-		return r, nil
+		for i := range idx.Certs {
+			idx.Certs[i].Revoked = true
+		}
+		out, outIdx = r, idx
+		return r, idx, nil
 	})
 	if err != nil {
 		c.undone(ctx, audit.EventCertRevoke, "device:"+name, "device revoked", err)
 		return nil, err
 	}
-	// Then every certificate, in the index and in smallstep's revocation
-	// table (renewals check it). A failure here still leaves the device
-	// refused by hearth, so it is logged, not returned.
-	// The list to revoke in smallstep's table is the one read in that
-	// write, not the one read before the audit entry: a certificate stored
-	// in between is in the index by now and must be revoked there too.
-	certs := idx.Certs
-	err = c.devices.updateIndex(name, func(_ *deviceRecord, idx *certIndex) error {
-		for i := range idx.Certs {
-			idx.Certs[i].Revoked = true
-		}
-		certs = slices.Clone(idx.Certs)
-		return nil
-	}, nil)
-	if err != nil {
-		c.log.Error().Err(err).Str("device", name).Msg("ca: marking the certificates revoked failed")
-	}
-	for _, cr := range certs {
+	// Then smallstep's revocation table (renewals check it). A failure
+	// here still leaves the device refused by hearth, so it is logged, not
+	// returned.
+	for _, cr := range outIdx.Certs {
 		if err := c.revokeInStep(cr.Serial, cr.NotAfter, "device revoked"); err != nil {
 			c.log.Error().Err(err).Str("device", name).Str("serial", cr.Serial).Msg("ca: revoking in the CA database failed")
 		}
 	}
-	if idx, err = c.devices.index(out.Incarnation); err != nil {
-		return nil, err
-	}
-	d := publicDevice(out, idx)
+	d := publicDevice(out, outIdx)
 	return &d, nil
 }

@@ -155,7 +155,7 @@ func (c *CA) auditStepAPI(next http.Handler) http.Handler {
 				return
 			}
 			if sr.OTT != "" {
-				dev, _, err := c.checkToken(sr.OTT)
+				dev, jti, err := c.checkToken(sr.OTT)
 				if err != nil {
 					var te *tokenError
 					if errors.As(err, &te) {
@@ -175,6 +175,16 @@ func (c *CA) auditStepAPI(next http.Handler) http.Handler {
 				}
 				if err != nil {
 					c.refuse(w, r, ev, &httpError{status: http.StatusBadRequest, code: "bad_csr", msg: strings.TrimPrefix(err.Error(), "ca: ")})
+					return
+				}
+				// Spend the token in hearth's store first, then let
+				// smallstep spend it again (its used_ott table).
+				if he := c.spendToken(r.Context(), dev, jti); he != nil {
+					if he.status == http.StatusServiceUnavailable {
+						httpx.Unavailable(w)
+						return
+					}
+					c.refuse(w, r, ev, he)
 					return
 				}
 			}

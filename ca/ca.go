@@ -20,7 +20,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
-	"go.etcd.io/bbolt"
+	"github.com/smallstep/nosql/database"
 	"go.step.sm/crypto/jose"
 
 	"github.com/smallstep/certificates/acme"
@@ -33,14 +33,24 @@ import (
 
 	"github.com/hearth-home/hearth/audit"
 	"github.com/hearth-home/hearth/authz"
+	"github.com/hearth-home/hearth/internal/pgnosql"
 	"github.com/hearth-home/hearth/internal/ratelimit"
+	"github.com/hearth-home/hearth/internal/store"
 )
 
 // Options are the parts of hearth the CA uses. Zero fields get defaults.
 type Options struct {
-	// DB is hearth.db; the CA keeps its device records in buckets named
-	// "ca.*". Required.
-	DB *bbolt.DB
+	// Store is hearth's store (hearth.db through boltstore, or PostgreSQL
+	// through pgstore); the CA keeps its device records, their
+	// certificate indexes and the phone enrollment links in buckets named
+	// "ca.*". Required; Close leaves it open.
+	Store store.Store
+	// CADB is the CA's own database (smallstep's tables: issued and
+	// revoked certificates, used one-time tokens, ACME), for example
+	// internal/pgnosql on PostgreSQL, whose compare-and-swap is atomic
+	// across replicas. nil means smallstep's bbolt file <dir>/ca/db, as
+	// [Init] creates it. Close leaves a given CADB open.
+	CADB database.DB
 	// Policy expands the capabilities granted to a device; an unknown
 	// capability is refused. Required.
 	Policy *authz.Policy
@@ -61,7 +71,8 @@ type Options struct {
 type CA struct {
 	dir    string
 	set    settings
-	db     *bbolt.DB
+	st     store.Store
+	cadb   database.DB                  // nil: the bbolt file
 	policy atomic.Pointer[authz.Policy] // swapped by SetPolicy on a reload
 	audit  audit.Recorder
 	log    zerolog.Logger
@@ -105,8 +116,8 @@ func Open(dir string, cfg Config, opts Options) (*CA, error) {
 	if err != nil {
 		return nil, err
 	}
-	if opts.DB == nil {
-		return nil, errors.New("ca: Options.DB (hearth.db) is required")
+	if opts.Store == nil {
+		return nil, errors.New("ca: Options.Store (hearth's store) is required")
 	}
 	if opts.Policy == nil {
 		return nil, errors.New("ca: Options.Policy is required")
@@ -114,7 +125,8 @@ func Open(dir string, cfg Config, opts Options) (*CA, error) {
 	c := &CA{
 		dir:   filepath.Join(dir, dirName),
 		set:   set,
-		db:    opts.DB,
+		st:    opts.Store,
+		cadb:  opts.CADB,
 		audit: opts.Audit,
 		log:   opts.Logger,
 		now:   opts.Now,
@@ -145,10 +157,16 @@ func Open(dir string, cfg Config, opts Options) (*CA, error) {
 		c.caPublicURL = "https://" + hostPort(u.Hostname(), caPort)
 	}
 
-	if c.devices, err = newDeviceStore(c.db, c.now); err != nil {
+	ctx := context.Background()
+	if c.devices, err = newDeviceStore(ctx, c.st, c.now); err != nil {
 		return nil, err
 	}
 	if err := c.startAuthority(); err != nil {
+		c.devices.close()
+		return nil, err
+	}
+	if err := c.migrateCertIndex(ctx); err != nil {
+		c.Close()
 		return nil, err
 	}
 	return c, nil
@@ -346,22 +364,75 @@ const acmeTemplate = `{
 	"extKeyUsage": ["serverAuth"]
 }`
 
-func (c *CA) startAuthority() error {
-	sdb, err := smalldb.New(&smalldb.Config{Type: "bbolt", DataSource: filepath.Join(c.dir, smallstepDBFile)})
+// openCADB opens the CA's own database: the one given in Options.CADB
+// (left open by Shutdown), else smallstep's bbolt file in the data dir.
+func (c *CA) openCADB() (*smalldb.DB, *smalldb.Config, error) {
+	if c.cadb != nil {
+		// NewAuthDB's smallstep DB does not close c.cadb on Shutdown.
+		inner, err := pgnosql.NewAuthDB(c.cadb)
+		if err != nil {
+			return nil, nil, fmt.Errorf("ca: opening the CA database: %w", err)
+		}
+		return inner, nil, nil
+	}
+	cfg := &smalldb.Config{Type: "bbolt", DataSource: filepath.Join(c.dir, smallstepDBFile)}
+	sdb, err := smalldb.New(cfg)
 	if err != nil {
-		return fmt.Errorf("ca: opening the CA database: %w", err)
+		return nil, nil, fmt.Errorf("ca: opening the CA database: %w", err)
 	}
 	inner, ok := sdb.(*smalldb.DB)
 	if !ok {
 		sdb.Shutdown()
-		return fmt.Errorf("ca: unexpected CA database type %T", sdb)
+		return nil, nil, fmt.Errorf("ca: unexpected CA database type %T", sdb)
+	}
+	return inner, cfg, nil
+}
+
+// migrateCertIndex moves the certificate indexes a data dir written before
+// they lived in hearth's store keeps in the CA database (table
+// hearth_device_certs, same records, same keys) into the store's bucket
+// ca.device_certs, then drops that table. An index already in the store
+// wins (a crash after the copy and before the drop copies nothing twice).
+// Dropping the table, rather than keeping a stale copy, means a downgraded
+// hearth finds no certificate for any device and refuses them all (fails
+// closed) instead of trusting certificates revoked since.
+func (c *CA) migrateCertIndex(ctx context.Context) error {
+	entries, err := c.sdb.DB.List(legacyCertsTable)
+	if errors.Is(err, database.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("ca: CA database: reading the old certificate index: %w", err)
+	}
+	if len(entries) > 0 {
+		err = c.st.Update(ctx, func(tx store.Tx) error {
+			b := tx.Bucket(deviceCertsBucket)
+			for _, e := range entries {
+				if b.Get(e.Key) == nil {
+					if err := b.Put(e.Key, e.Value); err != nil {
+						return err
+					}
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("ca: store: moving the certificate index: %w", err)
+		}
+		c.log.Info().Int("indexes", len(entries)).Msg("ca: moved the device certificate indexes into hearth's store")
+	}
+	if err := c.sdb.DB.DeleteTable(legacyCertsTable); err != nil && !errors.Is(err, database.ErrNotFound) {
+		return fmt.Errorf("ca: CA database: dropping the old certificate index: %w", err)
+	}
+	return nil
+}
+
+func (c *CA) startAuthority() error {
+	inner, dbCfg, err := c.openCADB()
+	if err != nil {
+		return err
 	}
 	c.sdb = &certDB{DB: inner, c: c}
-	if err := inner.CreateTable(devCertsTable); err != nil {
-		inner.Shutdown()
-		return fmt.Errorf("ca: CA database: %w", err)
-	}
-	c.devices.sdb = inner
 
 	pub := c.jwk.Public()
 	dur := func(d time.Duration) *provisioner.Duration { return &provisioner.Duration{Duration: d} }
@@ -405,7 +476,7 @@ func (c *CA) startAuthority() error {
 	cfg := &authconfig.Config{
 		Address:  c.set.listen,
 		DNSNames: c.hosts,
-		DB:       &smalldb.Config{Type: "bbolt", DataSource: filepath.Join(c.dir, smallstepDBFile)},
+		DB:       dbCfg, // not opened: WithDatabase below gives the authority its database
 		AuthorityConfig: &authconfig.AuthConfig{
 			Provisioners: provisioner.List{jwkProv, acmeProv},
 			// hearth keeps used tokens in the CA database across restarts,
@@ -476,13 +547,17 @@ func (c *CA) APITLSConfig() *tls.Config {
 	}
 }
 
-// Close stops the authority and closes the CA database. hearth.db belongs
-// to the caller.
+// Close stops the authority and closes the CA database (unless the caller
+// gave it in Options.CADB). The store belongs to the caller.
 func (c *CA) Close() error {
+	var err error
 	if c.auth != nil {
-		return c.auth.Shutdown()
+		err = c.auth.Shutdown()
 	}
-	return nil
+	if c.devices != nil {
+		c.devices.close()
+	}
+	return err
 }
 
 // baseContext carries what smallstep's handlers look up in the request

@@ -32,6 +32,7 @@ import (
 
 	"github.com/hearth-home/hearth/audit"
 	"github.com/hearth-home/hearth/authz"
+	"github.com/hearth-home/hearth/internal/store/boltstore"
 )
 
 func TestInit(t *testing.T) {
@@ -320,10 +321,10 @@ func TestEnrollBadTokens(t *testing.T) {
 		})
 	}
 	// Nothing was issued to anyone.
-	recs, _ := tc.devices.list()
-	for _, r := range recs {
-		if certs := tc.certsOf(t, r.Name); len(certs) != 0 {
-			t.Errorf("device %s got certificates %v", r.Name, certs)
+	recs, _ := tc.devices.list(context.Background())
+	for _, e := range recs {
+		if certs := tc.certsOf(t, e.rec.Name); len(certs) != 0 {
+			t.Errorf("device %s got certificates %v", e.rec.Name, certs)
 		}
 	}
 	// The token of one device cannot enroll another: its CSR may only
@@ -543,7 +544,7 @@ func TestAuditFailure(t *testing.T) {
 	if _, err := tc.AddDevice(ctx, "tv", []string{"status"}, 0, 0); !errors.Is(err, ErrAuditUnavailable) {
 		t.Errorf("AddDevice with a failing audit log = %v, want ErrAuditUnavailable", err)
 	}
-	if r, _ := tc.devices.get("tv"); r != nil {
+	if r, _ := tc.devices.get(ctx, "tv"); r != nil {
 		t.Errorf("AddDevice wrote %+v although its audit entry failed", r)
 	}
 	st, out := tc.enroll(t, tok.Token, tc.deviceCSR(t, "pi", newKey(t)))
@@ -565,7 +566,7 @@ func TestAuditFailure(t *testing.T) {
 	if _, err := tc.RevokeDevice(ctx, "pi"); !errors.Is(err, ErrAuditUnavailable) {
 		t.Errorf("RevokeDevice with a failing audit log = %v", err)
 	}
-	if r, _ := tc.devices.get("pi"); r.Revoked {
+	if r, _ := tc.devices.get(ctx, "pi"); r.Revoked {
 		t.Error("RevokeDevice revoked although its audit entry failed")
 	}
 	// Refusals fail closed too.
@@ -857,7 +858,7 @@ func TestGatewayCertificateRenewedOnOpen(t *testing.T) {
 	pol, _ := authz.New(authz.Config{})
 	tc.Close() // release the CA database
 	at := func(now time.Time) *x509.Certificate {
-		c, err := Open(tc.dir, Config{}, Options{DB: db, Policy: pol, Now: func() time.Time { return now }})
+		c, err := Open(tc.dir, Config{}, Options{Store: boltstore.New(db), Policy: pol, Now: func() time.Time { return now }})
 		if err != nil {
 			t.Fatal(err)
 		}

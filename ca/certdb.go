@@ -149,7 +149,7 @@ func (e deviceEnforcer) Enforce(crt *x509.Certificate) error {
 		// Not a device certificate: one for a household server, over ACME.
 		return e.c.checkACMENames(crt)
 	}
-	rec, err := e.c.devices.get(name)
+	rec, err := e.c.devices.get(context.Background(), name)
 	if err != nil {
 		return err
 	}

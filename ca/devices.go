@@ -16,15 +16,10 @@ import (
 	"time"
 
 	"github.com/smallstep/nosql/database"
-	"go.etcd.io/bbolt"
-
-	smalldb "github.com/smallstep/certificates/db"
 
 	"github.com/hearth-home/hearth/authz"
+	"github.com/hearth-home/hearth/internal/store"
 )
-
-// devicesBucket holds one JSON deviceRecord per device name.
-var devicesBucket = []byte("ca.devices")
 
 // Errors callers branch on.
 var (
@@ -52,8 +47,9 @@ type deviceRecord struct {
 	// starts with no certificate.
 	Incarnation string `json:"incarnation"`
 	// TokenID is the jti of the enrollment token that may enroll this
-	// device; a newer token replaces it. Single use itself is enforced by
-	// smallstep's token store.
+	// device; a newer token replaces it, and enrolling with it clears it
+	// (consumeEnrollToken: one store transaction, so across replicas too).
+	// smallstep's own token store (used_ott) is the second lock.
 	TokenID      string    `json:"token_id,omitempty"`
 	TokenExpires time.Time `json:"token_expires,omitzero"`
 	Revoked      bool      `json:"revoked,omitempty"`
@@ -61,9 +57,13 @@ type deviceRecord struct {
 }
 
 // certIndex lists the certificates issued to one incarnation of a device.
-// It lives in the CA database (table hearth_device_certs) and is written in
-// the same transaction as smallstep's own row for the certificate, so a
-// certificate is stored if and only if it is indexed, with one fsync.
+// It lives in hearth's store (bucket ca.device_certs, keyed by
+// incarnation), next to the device record, so that a read-check-write of
+// both is one store transaction (atomic across replicas on PostgreSQL)
+// and every change reaches the other replicas' caches through the store's
+// feed. It is written before smallstep's own rows for the certificate
+// (see storeDeviceCertFrom for the order and what a crash in between
+// leaves).
 type certIndex struct {
 	EnrolledAt time.Time    `json:"enrolled_at,omitzero"`
 	Certs      []certRecord `json:"certs,omitempty"`
@@ -129,9 +129,10 @@ func publicDevice(r *deviceRecord, idx *certIndex) Device {
 
 // deviceView is what LookupDevice needs, cached per device.
 type deviceView struct {
-	caps    []authz.Capability
-	revoked bool
-	certs   map[[32]byte]viewCert // by SHA-256 of the DER
+	caps        []authz.Capability
+	revoked     bool
+	incarnation string
+	certs       map[[32]byte]viewCert // by SHA-256 of the DER
 }
 
 type viewCert struct {
@@ -140,47 +141,98 @@ type viewCert struct {
 	revoked  bool
 }
 
-// deviceStore keeps device records in hearth.db and their certificate
-// indexes in the CA database, with an in-memory view for the per-request
-// lookup. Every write goes through the store under its mutex and drops the
-// cached view of that device; the databases stay the truth.
+// deviceStore keeps device records (bucket ca.devices) and their
+// certificate indexes (bucket ca.device_certs) in hearth's store, with an
+// in-memory view per device for the per-request lookup. The store is the
+// truth; the view is a cache that is dropped:
+//
+//   - by this replica's own writes, in the transaction's BeforeCommit hook
+//     and again once Update returns (a reload that read the old record in
+//     between is then not kept: see gen);
+//   - by the store's feed, for changes other replicas commit (a ca.devices
+//     key drops that device, a ca.device_certs key the device of that
+//     incarnation, a Resync everything);
+//   - and it is not used at all while the feed is not fresh (no news from
+//     it within its bound, 1 s): LookupDevice then reads the store, and
+//     fails (503) if the store cannot be reached.
+//
+// So a revocation committed on one replica is refused by every other
+// replica within the feed's bound.
 type deviceStore struct {
-	db  *bbolt.DB
-	sdb *smalldb.DB // set once the authority's database is open
+	st  store.Store
 	now func() time.Time
 
 	mu    sync.RWMutex
+	gen   uint64 // bumped by every invalidation; a reload keeps its view only if gen did not move
 	cache map[string]*deviceView
+
+	stop context.CancelFunc
+	done chan struct{}
 }
 
-var devCertsTable = []byte("hearth_device_certs")
+// The buckets of hearth's store the CA keeps its records in.
+const (
+	devicesBucket     = "ca.devices"      // name → deviceRecord (JSON)
+	deviceCertsBucket = "ca.device_certs" // incarnation → certIndex (JSON)
+	phoneLinksBucket  = "ca.phone_links"  // SHA-256 of a link secret → phoneLinkRecord (JSON)
+)
 
-func newDeviceStore(db *bbolt.DB, now func() time.Time) (*deviceStore, error) {
-	if err := db.Update(func(tx *bbolt.Tx) error {
-		_, err := tx.CreateBucketIfNotExists(devicesBucket)
-		return err
-	}); err != nil {
+// legacyCertsTable is where the certificate indexes lived before they
+// moved into hearth's store (the CA database's table hearth_device_certs);
+// Open moves what it finds there (migrateCertIndex).
+var legacyCertsTable = []byte("hearth_device_certs")
+
+func newDeviceStore(ctx context.Context, st store.Store, now func() time.Time) (*deviceStore, error) {
+	if err := st.Declare(ctx, devicesBucket, deviceCertsBucket, phoneLinksBucket); err != nil {
 		return nil, fmt.Errorf("ca: store: %w", err)
 	}
-	return &deviceStore{db: db, now: now, cache: map[string]*deviceView{}}, nil
+	s := &deviceStore{st: st, now: now, cache: map[string]*deviceView{}, done: make(chan struct{})}
+	sctx, stop := context.WithCancel(context.Background())
+	s.stop = stop
+	go func() {
+		defer close(s.done)
+		_ = st.Feed().Subscribe(sctx, s.onChanges)
+	}()
+	return s, nil
 }
 
-func (s *deviceStore) get(name string) (*deviceRecord, error) {
-	var rec *deviceRecord
-	err := s.db.View(func(tx *bbolt.Tx) error {
-		var err error
-		rec, err = getRecord(tx, name)
-		return err
-	})
-	return rec, err
+// close stops the feed subscription.
+func (s *deviceStore) close() {
+	s.stop()
+	<-s.done
 }
 
-func getRecord(tx *bbolt.Tx, name string) (*deviceRecord, error) {
-	b := tx.Bucket(devicesBucket)
-	if b == nil {
-		return nil, errors.New("ca: store: devices bucket missing")
+// onChanges drops the views that other replicas' commits made stale.
+func (s *deviceStore) onChanges(cs []store.Change) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.gen++
+	for _, ch := range cs {
+		switch {
+		case ch.Resync:
+			clear(s.cache)
+			return
+		case ch.Bucket == devicesBucket:
+			delete(s.cache, string(ch.Key))
+		case ch.Bucket == deviceCertsBucket:
+			for name, v := range s.cache {
+				if v.incarnation == string(ch.Key) {
+					delete(s.cache, name)
+				}
+			}
+		}
 	}
-	v := b.Get([]byte(name))
+}
+
+// invalidate drops the view of name.
+func (s *deviceStore) invalidate(name string) {
+	s.mu.Lock()
+	s.gen++
+	delete(s.cache, name)
+	s.mu.Unlock()
+}
+
+func decodeRecord(name string, v []byte) (*deviceRecord, error) {
 	if v == nil {
 		return nil, nil
 	}
@@ -191,125 +243,175 @@ func getRecord(tx *bbolt.Tx, name string) (*deviceRecord, error) {
 	return &r, nil
 }
 
-// index reads the certificate index of a device incarnation.
-func (s *deviceStore) index(incarnation string) (*certIndex, error) {
+// txRecord reads the record of name (nil when absent).
+func txRecord(tx store.Tx, name string) (*deviceRecord, error) {
+	b := tx.Bucket(devicesBucket)
+	if b == nil {
+		return nil, errors.New("ca: store: devices bucket missing")
+	}
+	return decodeRecord(name, b.Get([]byte(name)))
+}
+
+// txIndex reads the certificate index of a device incarnation (empty when
+// there is none).
+func txIndex(tx store.Tx, incarnation string) (*certIndex, error) {
 	idx := &certIndex{}
 	if incarnation == "" {
 		return idx, nil
 	}
-	b, err := s.sdb.Get(devCertsTable, []byte(incarnation))
-	if errors.Is(err, database.ErrNotFound) {
+	b := tx.Bucket(deviceCertsBucket)
+	if b == nil {
+		return nil, errors.New("ca: store: device certificates bucket missing")
+	}
+	v := b.Get([]byte(incarnation))
+	if v == nil {
 		return idx, nil
 	}
-	if err != nil {
-		return nil, fmt.Errorf("ca: CA database: %w", err)
-	}
-	if err := json.Unmarshal(b, idx); err != nil {
-		return nil, fmt.Errorf("ca: CA database: certificate index: %w", err)
+	if err := json.Unmarshal(v, idx); err != nil {
+		return nil, fmt.Errorf("ca: store: certificate index: %w", err)
 	}
 	return idx, nil
 }
 
-// update runs fn on the record of name (nil when absent) in one bbolt
-// transaction and stores what fn returns (nothing when it returns nil).
-func (s *deviceStore) update(name string, fn func(r *deviceRecord) (*deviceRecord, error)) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	delete(s.cache, name)
-	return s.db.Update(func(tx *bbolt.Tx) error {
-		r, err := getRecord(tx, name)
-		if err != nil {
+func putJSON(tx store.Tx, bucket, key string, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return tx.Bucket(bucket).Put([]byte(key), b)
+}
+
+func (s *deviceStore) get(ctx context.Context, name string) (*deviceRecord, error) {
+	r, _, err := s.load(ctx, name)
+	return r, err
+}
+
+// load reads the record of name and the index of its incarnation from one
+// snapshot (nil, nil when there is no such device).
+func (s *deviceStore) load(ctx context.Context, name string) (r *deviceRecord, idx *certIndex, err error) {
+	err = s.st.View(ctx, func(tx store.Tx) error {
+		if r, err = txRecord(tx, name); err != nil || r == nil {
 			return err
 		}
-		nr, err := fn(r)
-		if err != nil || nr == nil {
-			return err
-		}
-		b, err := json.Marshal(nr)
-		if err != nil {
-			return err
-		}
-		return tx.Bucket(devicesBucket).Put([]byte(name), b)
+		idx, err = txIndex(tx, r.Incarnation)
+		return err
 	})
+	if err != nil {
+		return nil, nil, err
+	}
+	return r, idx, nil
 }
 
-// updateIndex changes the certificate index of device name with fn, in
-// one CA-database transaction together with extra (smallstep's own rows),
-// under the store's mutex: the index is only written by this process, so
-// the read-modify-write needs no compare-and-swap. (Replicas sharing a
-// PostgreSQL CA database would need one.)
-func (s *deviceStore) updateIndex(name string, fn func(r *deviceRecord, idx *certIndex) error, extra func(tx *database.Tx)) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	delete(s.cache, name)
-	r, err := s.get(name)
-	if err != nil {
+// index reads the certificate index of a device incarnation.
+func (s *deviceStore) index(ctx context.Context, incarnation string) (idx *certIndex, err error) {
+	err = s.st.View(ctx, func(tx store.Tx) error {
+		idx, err = txIndex(tx, incarnation)
 		return err
-	}
-	if r == nil {
-		return fmt.Errorf("%w: %s", ErrUnknownDevice, name)
-	}
-	idx, err := s.index(r.Incarnation)
-	if err != nil {
-		return err
-	}
-	if err := fn(r, idx); err != nil {
-		return err
-	}
-	b, err := json.Marshal(idx)
-	if err != nil {
-		return err
-	}
-	tx := new(database.Tx)
-	if extra != nil {
-		extra(tx)
-	}
-	tx.Set(devCertsTable, []byte(r.Incarnation), b)
-	if err := s.sdb.Update(tx); err != nil {
-		return fmt.Errorf("ca: CA database: %w", err)
-	}
-	return nil
+	})
+	return idx, err
 }
 
-func (s *deviceStore) list() ([]*deviceRecord, error) {
-	var out []*deviceRecord
-	err := s.db.View(func(tx *bbolt.Tx) error {
-		return tx.Bucket(devicesBucket).ForEach(func(k, v []byte) error {
-			var r deviceRecord
-			if err := json.Unmarshal(v, &r); err != nil {
-				return fmt.Errorf("ca: store: device %q: %w", k, err)
+// change runs fn on the record of name (nil when absent) and the index of
+// its incarnation in one store transaction, and stores what fn returns: a
+// record (nil: unchanged) and an index (nil: unchanged; stored under the
+// incarnation of the record returned, else of the one read). fn may run
+// more than once (store.Store.Update), each time on fresh copies; it must
+// have no other effect. The device's view is dropped before the commit and
+// again after it.
+func (s *deviceStore) change(ctx context.Context, name string, fn func(r *deviceRecord, idx *certIndex) (*deviceRecord, *certIndex, error)) error {
+	err := s.st.Update(ctx, func(tx store.Tx) error {
+		r, err := txRecord(tx, name)
+		if err != nil {
+			return err
+		}
+		inc := ""
+		if r != nil {
+			inc = r.Incarnation
+		}
+		idx, err := txIndex(tx, inc)
+		if err != nil {
+			return err
+		}
+		nr, nidx, err := fn(r, idx)
+		if err != nil {
+			return err
+		}
+		if nr != nil {
+			if err := putJSON(tx, devicesBucket, name, nr); err != nil {
+				return err
 			}
-			out = append(out, &r)
+			inc = nr.Incarnation
+		}
+		if nidx != nil {
+			if inc == "" {
+				return fmt.Errorf("ca: store: device %q has no incarnation to index certificates under", name)
+			}
+			if err := putJSON(tx, deviceCertsBucket, inc, nidx); err != nil {
+				return err
+			}
+		}
+		tx.BeforeCommit(func() error { s.invalidate(name); return nil })
+		return nil
+	})
+	s.invalidate(name)
+	return err
+}
+
+// deviceEntry is a device record with its certificate index.
+type deviceEntry struct {
+	rec *deviceRecord
+	idx *certIndex
+}
+
+// list reads every device and its index from one snapshot, in name order.
+func (s *deviceStore) list(ctx context.Context) ([]deviceEntry, error) {
+	var out []deviceEntry
+	err := s.st.View(ctx, func(tx store.Tx) error {
+		out = out[:0]
+		return tx.Bucket(devicesBucket).ForEach(func(k, v []byte) error {
+			r, err := decodeRecord(string(k), v)
+			if err != nil {
+				return err
+			}
+			idx, err := txIndex(tx, r.Incarnation)
+			if err != nil {
+				return err
+			}
+			out = append(out, deviceEntry{r, idx})
 			return nil
 		})
 	})
 	return out, err
 }
 
-func (s *deviceStore) view(name string) (*deviceView, error) {
+// view returns what LookupDevice needs about name (nil when there is no
+// such device): from the cache while the store's feed is fresh, else from
+// the store.
+func (s *deviceStore) view(ctx context.Context, name string) (*deviceView, error) {
+	fresh := s.st.Feed().Fresh(time.Now())
 	s.mu.RLock()
-	v := s.cache[name]
+	v, gen := s.cache[name], s.gen
 	s.mu.RUnlock()
-	if v != nil {
+	if v != nil && fresh {
 		return v, nil
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if v := s.cache[name]; v != nil {
-		return v, nil
-	}
-	r, err := s.get(name)
-	if err != nil {
+	r, idx, err := s.load(ctx, name)
+	if err != nil || r == nil {
 		return nil, err
 	}
-	if r == nil {
-		return nil, nil
+	v = newView(r, idx)
+	if fresh {
+		s.mu.Lock()
+		if s.gen == gen {
+			s.cache[name] = v
+		}
+		s.mu.Unlock()
 	}
-	idx, err := s.index(r.Incarnation)
-	if err != nil {
-		return nil, err
-	}
-	v = &deviceView{caps: r.Caps, revoked: r.Revoked, certs: make(map[[32]byte]viewCert, len(idx.Certs))}
+	return v, nil
+}
+
+func newView(r *deviceRecord, idx *certIndex) *deviceView {
+	v := &deviceView{caps: r.Caps, revoked: r.Revoked, incarnation: r.Incarnation, certs: make(map[[32]byte]viewCert, len(idx.Certs))}
 	for _, c := range idx.Certs {
 		var k [32]byte
 		b, err := hex.DecodeString(c.SHA256)
@@ -319,8 +421,7 @@ func (s *deviceStore) view(name string) (*deviceView, error) {
 			v.certs[k] = viewCert{serial: serial, notAfter: c.NotAfter, revoked: c.Revoked}
 		}
 	}
-	s.cache[name] = v
-	return v, nil
+	return v
 }
 
 // certFingerprint is the hex SHA-256 of a certificate's DER.
@@ -380,9 +481,12 @@ func (c *CA) parseDeviceURI(u *url.URL) (string, bool) {
 // its device and granted capabilities. It refuses, with ErrUnknownDevice, a
 // certificate without a device ID, an unknown or revoked device, and a
 // certificate this CA did not record for that device (by the SHA-256 of
-// its DER, which covers the serial), revoked or expired. It reads an in-memory view, so it costs a
-// hash of the certificate and two map lookups.
-func (c *CA) LookupDevice(_ context.Context, crt *x509.Certificate) (string, []authz.Capability, error) {
+// its DER, which covers the serial), revoked or expired. It reads an
+// in-memory view, so it costs a hash of the certificate and two map
+// lookups, while the store's feed is fresh; otherwise it reads the store
+// (and fails, not ErrUnknownDevice, when the store cannot be reached: the
+// gateway answers 503).
+func (c *CA) LookupDevice(ctx context.Context, crt *x509.Certificate) (string, []authz.Capability, error) {
 	if crt == nil || crt.SerialNumber == nil {
 		return "", nil, ErrUnknownDevice
 	}
@@ -390,7 +494,7 @@ func (c *CA) LookupDevice(_ context.Context, crt *x509.Certificate) (string, []a
 	if err != nil || name == "" {
 		return "", nil, ErrUnknownDevice
 	}
-	v, err := c.devices.view(name)
+	v, err := c.devices.view(ctx, name)
 	if err != nil {
 		return "", nil, fmt.Errorf("ca: looking up %s: %w", name, err)
 	}
@@ -408,8 +512,8 @@ func (c *CA) LookupDevice(_ context.Context, crt *x509.Certificate) (string, []a
 
 // DeviceCapabilities returns the expanded capabilities of a device that
 // exists and is not revoked.
-func (c *CA) DeviceCapabilities(_ context.Context, name string) ([]authz.Capability, error) {
-	v, err := c.devices.view(name)
+func (c *CA) DeviceCapabilities(ctx context.Context, name string) ([]authz.Capability, error) {
+	v, err := c.devices.view(ctx, name)
 	if err != nil {
 		return nil, err
 	}
@@ -420,29 +524,25 @@ func (c *CA) DeviceCapabilities(_ context.Context, name string) ([]authz.Capabil
 }
 
 // ListDevices returns every device, sorted by name.
-func (c *CA) ListDevices(_ context.Context) ([]Device, error) {
-	recs, err := c.devices.list()
+func (c *CA) ListDevices(ctx context.Context) ([]Device, error) {
+	recs, err := c.devices.list(ctx)
 	if err != nil {
 		return nil, err
 	}
 	out := make([]Device, 0, len(recs))
-	for _, r := range recs {
-		idx, err := c.devices.index(r.Incarnation)
-		if err != nil {
-			return nil, err
-		}
-		d := publicDevice(r, idx)
-		d.Warnings = warnings(d, r.Lifetime, c.now())
+	for _, e := range recs {
+		d := publicDevice(e.rec, e.idx)
+		d.Warnings = warnings(d, e.rec.Lifetime, c.now())
 		out = append(out, d)
 	}
 	slices.SortFunc(out, func(a, b Device) int { return strings.Compare(a.Name, b.Name) })
 	return out, nil
 }
 
-// storeDeviceCert stores a freshly signed device certificate: smallstep's
-// rows (extra) and the device's certificate index in one transaction of
-// the CA database. It refuses (and so smallstep refuses to hand the
-// certificate out) when the device is unknown or revoked.
+// storeDeviceCert stores a freshly signed device certificate: the
+// device's certificate index in hearth's store, then smallstep's rows
+// (extra) in the CA database. It refuses (and so smallstep refuses to hand
+// the certificate out) when the device is unknown or revoked.
 func (c *CA) storeDeviceCert(name string, leaf *x509.Certificate, extra func(tx *database.Tx)) error {
 	return c.storeDeviceCertFrom(name, leaf, nil, extra)
 }
@@ -453,17 +553,27 @@ func (c *CA) storeDeviceCert(name string, leaf *x509.Certificate, extra func(tx 
 // that every renewal path (smallstep's /renew and /rekey on the CA
 // listener too) renews only what the gateway would accept, whatever
 // smallstep's own revocation table says.
+//
+// The index and smallstep's rows are two databases, so two commits. The
+// index goes first: its read-check-write (device known and unrevoked, old
+// certificate live) is the decision, one store transaction, atomic across
+// replicas. Smallstep hands a certificate out only after this returns, so
+// if the process dies between the two commits, the index holds a
+// certificate nobody received (and the gateway would only ever see it from
+// whoever holds it: no one); if smallstep's write fails, the certificate is
+// marked revoked in the index before the error is returned.
 func (c *CA) storeDeviceCertFrom(name string, leaf, old *x509.Certificate, extra func(tx *database.Tx)) error {
 	now := c.now()
-	return c.devices.updateIndex(name, func(r *deviceRecord, idx *certIndex) error {
-		if r.Revoked {
-			return fmt.Errorf("%w: %s", ErrUnknownDevice, name)
+	ctx := context.Background()
+	err := c.devices.change(ctx, name, func(r *deviceRecord, idx *certIndex) (*deviceRecord, *certIndex, error) {
+		if r == nil || r.Revoked {
+			return nil, nil, fmt.Errorf("%w: %s", ErrUnknownDevice, name)
 		}
 		if old != nil {
 			fp := certFingerprint(old)
 			i := slices.IndexFunc(idx.Certs, func(cr certRecord) bool { return cr.SHA256 == fp })
 			if i < 0 || idx.Certs[i].Revoked || idx.Certs[i].Serial != old.SerialNumber.String() {
-				return fmt.Errorf("%w: %s: the certificate to renew (serial %s) is not a live certificate of this device", ErrUnknownDevice, name, old.SerialNumber)
+				return nil, nil, fmt.Errorf("%w: %s: the certificate to renew (serial %s) is not a live certificate of this device", ErrUnknownDevice, name, old.SerialNumber)
 			}
 		}
 		// Drop certificates that expired, so the index stays small.
@@ -476,23 +586,39 @@ func (c *CA) storeDeviceCertFrom(name string, leaf, old *x509.Certificate, extra
 		if idx.EnrolledAt.IsZero() {
 			idx.EnrolledAt = now.UTC()
 		}
-		return nil
-	}, extra)
+		return nil, idx, nil
+	})
+	if err != nil || extra == nil {
+		return err
+	}
+	tx := new(database.Tx)
+	extra(tx)
+	if err := c.sdb.DB.Update(tx); err != nil {
+		if merr := c.markSerialRevoked(name, leaf.SerialNumber.String()); merr != nil {
+			c.log.Error().Err(merr).Str("device", name).Str("serial", leaf.SerialNumber.String()).Msg("ca: could not mark a certificate smallstep did not store revoked")
+		}
+		return fmt.Errorf("ca: CA database: %w", err)
+	}
+	return nil
 }
 
 // markSerialRevoked marks a certificate revoked in its device's index
 // (after a failed audit entry, or a revocation through smallstep's API).
 func (c *CA) markSerialRevoked(name, serial string) error {
-	err := c.devices.updateIndex(name, func(_ *deviceRecord, idx *certIndex) error {
+	err := c.devices.change(context.Background(), name, func(r *deviceRecord, idx *certIndex) (*deviceRecord, *certIndex, error) {
+		if r == nil {
+			return nil, nil, nil
+		}
+		hit := false
 		for i := range idx.Certs {
-			if idx.Certs[i].Serial == serial {
-				idx.Certs[i].Revoked = true
+			if idx.Certs[i].Serial == serial && !idx.Certs[i].Revoked {
+				idx.Certs[i].Revoked, hit = true, true
 			}
 		}
-		return nil
-	}, nil)
-	if errors.Is(err, ErrUnknownDevice) {
-		return nil
-	}
+		if !hit {
+			return nil, nil, nil
+		}
+		return nil, idx, nil
+	})
 	return err
 }

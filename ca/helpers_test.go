@@ -27,6 +27,7 @@ import (
 
 	"github.com/hearth-home/hearth/audit"
 	"github.com/hearth-home/hearth/authz"
+	"github.com/hearth-home/hearth/internal/store/boltstore"
 )
 
 // memAudit records events in memory and fails on demand.
@@ -79,6 +80,7 @@ func (m *memAudit) named(name, outcome string) []audit.Event {
 type testCA struct {
 	*CA
 	dir     string
+	db      *bbolt.DB // hearth.db, when the store is boltstore
 	audit   *memAudit
 	gateway *httptest.Server
 	api     *httptest.Server
@@ -95,12 +97,23 @@ func newTestCA(t testing.TB, cfg Config) *testCA {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
+	tc := startTestCA(t, dir, cfg, Options{Store: boltstore.New(db)})
+	tc.db = db
+	return tc
+}
+
+// startTestCA opens the CA initialised in dir with opts (a store, and
+// maybe a CA database; the test's policy and audit log are added) and
+// serves it on two loopback listeners.
+func startTestCA(t testing.TB, dir string, cfg Config, opts Options) *testCA {
+	t.Helper()
 	pol, err := authz.New(authz.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ma := &memAudit{}
-	c, err := Open(dir, cfg, Options{DB: db, Policy: pol, Audit: ma})
+	opts.Policy, opts.Audit = pol, ma
+	c, err := Open(dir, cfg, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -229,13 +242,9 @@ func provisionerSignContext(ctx context.Context) context.Context {
 // incarnation.
 func (tc *testCA) certsOf(t testing.TB, name string) []certRecord {
 	t.Helper()
-	r, err := tc.devices.get(name)
+	r, idx, err := tc.devices.load(context.Background(), name)
 	if err != nil || r == nil {
 		t.Fatalf("device %s: %v", name, err)
-	}
-	idx, err := tc.devices.index(r.Incarnation)
-	if err != nil {
-		t.Fatal(err)
 	}
 	return idx.Certs
 }

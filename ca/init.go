@@ -25,6 +25,9 @@ import (
 	"go.step.sm/crypto/x509util"
 
 	smalldb "github.com/smallstep/certificates/db"
+	"github.com/smallstep/nosql/database"
+
+	"github.com/hearth-home/hearth/internal/pgnosql"
 )
 
 // The files under <dir>/ca/.
@@ -60,6 +63,10 @@ type InitOptions struct {
 	TrustDomain string
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
+	// CADB, when set, is the CA database the CA will run on (see
+	// Options.CADB): Init creates smallstep's tables in it instead of the
+	// bbolt file <dir>/ca/db. Init leaves it open.
+	CADB database.DB
 }
 
 // InitResult is what [Init] created.
@@ -87,8 +94,9 @@ var ErrExists = errors.New("ca: a CA already exists in this data dir")
 // takes an exclusive file lock, so the two cannot share one file in one
 // process), and keeping smallstep's tables (tokens, certs, revocations,
 // ACME) in its own file lets the same nosql interface move to PostgreSQL
-// for replicas. hearth's own device records live in hearth.db (buckets
-// "ca.*").
+// for replicas (opts.CADB: then Init creates smallstep's tables there and
+// writes no file). hearth's own device records live in hearth's store
+// (buckets "ca.*").
 //
 // Everything is written to a temporary directory that is renamed into
 // place at the end, so that a failure leaves nothing half-written; Init
@@ -178,15 +186,8 @@ func Init(dir string, opts InitOptions) (*InitResult, error) {
 	}
 	// Create smallstep's database and its tables now, so that serve finds
 	// a complete CA.
-	sdb, err := smalldb.New(&smalldb.Config{Type: "bbolt", DataSource: filepath.Join(tmp, smallstepDBFile)})
-	if err != nil {
-		return nil, fmt.Errorf("ca: creating the CA database: %w", err)
-	}
-	if err := sdb.Shutdown(); err != nil {
-		return nil, fmt.Errorf("ca: creating the CA database: %w", err)
-	}
-	if err := os.Chmod(filepath.Join(tmp, smallstepDBFile), 0o600); err != nil {
-		return nil, fmt.Errorf("ca: %w", err)
+	if err := initCADB(tmp, opts.CADB); err != nil {
+		return nil, err
 	}
 	if err := os.Rename(tmp, final); err != nil {
 		return nil, fmt.Errorf("ca: %w", err)
@@ -338,4 +339,26 @@ func writeFileSync(path string, data []byte, mode os.FileMode) error {
 		return fmt.Errorf("ca: %w", err)
 	}
 	return os.Chmod(path, mode) // umask may have narrowed it; never widened
+}
+
+// initCADB creates smallstep's tables: in cadb when given, else in a new
+// bbolt file (mode 0600) in dir.
+func initCADB(dir string, cadb database.DB) error {
+	if cadb != nil {
+		if _, err := pgnosql.NewAuthDB(cadb); err != nil {
+			return fmt.Errorf("ca: creating the CA database: %w", err)
+		}
+		return nil
+	}
+	sdb, err := smalldb.New(&smalldb.Config{Type: "bbolt", DataSource: filepath.Join(dir, smallstepDBFile)})
+	if err != nil {
+		return fmt.Errorf("ca: creating the CA database: %w", err)
+	}
+	if err := sdb.Shutdown(); err != nil {
+		return fmt.Errorf("ca: creating the CA database: %w", err)
+	}
+	if err := os.Chmod(filepath.Join(dir, smallstepDBFile), 0o600); err != nil {
+		return fmt.Errorf("ca: %w", err)
+	}
+	return nil
 }

@@ -11,9 +11,10 @@ package ca
 //  2. The phone opens the link (a QR code). Opening it (GET) only reads:
 //     PhoneLinkInfo. Link previewers and scanners fetch links, so a GET
 //     never consumes anything.
-//  3. The page's button claims it with a POST: ClaimPhoneLink deletes the
-//     link in one store transaction (single use, also under concurrent
-//     claims) and returns what is needed to issue once.
+//  3. The page's button claims it with a POST: ClaimPhoneLink reads,
+//     checks and deletes the link in one store transaction (single use,
+//     also under concurrent claims on several replicas: a SERIALIZABLE
+//     transaction on PostgreSQL) and returns what is needed to issue once.
 //  4. IssuePhoneCredential signs a fresh key for the device through the same
 //     enrollment path as `hearth enroll` (a one-time token carrying the
 //     device record's token id, which smallstep's token store consumes, so
@@ -38,9 +39,8 @@ import (
 	"strings"
 	"time"
 
-	"go.etcd.io/bbolt"
-
 	"github.com/hearth-home/hearth/audit"
+	"github.com/hearth-home/hearth/internal/store"
 )
 
 // DefaultPhoneLinkTTL is how long a phone enrollment link lives: iOS
@@ -50,9 +50,6 @@ const DefaultPhoneLinkTTL = 10 * time.Minute
 
 // MaxPhoneLinkTTL bounds a link's lifetime.
 const MaxPhoneLinkTTL = time.Hour
-
-// phoneLinksBucket holds one phoneLinkRecord per SHA-256 of a link secret.
-var phoneLinksBucket = []byte("ca.phone_links")
 
 // ErrLinkInvalid means a phone enrollment link is unknown, already used,
 // expired, or replaced by a newer one for the same device.
@@ -117,7 +114,7 @@ func (c *CA) AddPhoneLink(ctx context.Context, name string, caps []string, ttl, 
 	if err != nil {
 		return nil, err
 	}
-	rec, err := c.devices.get(tok.Device)
+	rec, err := c.devices.get(ctx, tok.Device)
 	if err != nil || rec == nil {
 		return nil, fmt.Errorf("ca: store: reading the device just added: %v", err)
 	}
@@ -133,11 +130,8 @@ func (c *CA) AddPhoneLink(ctx context.Context, name string, caps []string, ttl, 
 	if err != nil {
 		return nil, err
 	}
-	err = c.db.Update(func(tx *bbolt.Tx) error {
-		bk, err := tx.CreateBucketIfNotExists(phoneLinksBucket)
-		if err != nil {
-			return err
-		}
+	err = c.st.Update(ctx, func(tx store.Tx) error {
+		bk := tx.Bucket(phoneLinksBucket)
 		// Drop expired links and older links of this device, so the bucket
 		// stays small and one device has one live link.
 		var drop [][]byte
@@ -166,86 +160,122 @@ func (c *CA) PhoneLinkURL(secret string) string {
 	return c.publicURL + "/.hearth/ui/enroll/" + url.PathEscape(secret)
 }
 
-// lookupLink reads (and, when consume, deletes) the link of secret and
-// checks that it is live and still the device's current one.
-func (c *CA) lookupLink(secret string, consume bool) (*phoneLinkRecord, *deviceRecord, error) {
+// lookupLink reads the link of secret and the record of its device from
+// one snapshot and checks that the link is live and still the device's
+// current one.
+func (c *CA) lookupLink(ctx context.Context, secret string) (*phoneLinkRecord, *deviceRecord, error) {
 	key, ok := linkKey(secret)
 	if !ok {
 		return nil, nil, ErrLinkInvalid
 	}
 	var lr *phoneLinkRecord
-	fn := func(tx *bbolt.Tx) error {
-		bk := tx.Bucket(phoneLinksBucket)
-		if bk == nil {
-			return nil
-		}
-		v := bk.Get(key)
-		if v == nil {
-			return nil
-		}
-		var r phoneLinkRecord
-		if err := json.Unmarshal(v, &r); err != nil {
-			return fmt.Errorf("ca: store: phone link: %w", err)
-		}
-		lr = &r
-		if consume {
-			return bk.Delete(key)
-		}
-		return nil
-	}
-	var err error
-	if consume {
-		err = c.db.Update(fn)
-	} else {
-		err = c.db.View(fn)
-	}
+	var rec *deviceRecord
+	err := c.st.View(ctx, func(tx store.Tx) error {
+		var err error
+		lr, rec, err = c.txLink(tx, key)
+		return err
+	})
 	if err != nil {
 		return nil, nil, err
 	}
-	if lr == nil || !c.now().Before(lr.ExpiresAt) {
-		return nil, nil, ErrLinkInvalid
-	}
-	rec, err := c.devices.get(lr.Device)
-	if err != nil {
-		return nil, nil, err
-	}
-	if rec == nil || rec.Revoked || rec.TokenID == "" ||
-		subtle.ConstantTimeCompare([]byte(rec.TokenID), []byte(lr.TokenID)) != 1 {
+	if lr == nil {
 		return nil, nil, ErrLinkInvalid
 	}
 	return lr, rec, nil
 }
 
+// txLink reads the link stored under key and its device's record; it
+// returns nil, nil when there is no link, or it has expired, or its
+// device's current token is another one (replaced, used or revoked).
+func (c *CA) txLink(tx store.Tx, key []byte) (*phoneLinkRecord, *deviceRecord, error) {
+	v := tx.Bucket(phoneLinksBucket).Get(key)
+	if v == nil {
+		return nil, nil, nil
+	}
+	var lr phoneLinkRecord
+	if err := json.Unmarshal(v, &lr); err != nil {
+		return nil, nil, fmt.Errorf("ca: store: phone link: %w", err)
+	}
+	if !c.now().Before(lr.ExpiresAt) {
+		return nil, nil, nil
+	}
+	rec, err := txRecord(tx, lr.Device)
+	if err != nil {
+		return nil, nil, err
+	}
+	if rec == nil || rec.Revoked || rec.TokenID == "" ||
+		subtle.ConstantTimeCompare([]byte(rec.TokenID), []byte(lr.TokenID)) != 1 {
+		return nil, nil, nil
+	}
+	return &lr, rec, nil
+}
+
 // PhoneLinkInfo reads a link without consuming it (for GET).
-func (c *CA) PhoneLinkInfo(_ context.Context, secret string) (*PhoneLinkInfo, error) {
-	lr, rec, err := c.lookupLink(secret, false)
+func (c *CA) PhoneLinkInfo(ctx context.Context, secret string) (*PhoneLinkInfo, error) {
+	lr, rec, err := c.lookupLink(ctx, secret)
 	if err != nil {
 		return nil, err
 	}
 	return &PhoneLinkInfo{Device: lr.Device, Capabilities: rec.Granted, ExpiresAt: lr.ExpiresAt}, nil
 }
 
-// ClaimPhoneLink consumes a link: of any number of claims of one link, at
-// most one succeeds. The claim is audited (device.enroll, outcome
-// success, "enrollment link claimed"); a refused claim is audited as a
-// failure without the secret.
+// ClaimPhoneLink consumes a link: of any number of claims of one link, on
+// any number of replicas, at most one succeeds. The read, the checks and
+// the delete are one store transaction; the claim's audit entry (device.enroll,
+// outcome success, "enrollment link claimed") is written in its
+// BeforeCommit hook, so a link is consumed only if its claim is recorded
+// (503 otherwise, and the link stays usable), and a commit that fails
+// after the entry was written gets a correcting entry. A refused claim is
+// audited as a failure without the secret.
 func (c *CA) ClaimPhoneLink(ctx context.Context, secret string) (*PhoneClaim, error) {
-	lr, _, err := c.lookupLink(secret, true)
 	ev := audit.Event{Name: audit.EventDeviceEnroll, Principal: principalOf(ctx), Client: clientOf(ctx), Meta: map[string]string{"via": "phone link"}}
-	if err != nil {
-		if !errors.Is(err, ErrLinkInvalid) {
-			return nil, err
-		}
+	var lr *phoneLinkRecord
+	var auditErr error
+	key, ok := linkKey(secret)
+	var err error
+	if ok {
+		err = c.st.Update(ctx, func(tx store.Tx) error {
+			l, _, err := c.txLink(tx, key)
+			lr = l
+			if err != nil {
+				return err
+			}
+			// A link is spent by its first claim, live or not.
+			if bk := tx.Bucket(phoneLinksBucket); bk.Get(key) != nil {
+				if err := bk.Delete(key); err != nil {
+					return err
+				}
+			}
+			if l == nil {
+				return nil
+			}
+			tx.BeforeCommit(func() error {
+				e := ev
+				e.Meta = map[string]string{"via": "phone link", "token_id": l.TokenID}
+				e.Outcome, e.Reason, e.Resource = audit.OutcomeSuccess, "enrollment link claimed", "device:"+l.Device
+				if err := c.audit.Record(ctx, e); err != nil {
+					auditErr = err
+					return err
+				}
+				return nil
+			})
+			return nil
+		})
+	}
+	switch {
+	case auditErr != nil:
+		return nil, fmt.Errorf("%w: %v", ErrAuditUnavailable, auditErr)
+	case errors.Is(err, store.ErrCommit):
+		c.undone(ctx, audit.EventDeviceEnroll, "device:"+lr.Device, "enrollment link claimed", err)
+		return nil, err
+	case err != nil:
+		return nil, err
+	case lr == nil:
 		ev.Outcome, ev.Reason = audit.OutcomeFailure, "enrollment link refused: unknown, used, expired or replaced"
 		if rerr := c.audit.Record(ctx, ev); rerr != nil {
 			return nil, fmt.Errorf("%w: %v", ErrAuditUnavailable, rerr)
 		}
-		return nil, err
-	}
-	ev.Outcome, ev.Reason, ev.Resource = audit.OutcomeSuccess, "enrollment link claimed", "device:"+lr.Device
-	ev.Meta["token_id"] = lr.TokenID
-	if err := c.audit.Record(ctx, ev); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrAuditUnavailable, err)
+		return nil, ErrLinkInvalid
 	}
 	return &PhoneClaim{Device: lr.Device, TokenID: lr.TokenID, ExpiresAt: lr.ExpiresAt}, nil
 }

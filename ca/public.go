@@ -200,9 +200,10 @@ func (c *CA) handleEnroll(w http.ResponseWriter, r *http.Request) {
 	httpx.JSON(w, http.StatusCreated, resp)
 }
 
-// enroll checks the token (without consuming it), the CSR, then lets the
-// authority consume the token (one compare-and-swap in its database, so
-// one winner under concurrent use) and sign; the device record is written
+// enroll checks the token (without consuming it), the CSR, then consumes
+// the token in hearth's store (consumeEnrollToken), lets the authority
+// consume it a second time (one compare-and-swap in its database) and
+// sign; the device record is written
 // as the authority stores the certificate; the audit entry is written
 // before the answer, and if it fails the certificate is revoked and
 // dropped.
@@ -224,9 +225,12 @@ func (c *CA) enroll(ctx context.Context, req *EnrollRequest, client string, ev *
 	if err != nil {
 		return nil, &httpError{status: http.StatusBadRequest, code: "bad_csr", msg: strings.TrimPrefix(err.Error(), "ca: ")}
 	}
-	rec, err := c.devices.get(name)
+	rec, err := c.devices.get(ctx, name)
 	if err != nil || rec == nil {
 		return nil, &httpError{status: http.StatusServiceUnavailable, cause: err}
+	}
+	if he := c.spendToken(ctx, name, jti); he != nil {
+		return nil, he
 	}
 	sctx := provisioner.NewContextWithMethod(ctx, provisioner.SignMethod)
 	signOpts, err := c.auth.Authorize(sctx, req.Token)
@@ -254,6 +258,21 @@ func (c *CA) enroll(ctx context.Context, req *EnrollRequest, client string, ev *
 	}
 	c.log.Info().Str("device", name).Str("serial", leaf.SerialNumber.String()).Msg("ca: device enrolled")
 	return certResponse(chain), nil
+}
+
+// spendToken consumes the device's enrollment token (consumeEnrollToken)
+// and maps a refusal to 401, a store failure to 503.
+func (c *CA) spendToken(ctx context.Context, name, jti string) *httpError {
+	err := c.consumeEnrollToken(ctx, name, jti)
+	var te *tokenError
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &te):
+		return &httpError{status: http.StatusUnauthorized, code: "bad_token", msg: strings.TrimPrefix(te.Error(), "ca: ")}
+	default:
+		return &httpError{status: http.StatusServiceUnavailable, cause: err}
+	}
 }
 
 // signError maps an error of the authority's Sign or Renew.

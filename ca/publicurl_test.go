@@ -10,6 +10,7 @@ import (
 	"go.etcd.io/bbolt"
 
 	"github.com/hearth-home/hearth/authz"
+	"github.com/hearth-home/hearth/internal/store/boltstore"
 )
 
 // TestEnrollTokenNamesPublicHost: the CA URL a device is told (`step ca
@@ -30,7 +31,7 @@ func TestEnrollTokenNamesPublicHost(t *testing.T) {
 		{"https://hearth.home.arpa:8443", "https://hearth.home.arpa:8443", "https://hearth.home.arpa:9443"},
 		{"", "https://first.test:8443", "https://first.test:9443"},
 	} {
-		c, err := Open(dir, Config{Listen: ":9443"}, Options{DB: db, Policy: pol, PublicURL: tc.public})
+		c, err := Open(dir, Config{Listen: ":9443"}, Options{Store: boltstore.New(db), Policy: pol, PublicURL: tc.public})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -1,6 +1,7 @@
 package ca
 
 import (
+	"context"
 	"errors"
 	"fmt"
 )
@@ -20,8 +21,8 @@ func (c *CA) Ready() error {
 	if leaf := c.ServerCertificate().Leaf; leaf == nil || now.After(leaf.NotAfter) {
 		return errors.New("ca: the gateway certificate has expired")
 	}
-	if _, err := c.devices.list(); err != nil {
-		return fmt.Errorf("ca: reading devices: %w", err)
+	if err := c.st.Ping(context.Background()); err != nil {
+		return fmt.Errorf("ca: the store: %w", err)
 	}
 	return nil
 }

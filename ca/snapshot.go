@@ -16,6 +16,11 @@ const DatabaseName = dirName + "/" + smallstepDBFile
 // a backup can copy it inside a read transaction (bbolt Tx.WriteTo) while
 // the CA keeps writing; nil if the handle cannot be found.
 //
+// Backups of this kind are for the bbolt file only: when the CA database
+// is another one (Options.CADB, e.g. PostgreSQL through internal/pgnosql),
+// Database returns nil, and that database is backed up with its own tools
+// (pg_dump), not by hearth's backup.
+//
 // smallstep's nosql bbolt driver keeps its *bbolt.DB in an unexported
 // field and offers no snapshot, and bbolt's exclusive file lock keeps a
 // second handle from opening the file while the CA has it. So the handle

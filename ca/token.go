@@ -95,22 +95,15 @@ func (c *CA) AddDevice(ctx context.Context, name string, caps []string, ttl, lif
 	}
 	// Check before auditing, then audit, then write (re-checking in the
 	// write): a refused add records nothing, an audit failure writes nothing.
-	check := func(r *deviceRecord) error {
-		if r == nil || r.Revoked {
+	check := func(r *deviceRecord, idx *certIndex) error {
+		if r == nil || r.Revoked || idx.EnrolledAt.IsZero() {
 			return nil
 		}
-		idx, err := c.devices.index(r.Incarnation)
-		if err != nil {
-			return err
-		}
-		if !idx.EnrolledAt.IsZero() {
-			return fmt.Errorf("%w: %s", ErrDeviceExists, name)
-		}
-		return nil
+		return fmt.Errorf("%w: %s", ErrDeviceExists, name)
 	}
-	if r, err := c.devices.get(name); err != nil {
+	if r, idx, err := c.devices.load(ctx, name); err != nil {
 		return nil, err
-	} else if err := check(r); err != nil {
+	} else if err := check(r, idx); err != nil {
 		return nil, err
 	}
 	if err := c.audit.Record(ctx, audit.Event{
@@ -124,17 +117,18 @@ func (c *CA) AddDevice(ctx context.Context, name string, caps []string, ttl, lif
 	}); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrAuditUnavailable, err)
 	}
-	err = c.devices.update(name, func(r *deviceRecord) (*deviceRecord, error) {
-		if err := check(r); err != nil {
-			return nil, err
+	err = c.devices.change(ctx, name, func(r *deviceRecord, idx *certIndex) (*deviceRecord, *certIndex, error) {
+		if err := check(r, idx); err != nil {
+			return nil, nil, err
 		}
+		ri := inc
 		if r != nil && !r.Revoked {
-			inc = r.Incarnation // a replaced token: same, never-enrolled incarnation
+			ri = r.Incarnation // a replaced token: same, never-enrolled incarnation
 		}
 		return &deviceRecord{
 			Name: name, Granted: granted, Caps: expanded, Lifetime: lifetime,
-			CreatedAt: now.UTC(), Incarnation: inc, TokenID: jti, TokenExpires: now.Add(ttl).UTC(),
-		}, nil
+			CreatedAt: now.UTC(), Incarnation: ri, TokenID: jti, TokenExpires: now.Add(ttl).UTC(),
+		}, nil, nil
 	})
 	if err != nil {
 		c.undone(ctx, audit.EventDeviceAdd, "device:"+name, jti, err)
@@ -228,15 +222,44 @@ func (c *CA) checkToken(tok string) (name, jti string, err error) {
 	if !ValidDeviceName(name) || len(cl.SANs) != 1 || cl.SANs[0] != c.DeviceID(name) || cl.ID == "" {
 		return "", "", &tokenError{"the enrollment token is not bound to one device"}
 	}
-	rec, err := c.devices.get(name)
+	rec, err := c.devices.get(context.Background(), name)
 	if err != nil {
 		return "", "", err
 	}
-	if rec == nil || rec.Revoked || rec.TokenID == "" ||
-		subtle.ConstantTimeCompare([]byte(rec.TokenID), []byte(cl.ID)) != 1 {
-		return "", "", &tokenError{"the enrollment token was already used or replaced"}
+	if !currentToken(rec, cl.ID) {
+		return "", "", errTokenUsed
 	}
 	return name, cl.ID, nil
+}
+
+var errTokenUsed = &tokenError{"the enrollment token was already used or replaced"}
+
+// currentToken reports whether jti is the enrollment token device r may
+// still enroll with (constant-time comparison).
+func currentToken(r *deviceRecord, jti string) bool {
+	return r != nil && !r.Revoked && r.TokenID != "" &&
+		subtle.ConstantTimeCompare([]byte(r.TokenID), []byte(jti)) == 1
+}
+
+// consumeEnrollToken spends the enrollment token jti of device name: one
+// store transaction reads the record, checks that jti is still its token
+// and clears it, so of any number of enrollments with one token, on any
+// number of replicas, one gets past this (bbolt's single writer; on
+// PostgreSQL a SERIALIZABLE transaction, of which concurrent ones commit
+// as if one after the other, PostgreSQL 15 manual §13.2.3). The token's
+// jti is then spent a second time by smallstep's one-time-token store
+// (UseToken, a compare-and-swap from nil in the CA database) when the
+// authority authorizes it; `step ca certificate` goes through both as
+// well (auditStepAPI). A token spent here whose signing then fails stays
+// spent, as smallstep's own would: the device gets a new token.
+func (c *CA) consumeEnrollToken(ctx context.Context, name, jti string) error {
+	return c.devices.change(ctx, name, func(r *deviceRecord, _ *certIndex) (*deviceRecord, *certIndex, error) {
+		if !currentToken(r, jti) {
+			return nil, nil, errTokenUsed
+		}
+		r.TokenID, r.TokenExpires = "", time.Time{}
+		return r, nil, nil
+	})
 }
 
 // undone records that an operation whose success entry was already

@@ -225,25 +225,30 @@ func NewGateway(opts GatewayOptions) (*Gateway, error) {
 		upTimeout = DefaultUpstreamTimeout
 	}
 	tr := opts.Transport
+	var covered time.Duration
 	if tr == nil {
+		// The transport's own ResponseHeaderTimeout bounds the wait for
+		// the agent's headers at the longest timeout of any route, so that
+		// requests with that timeout (usually all: routes rarely set one)
+		// need no timer and context of their own (ttfbTransport).
+		covered = max(upTimeout, rt.maxTimeout())
 		tr = &http.Transport{
 			Proxy: nil, // never an environment proxy between hearth and the agent
 			DialContext: (&net.Dialer{
 				Timeout:   5 * time.Second,
 				KeepAlive: 30 * time.Second,
 			}).DialContext,
-			MaxIdleConns:        1024,
-			MaxIdleConnsPerHost: 512,
-			IdleConnTimeout:     90 * time.Second,
-			// No ResponseHeaderTimeout: ttfbTransport bounds the wait per
-			// route (Route.Timeout, default UpstreamTimeout).
+			MaxIdleConns:          1024,
+			MaxIdleConnsPerHost:   512,
+			IdleConnTimeout:       90 * time.Second,
+			ResponseHeaderTimeout: covered,
 			ExpectContinueTimeout: time.Second,
 			DisableCompression:    true, // pass the client's Accept-Encoding through untouched
 		}
 	}
 	g.proxy = &httputil.ReverseProxy{
 		Rewrite:      g.rewrite,
-		Transport:    ttfbTransport{rt: tr, def: upTimeout},
+		Transport:    ttfbTransport{rt: tr, def: upTimeout, covered: covered},
 		BufferPool:   bufferPool{},
 		ErrorHandler: g.proxyError,
 		ErrorLog:     log.New(logWriter{g.log}, "", 0),

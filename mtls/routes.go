@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/hearth-home/hearth/authz"
 )
@@ -285,6 +286,19 @@ func (t *routeTable) match(p, method string) matchResult {
 		}
 	}
 	return matchResult{node: n}
+}
+
+// maxTimeout is the longest Timeout of any route (0 if none sets one).
+func (t *routeTable) maxTimeout() time.Duration {
+	var d time.Duration
+	for _, m := range []map[string]*routeNode{t.exact, t.prefix} {
+		for _, n := range m {
+			for _, e := range n.entries {
+				d = max(d, e.limits.timeout)
+			}
+		}
+	}
+	return d
 }
 
 // methods lists the methods a node allows, for a deny reason.

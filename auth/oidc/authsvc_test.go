@@ -14,6 +14,7 @@ import (
 	"github.com/hearth-home/hearth/audit"
 	"github.com/hearth-home/hearth/auth"
 	"github.com/hearth-home/hearth/authz"
+	"github.com/hearth-home/hearth/internal/store/boltstore"
 )
 
 // authAdapter is the few lines the server needs between *auth.Service and
@@ -69,7 +70,7 @@ func TestWithAuthService(t *testing.T) {
 		t.Fatal(err)
 	}
 	rec := &memAudit{}
-	svc, err := auth.Open(db, auth.Config{Argon2: auth.Argon2Params{Time: 1, MemoryKiB: 64, Threads: 1}, ClientBurst: 1000}, auth.Options{Policy: policy, Audit: rec})
+	svc, err := auth.Open(boltstore.New(db), auth.Config{Argon2: auth.Argon2Params{Time: 1, MemoryKiB: 64, Threads: 1}, ClientBurst: 1000}, auth.Options{Policy: policy, Audit: rec})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -64,6 +64,12 @@ never over an existing file. Restore it with hearth restore.`,
 			if out == "" {
 				return errors.New("backup: give the archive's path with --out FILE")
 			}
+			// On PostgreSQL the data dir holds keys, not state: refuse
+			// before asking for a passphrase (the server refuses too, for
+			// a --store-dsn this file does not name).
+			if cfg, err := config.Load(filepath.Join(dir, config.FileName)); err == nil && cfg.Store.DriverName() == config.DriverPostgres {
+				return fmt.Errorf("backup: %w", server.ErrPostgresBackup)
+			}
 			rcpts, err := backupRecipients(e, recipients, recipientsFile, passFile)
 			if err != nil {
 				return err

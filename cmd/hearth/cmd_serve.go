@@ -22,11 +22,18 @@ func newServeCmd(e *env) *cobra.Command {
   - the admin socket in the data dir, for the admin commands.
 Flags override hearth.yaml. SIGTERM or Ctrl-C shuts down cleanly; SIGHUP
 (or 'hearth reload') applies an edited hearth.yaml without dropping
-connections.`,
+connections.
+
+State is kept in the data dir's hearth.db, or with --store-dsn (or
+hearth.yaml's store: {driver: postgres, dsn: …}) in a PostgreSQL database
+that several replicas share (see the README, "Replicas on PostgreSQL"). The
+DSN must not hold a password: name a 0600 file in libpq's .pgpass format
+with passfile=.`,
 		Example: `  hearth serve
   hearth serve --dir /var/lib/hearth --listen :8443 --upstream http://127.0.0.1:18789
   hearth serve --log-level info
-  hearth serve --metrics-listen :9464      # Prometheus metrics on 127.0.0.1:9464`,
+  hearth serve --metrics-listen :9464      # Prometheus metrics on 127.0.0.1:9464
+  hearth serve --store-dsn "host=db.home.arpa user=hearth dbname=hearth passfile=/etc/hearth/pgpass"`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			dir, err := dataDir(cmd)
@@ -66,6 +73,7 @@ connections.`,
 	f.StringVar(&o.CAListen, "ca-listen", "", "CA API address (default from hearth.yaml, :9443)")
 	f.StringVar(&o.Upstream, "upstream", "", "the agent's URL (default from hearth.yaml, http://127.0.0.1:18789)")
 	f.StringVar(&o.MetricsListen, "metrics-listen", "", "serve Prometheus metrics (plain HTTP, no auth) on this address; an empty host is 127.0.0.1, e.g. :9464 (default off)")
+	f.StringVar(&o.StoreDSN, "store-dsn", "", "keep the state in this PostgreSQL database (implies store.driver postgres, overrides hearth.yaml); no password in it: use passfile=FILE (mode 0600)")
 	f.StringVar(&o.PublicURL, "public-url", "", "the gateway URL devices use, in enrollment links and the CA URL device add prints (default gateway.public_url, else https://localhost:PORT)")
 	return cmd
 }

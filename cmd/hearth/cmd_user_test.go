@@ -18,6 +18,7 @@ import (
 
 	"github.com/hearth-home/hearth/auth"
 	"github.com/hearth-home/hearth/internal/admin"
+	"github.com/hearth-home/hearth/internal/store/boltstore"
 )
 
 // userServer serves auth's admin API on a real admin socket in a temp data
@@ -33,7 +34,7 @@ func userServer(t *testing.T) (dir string, svc *auth.Service, gw *httptest.Serve
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc, err = auth.Open(db, auth.Config{Argon2: auth.Argon2Params{Time: 1, MemoryKiB: 64, Threads: 1}}, auth.Options{})
+	svc, err = auth.Open(boltstore.New(db), auth.Config{Argon2: auth.Argon2Params{Time: 1, MemoryKiB: 64, Threads: 1}}, auth.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

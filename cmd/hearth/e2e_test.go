@@ -55,7 +55,7 @@ func TestMain(m *testing.M) {
 
 // hearthCmd runs the binary to completion and returns stdout; it fails the
 // test on a non-zero exit unless wantErr.
-func hearthCmd(t *testing.T, dir string, stdin string, args ...string) (string, string, error) {
+func hearthCmd(t testing.TB, dir string, stdin string, args ...string) (string, string, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -67,7 +67,7 @@ func hearthCmd(t *testing.T, dir string, stdin string, args ...string) (string, 
 	return out.String(), errb.String(), err
 }
 
-func mustHearth(t *testing.T, dir string, args ...string) string {
+func mustHearth(t testing.TB, dir string, args ...string) string {
 	t.Helper()
 	out, errOut, err := hearthCmd(t, dir, "", args...)
 	if err != nil {
@@ -165,7 +165,7 @@ func startServeIn(t *testing.T, wrapper []string, dir, listen, upstream string, 
 	return s
 }
 
-func startAgent(t *testing.T) (*sampleagent.Agent, string) {
+func startAgent(t testing.TB) (*sampleagent.Agent, string) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

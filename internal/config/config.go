@@ -38,6 +38,9 @@ type Config struct {
 	Audit   audit.Config `yaml:"audit"`
 	// OIDC providers for "Sign in with …".
 	OIDC []oidc.Provider `yaml:"oidc,omitempty"`
+	// Store is where hearth keeps its state (default: the embedded
+	// hearth.db; postgres for replicas).
+	Store Store `yaml:"store,omitempty"`
 }
 
 // Parse decodes hearth.yaml strictly: an unknown key is an error, so that
@@ -90,5 +93,5 @@ func (c *Config) Validate() error {
 	if err := c.Audit.Validate(); err != nil {
 		return err
 	}
-	return nil
+	return c.Store.Validate()
 }

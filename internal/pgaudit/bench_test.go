@@ -15,14 +15,27 @@ import (
 // database: each op is one entry, committed, sequenced and covered by a
 // signed checkpoint; writers is the total, spread over the replicas. It
 // reports entries/s and the p99 latency of a Record.
+// wake=notify-rarely is the default (see notifyEvery), wake=notify-always
+// notifies the sequencer on every INSERT, for comparison.
 // For durable-disk figures run the cluster with fsync on:
 //
 //	HEARTH_PGTEST_FSYNC=on go test -run '^$' -bench Append -benchtime 4000x -count 5 ./internal/pgaudit/
 func BenchmarkAppend(b *testing.B) {
 	b.Logf("PostgreSQL fsync on: %v", pgtest.Durable())
+	defer func(e time.Duration) { notifyEvery = e }(notifyEvery)
+	for _, wake := range []struct {
+		name  string
+		every time.Duration
+	}{{"notify-rarely", notifyEvery}, {"notify-always", 0}} {
+		notifyEvery = wake.every
+		benchmarkAppend(b, wake.name)
+	}
+}
+
+func benchmarkAppend(b *testing.B, wake string) {
 	for _, replicas := range []int{1, 2} {
 		for _, writers := range []int{1, 16, 64} {
-			b.Run(fmt.Sprintf("replicas=%d/writers=%d", replicas, writers), func(b *testing.B) {
+			b.Run(fmt.Sprintf("wake=%s/replicas=%d/writers=%d", wake, replicas, writers), func(b *testing.B) {
 				db := pgtest.New(b)
 				dir := keysDir(b)
 				logs := make([]*Log, replicas)

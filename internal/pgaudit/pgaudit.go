@@ -51,6 +51,7 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -158,6 +159,10 @@ type Log struct {
 	wg     sync.WaitGroup
 	w      *waiter
 	seq    *Sequencer
+
+	born       time.Time
+	lastNotify atomic.Int64 // since born, of the last insert that notified
+	late       atomic.Int64 // Records answered by withdraw finding them sequenced
 }
 
 type request struct {
@@ -214,7 +219,8 @@ func open(ctx context.Context, pool *pgxpool.Pool, signer *audit.Signer, opts Op
 	if err := bind(ctx, pool, signer); err != nil {
 		return nil, err
 	}
-	l := &Log{pool: pool, signer: signer, opts: opts, log: opts.Logger, reqs: make(chan *request, 4*opts.MaxBatch)}
+	l := &Log{pool: pool, signer: signer, opts: opts, log: opts.Logger, reqs: make(chan *request, 4*opts.MaxBatch), born: time.Now()}
+	l.lastNotify.Store(-int64(time.Hour))
 	l.ctx, l.cancel = context.WithCancel(context.Background())
 	w, err := newWaiter(ctx, pool, opts.Heartbeat, opts.Logger)
 	if err != nil {
@@ -354,6 +360,7 @@ func (l *Log) withdraw(r *request, cause error) (int64, error) {
 		return -1, fmt.Errorf("%w (waited %v; withdrawing it failed, so it may still be sequenced later: %v)", ErrNotCovered, l.opts.MaxWait, err)
 	}
 	if seq != nil {
+		l.late.Add(1)
 		return *seq, nil
 	}
 	why := fmt.Sprintf("waited %v; is a sequencer running?", l.opts.MaxWait)
@@ -387,7 +394,7 @@ func (l *Log) insertLoop() {
 				break fill
 			}
 		}
-		gen := l.w.generation()
+		p0 := l.w.snapshot()
 		ctx, cancel := context.WithTimeout(l.ctx, l.opts.MaxWait)
 		ids, err := l.insert(ctx, bodies)
 		cancel()
@@ -416,7 +423,7 @@ func (l *Log) insertLoop() {
 		for i, r := range batch {
 			r.id = ids[i]
 		}
-		if err := l.w.register(l.ctx, batch, gen); err != nil {
+		if err := l.w.register(l.ctx, batch, p0); err != nil {
 			l.log.Warn().Err(err).Msg("pgaudit: checking freshly inserted entries")
 		}
 		for _, r := range batch {
@@ -425,40 +432,103 @@ func (l *Log) insertLoop() {
 	}
 }
 
-// insert adds the bodies in one transaction and returns their ids in
-// order (nextval runs in the order of the SELECT, which ORDER BY fixes).
-// ids are returned, with the error, when only the COMMIT failed.
+// insert adds the bodies and returns their ids in order, in one round
+// trip: the INSERT and the notification are one pipelined batch, which
+// PostgreSQL runs as one implicit transaction committed at its Sync. ids
+// are returned, with the error, when only the commit's outcome is unknown.
 func (l *Log) insert(ctx context.Context, bodies [][]byte) ([]int64, error) {
-	tx, err := l.pool.Begin(ctx)
+	b := &pgx.Batch{}
+	b.Queue(insertSQL, bodies)
+	notify := l.shouldNotify()
+	if notify {
+		b.Queue("SELECT pg_notify($1, '')", entriesChannel)
+	}
+	br := l.pool.SendBatch(ctx, b)
+	rows, err := br.Query()
 	if err != nil {
+		br.Close()
 		return nil, err
 	}
-	defer tx.Rollback(context.Background())
-	ids, err := insertTx(ctx, tx, bodies)
+	ids, err := collectIDs(rows, len(bodies))
 	if err != nil {
+		br.Close()
 		return nil, err
 	}
-	if err := tx.Commit(ctx); err != nil {
+	if notify {
+		if _, err := br.Exec(); err != nil {
+			br.Close()
+			return ids, err
+		}
+	}
+	if err := br.Close(); err != nil {
 		return ids, err
 	}
 	return ids, nil
 }
 
-func insertTx(ctx context.Context, tx pgx.Tx, bodies [][]byte) ([]int64, error) {
-	rows, err := tx.Query(ctx, "INSERT INTO "+Schema+".entries (body) SELECT b FROM unnest($1::bytea[]) WITH ORDINALITY AS t(b, n) ORDER BY n RETURNING id", bodies)
-	if err != nil {
-		return nil, err
-	}
+// insertSQL inserts $1's bodies in order: nextval runs in the order of
+// the SELECT, which ORDER BY fixes, so sorted ids follow the bodies.
+const insertSQL = "INSERT INTO " + Schema + ".entries (body) SELECT b FROM unnest($1::bytea[]) WITH ORDINALITY AS t(b, n) ORDER BY n RETURNING id"
+
+func collectIDs(rows pgx.Rows, n int) ([]int64, error) {
 	ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
 	if err != nil {
 		return nil, err
 	}
-	if len(ids) != len(bodies) {
-		return nil, fmt.Errorf("inserted %d entries of %d", len(ids), len(bodies))
+	if len(ids) != n {
+		return nil, fmt.Errorf("inserted %d entries of %d", len(ids), n)
 	}
-	// RETURNING follows the insertion order in practice; sorting makes the
-	// mapping rest on nextval's order alone.
 	slices.Sort(ids)
+	return ids, nil
+}
+
+// Waking the sequencer. A transaction that NOTIFYs takes a cluster-wide
+// lock at commit and holds it through its WAL flush, so notifying commits
+// run one at a time (PostgreSQL's async.c, PreCommit_Notify). Under load
+// the sequencer does not need them: after a batch with entries it looks
+// again at once, and after an empty look it keeps looking every
+// pollInterval for sequencerLinger before it sleeps on LISTEN. So a
+// replica notifies only when its last notification is older than
+// notifyEvery (< sequencerLinger): if the sequencer went to sleep, that
+// was at least sequencerLinger after the replica's last entry, whose
+// notification (or an earlier one) is then older than notifyEvery.
+// (An insert slower than sequencerLinger - notifyEvery can still miss the
+// sequencer's last look: its entries then wait for the sequencer's next
+// look, at most Options.Heartbeat later.) notifyEvery = 0 (benchmarks)
+// notifies on every insert.
+var notifyEvery = 5 * time.Millisecond
+
+const (
+	pollInterval    = time.Millisecond
+	sequencerLinger = 50 * time.Millisecond
+)
+
+// shouldNotify reports whether this insert must notify the sequencer, and
+// if so counts it as notified.
+func (l *Log) shouldNotify() bool {
+	if notifyEvery <= 0 {
+		return true
+	}
+	now := time.Since(l.born)
+	last := l.lastNotify.Load()
+	if now-time.Duration(last) < notifyEvery {
+		return false
+	}
+	// Lost to a concurrent inserter: that one notifies.
+	return l.lastNotify.CompareAndSwap(last, int64(now))
+}
+
+func insertTx(ctx context.Context, tx pgx.Tx, bodies [][]byte) ([]int64, error) {
+	rows, err := tx.Query(ctx, insertSQL, bodies)
+	if err != nil {
+		return nil, err
+	}
+	ids, err := collectIDs(rows, len(bodies))
+	if err != nil {
+		return nil, err
+	}
+	// Always: the caller's transaction may yet roll back, taking its
+	// notification with it, so it does not count as one.
 	if _, err := tx.Exec(ctx, "SELECT pg_notify($1, '')", entriesChannel); err != nil {
 		return nil, err
 	}

@@ -120,17 +120,30 @@ func checkAcked(t testing.TB, pool *pgxpool.Pool, acked map[string]int64) {
 	}
 }
 
+// noLateAcks asserts that no Record was answered only by its withdrawal
+// finding it sequenced: with MaxWait far above any real delay, that means
+// the waiter missed a checkpoint that covered it.
+func noLateAcks(t testing.TB, logs ...*Log) {
+	t.Helper()
+	for _, l := range logs {
+		if n := l.late.Load(); n > 0 {
+			t.Errorf("replica %s: %d Records were covered but not woken before MaxWait", l.opts.Name, n)
+		}
+	}
+}
+
 func TestTwoReplicasOneHistory(t *testing.T) {
 	db := pgtest.New(t)
 	dir := keysDir(t)
-	a := openLog(t, db.Pool(t), dir, Options{Name: "a"})
-	b := openLog(t, db.Pool(t), dir, Options{Name: "b"})
+	a := openLog(t, db.Pool(t), dir, Options{Name: "a", MaxWait: 30 * time.Second})
+	b := openLog(t, db.Pool(t), dir, Options{Name: "b", MaxWait: 30 * time.Second})
 	acked, failed := load(t, []*Log{a, b}, 8, 40, nil)
 	if len(failed) > 0 {
 		t.Fatalf("%d Records failed, e.g. %v", len(failed), failed)
 	}
 	pool := db.Pool(t)
 	checkAcked(t, pool, acked)
+	noLateAcks(t, a, b)
 	res := mustVerify(t, pool)
 	if want := int64(len(acked) + 2); res.Entries != want || res.Pending != 0 { // + two audit.start
 		t.Fatalf("verified %d entries (%d pending), want %d", res.Entries, res.Pending, want)
@@ -168,8 +181,8 @@ func TestSequencerKilledMidLoad(t *testing.T) {
 	db := pgtest.New(t)
 	dir := keysDir(t)
 	pool := db.Pool(t)
-	a := openLog(t, db.Pool(t), dir, Options{Name: "a", Heartbeat: 50 * time.Millisecond})
-	b := openLog(t, db.Pool(t), dir, Options{Name: "b", Heartbeat: 50 * time.Millisecond})
+	a := openLog(t, db.Pool(t), dir, Options{Name: "a", Heartbeat: 50 * time.Millisecond, MaxWait: 30 * time.Second})
+	b := openLog(t, db.Pool(t), dir, Options{Name: "b", Heartbeat: 50 * time.Millisecond, MaxWait: 30 * time.Second})
 	admin := db.Admin(t)
 	var holder1 string
 	var epoch1 int64
@@ -191,6 +204,7 @@ func TestSequencerKilledMidLoad(t *testing.T) {
 		}
 	}
 	checkAcked(t, pool, acked)
+	noLateAcks(t, a, b)
 	res := mustVerify(t, pool)
 	if want := int64(len(acked) + 2); res.Entries != want {
 		t.Fatalf("verified %d entries, %d acknowledged + 2 starts", res.Entries, len(acked))

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/rs/zerolog"
 	"golang.org/x/mod/sumdb/note"
@@ -98,6 +99,7 @@ func (s *Sequencer) Run(ctx context.Context) error {
 	if max <= 0 || max > audit.MaxBatchLimit {
 		max = audit.MaxBatchLimit
 	}
+	lastWork := time.Now()
 	for {
 		n, err := s.batch(ctx, conn, epoch, fr, max)
 		if err != nil {
@@ -106,10 +108,18 @@ func (s *Sequencer) Run(ctx context.Context) error {
 			}
 			return err
 		}
-		if n == max {
+		if n > 0 {
+			lastWork = time.Now()
 			continue // more may be waiting
 		}
-		if err := waitNotification(ctx, conn, s.idle()); err != nil {
+		// Nothing: look again soon while entries came recently (replicas
+		// under load do not notify, see notifyEvery), else sleep until
+		// notified.
+		wait := s.idle()
+		if time.Since(lastWork) < sequencerLinger {
+			wait = pollInterval
+		}
+		if err := waitNotification(ctx, conn, wait); err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
@@ -181,114 +191,124 @@ func readHashes(ctx context.Context, q interface {
 
 // batch sequences up to max entries in one transaction and returns how
 // many. fr is the tree's frontier, advanced only when the batch commits.
-func (s *Sequencer) batch(ctx context.Context, conn *pgx.Conn, epoch int64, fr *audit.Frontier, max int) (int, error) {
-	next := *fr
-	n := 0
-	err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
-		// The fencing row first, locked: a newer sequencer has a higher
-		// epoch, and then nothing of this batch may be written. Then the
-		// entries, locked too: a Record that gave up waits for this
-		// transaction before it can withdraw its entry, and then finds it
-		// sequenced.
-		b := &pgx.Batch{}
-		b.Queue("SELECT epoch, size FROM " + Schema + ".state FOR UPDATE")
-		b.Queue("SELECT id, body FROM "+Schema+".entries WHERE seq IS NULL ORDER BY id LIMIT $1 FOR UPDATE", max)
-		br := tx.SendBatch(ctx, b)
-		var cur, size int64
+//
+// Two round trips: BEGIN and the locking reads in one pipeline, then the
+// writes and COMMIT in another. The fencing checks that decide whether the
+// batch may commit are made before the second is sent (the state row is
+// locked, so its epoch cannot change after), and again inside it by
+// statements that fail — aborting the transaction, so that its COMMIT
+// only rolls back — when they find a row count other than the one
+// expected.
+func (s *Sequencer) batch(ctx context.Context, conn *pgx.Conn, epoch int64, fr *audit.Frontier, max int) (n int, err error) {
+	open := false
+	defer func() {
+		if open {
+			// After a failed statement the pipeline skipped the rest,
+			// COMMIT included: end the transaction.
+			if _, rerr := conn.Exec(context.Background(), "ROLLBACK"); rerr != nil && err == nil {
+				err = rerr
+			}
+		}
+		if err != nil && !errors.Is(err, ErrFenced) {
+			err = fmt.Errorf("pgaudit: sequencer batch: %w", err)
+		}
+	}()
+	// The fencing row first, locked: a newer sequencer has a higher epoch,
+	// and then nothing of this batch may be written. Then the entries,
+	// locked too: a Record that gave up waits for this transaction before
+	// it can withdraw its entry, and then finds it sequenced.
+	b := &pgx.Batch{}
+	b.Queue("BEGIN")
+	b.Queue("SELECT epoch, size FROM " + Schema + ".state FOR UPDATE")
+	b.Queue("SELECT id, body FROM "+Schema+".entries WHERE seq IS NULL ORDER BY id LIMIT $1 FOR UPDATE", max)
+	open = true
+	br := conn.SendBatch(ctx, b)
+	var cur, size int64
+	var ids []int64
+	var bodies [][]byte
+	err = func() error {
+		defer br.Close()
+		if _, err := br.Exec(); err != nil {
+			return err
+		}
 		if err := br.QueryRow().Scan(&cur, &size); err != nil {
-			br.Close()
 			return err
 		}
 		rows, err := br.Query()
 		if err != nil {
-			br.Close()
 			return err
 		}
-		var ids []int64
-		var bodies [][]byte
 		var id int64
 		var body []byte
-		_, err = pgx.ForEachRow(rows, []any{&id, &body}, func() error {
+		if _, err := pgx.ForEachRow(rows, []any{&id, &body}, func() error {
 			ids, bodies = append(ids, id), append(bodies, append([]byte(nil), body...))
 			return nil
-		})
-		if cerr := br.Close(); err == nil {
-			err = cerr
-		}
-		if err != nil {
+		}); err != nil {
 			return err
 		}
-		if cur != epoch {
-			return ErrFenced
-		}
-		if size != fr.Size() {
-			return fmt.Errorf("%w: the tree has %d entries, this sequencer knows %d", ErrFenced, size, fr.Size())
-		}
-		if len(ids) == 0 {
-			return nil
-		}
-		seqs := make([]int64, len(ids))
-		var fresh []tlog.Hash
-		var line []byte
-		for i, b := range bodies {
-			seqs[i] = size + int64(i)
-			line = audit.EntryLine(line[:0], seqs[i], b)
-			fresh = next.Add(fresh, line)
-		}
-		newSize := size + int64(len(ids))
-		root, err := next.Root()
-		if err != nil {
-			return err
-		}
-		msg, err := s.Signer.SignCheckpoint(newSize, root)
-		if err != nil {
-			return err
-		}
-		base := tlog.StoredHashCount(size)
-		idxs := make([]int64, len(fresh))
-		hashes := make([][]byte, len(fresh))
-		for i := range fresh {
-			idxs[i] = base + int64(i)
-			hashes[i] = fresh[i][:]
-		}
-		w := &pgx.Batch{}
-		w.Queue("UPDATE "+Schema+".entries e SET seq = v.seq FROM unnest($1::bigint[], $2::bigint[]) AS v(id, seq) WHERE e.id = v.id", ids, seqs)
-		w.Queue("INSERT INTO "+Schema+".hashes (idx, hash) SELECT * FROM unnest($1::bigint[], $2::bytea[])", idxs, hashes)
-		w.Queue("INSERT INTO "+Schema+".checkpoints (size, note, epoch) VALUES ($1, $2, $3)", newSize, msg, epoch)
-		w.Queue("UPDATE "+Schema+".state SET size = $1 WHERE epoch = $2 AND size = $3", newSize, epoch, size)
-		w.Queue("SELECT pg_notify($1, '')", checkpointChannel)
-		wr := tx.SendBatch(ctx, w)
-		defer wr.Close()
-		tag, err := wr.Exec()
-		if err != nil {
-			return err
-		}
-		if tag.RowsAffected() != int64(len(ids)) {
-			return fmt.Errorf("sequenced %d entries of %d", tag.RowsAffected(), len(ids))
-		}
-		for range 2 {
-			if _, err := wr.Exec(); err != nil {
-				return err
-			}
-		}
-		if tag, err = wr.Exec(); err != nil {
-			return err
-		}
-		if tag.RowsAffected() != 1 {
-			return ErrFenced
-		}
-		if _, err := wr.Exec(); err != nil {
-			return err
-		}
-		n = len(ids)
-		return wr.Close()
-	})
+		return br.Close()
+	}()
 	if err != nil {
-		if !errors.Is(err, ErrFenced) {
-			err = fmt.Errorf("pgaudit: sequencer batch: %w", err)
-		}
 		return 0, err
 	}
+	if cur != epoch {
+		return 0, ErrFenced
+	}
+	if size != fr.Size() {
+		return 0, fmt.Errorf("%w: the tree has %d entries, this sequencer knows %d", ErrFenced, size, fr.Size())
+	}
+	if len(ids) == 0 {
+		return 0, nil // the deferred ROLLBACK ends the read-only transaction
+	}
+	next := *fr
+	seqs := make([]int64, len(ids))
+	var fresh []tlog.Hash
+	var line []byte
+	for i, body := range bodies {
+		seqs[i] = size + int64(i)
+		line = audit.EntryLine(line[:0], seqs[i], body)
+		fresh = next.Add(fresh, line)
+	}
+	newSize := size + int64(len(ids))
+	root, err := next.Root()
+	if err != nil {
+		return 0, err
+	}
+	msg, err := s.Signer.SignCheckpoint(newSize, root)
+	if err != nil {
+		return 0, err
+	}
+	base := tlog.StoredHashCount(size)
+	idxs := make([]int64, len(fresh))
+	hashes := make([][]byte, len(fresh))
+	for i := range fresh {
+		idxs[i] = base + int64(i)
+		hashes[i] = fresh[i][:]
+	}
+	w := &pgx.Batch{}
+	// 1/0 (division_by_zero) aborts the transaction when a count is not
+	// the expected one.
+	w.Queue("WITH u AS (UPDATE "+Schema+".entries e SET seq = v.seq FROM unnest($1::bigint[], $2::bigint[]) AS v(id, seq) WHERE e.id = v.id RETURNING 1) SELECT 1 / (CASE WHEN count(*) = $3 THEN 1 ELSE 0 END) FROM u", ids, seqs, len(ids))
+	w.Queue("INSERT INTO "+Schema+".hashes (idx, hash) SELECT * FROM unnest($1::bigint[], $2::bytea[])", idxs, hashes)
+	w.Queue("INSERT INTO "+Schema+".checkpoints (size, note, epoch) VALUES ($1, $2, $3)", newSize, msg, epoch)
+	w.Queue("WITH u AS (UPDATE "+Schema+".state SET size = $1 WHERE epoch = $2 AND size = $3 RETURNING 1) SELECT 1 / (SELECT count(*)::int FROM u)", newSize, epoch, size)
+	w.Queue("SELECT pg_notify($1, '')", checkpointChannel)
+	w.Queue("COMMIT")
+	wr := conn.SendBatch(ctx, w)
+	for i := range w.Len() {
+		if _, err := wr.Exec(); err != nil {
+			wr.Close()
+			var pe *pgconn.PgError
+			if i == 3 && errors.As(err, &pe) && pe.Code == "22012" {
+				return 0, ErrFenced
+			}
+			return 0, err
+		}
+	}
+	if err := wr.Close(); err != nil {
+		return 0, err
+	}
+	open = false
 	*fr = next
-	return n, nil
+	return len(ids), nil
 }

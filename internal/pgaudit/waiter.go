@@ -25,7 +25,6 @@ type waiter struct {
 
 	mu        sync.Mutex
 	processed int64 // tree size whose entries have been dispatched
-	gen       int64 // dispatches begun
 	waiting   map[int64]*request
 	cancel    context.CancelFunc
 	done      chan struct{}
@@ -45,25 +44,27 @@ func newWaiter(ctx context.Context, pool *pgxpool.Pool, heartbeat time.Duration,
 
 func (w *waiter) close() { w.cancel(); <-w.done }
 
-// generation is read before the entries are inserted and given to
-// register: if no dispatch began in between, none can have seen them.
-func (w *waiter) generation() int64 {
+// snapshot is read before the entries are inserted and given to
+// register: if processed has not moved in between, no dispatch has passed
+// them by.
+func (w *waiter) snapshot() int64 {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return w.gen
+	return w.processed
 }
 
-// register makes reqs (with their ids) wait. If a dispatch began since gen
-// (gen < 0: unknown), the entries may have been sequenced and dispatched
-// before they were registered: one query finds those.
-func (w *waiter) register(ctx context.Context, reqs []*request, gen int64) error {
+// register makes reqs (with their ids) wait. A dispatch wakes the
+// registered entries and advances processed in one critical section; so
+// if processed moved since p0 (p0 < 0: unknown), a dispatch may have
+// passed the entries before they were registered: one query finds those.
+func (w *waiter) register(ctx context.Context, reqs []*request, p0 int64) error {
 	ids := make([]int64, len(reqs))
 	w.mu.Lock()
 	for i, r := range reqs {
 		w.waiting[r.id] = r
 		ids[i] = r.id
 	}
-	check := gen < 0 || w.gen != gen
+	check := p0 < 0 || w.processed != p0
 	w.mu.Unlock()
 	if !check {
 		return nil
@@ -112,32 +113,49 @@ func (w *waiter) run(ctx context.Context) {
 }
 
 // dispatch wakes the Records of the entries sequenced since processed.
+// An entry has a position only once a checkpoint covers it (the sequencer
+// sets both in one transaction), so every entry at or past processed with
+// a position is covered: one query finds them. Waking them and advancing
+// processed is one critical section (see register).
 func (w *waiter) dispatch(ctx context.Context, conn *pgx.Conn) error {
-	var size int64
-	if err := conn.QueryRow(ctx, "SELECT size FROM "+Schema+".state").Scan(&size); err != nil {
+	w.mu.Lock()
+	from, n := w.processed, len(w.waiting)
+	w.mu.Unlock()
+	if n == 0 {
+		// Nobody waits: move on to the current size, unless someone
+		// registered meanwhile (then the next dispatch reads the entries).
+		var size int64
+		if err := conn.QueryRow(ctx, "SELECT size FROM "+Schema+".state").Scan(&size); err != nil {
+			return err
+		}
+		w.mu.Lock()
+		if len(w.waiting) == 0 {
+			w.processed = max(w.processed, size)
+		}
+		w.mu.Unlock()
+		return nil
+	}
+	rows, err := conn.Query(ctx, "SELECT id, seq FROM "+Schema+".entries WHERE seq >= $1", from)
+	if err != nil {
+		return err
+	}
+	type pos struct{ id, seq int64 }
+	got, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (pos, error) {
+		var p pos
+		return p, r.Scan(&p.id, &p.seq)
+	})
+	if err != nil {
 		return err
 	}
 	w.mu.Lock()
-	from, n := w.processed, len(w.waiting)
-	if size > from {
-		w.gen++
-	}
-	w.mu.Unlock()
-	if size <= from {
-		return nil
-	}
-	if n > 0 {
-		rows, err := conn.Query(ctx, "SELECT id, seq FROM "+Schema+".entries WHERE seq >= $1 AND seq < $2", from, size)
-		if err != nil {
-			return err
+	defer w.mu.Unlock()
+	for _, p := range got {
+		if r := w.waiting[p.id]; r != nil {
+			delete(w.waiting, p.id)
+			r.seq <- p.seq
 		}
-		if err := w.wakeRows(rows); err != nil {
-			return err
-		}
+		w.processed = max(w.processed, p.seq+1)
 	}
-	w.mu.Lock()
-	w.processed = size
-	w.mu.Unlock()
 	return nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	smalldb "github.com/smallstep/certificates/db"
+	"github.com/smallstep/nosql/database"
 )
 
 // authTables are the tables smallstep's db.New creates for the authority
@@ -16,11 +17,11 @@ var authTables = []string{
 	"revoked_ssh_certs", "x509_certs_data", "x509_crl",
 }
 
-// NewAuthDB creates smallstep's authority tables in db and returns
-// smallstep's AuthDB over it, for authority.WithDatabase (and for
-// acme/db/nosql.New, which creates its own tables). The returned DB's
-// Shutdown does not close db: the caller does.
-func NewAuthDB(db *DB) (*smalldb.DB, error) {
+// NewAuthDB creates smallstep's authority tables in db (a *DB, or any
+// nosql database) and returns smallstep's AuthDB over it, for
+// authority.WithDatabase (and for acme/db/nosql.New, which creates its own
+// tables). The returned DB's Shutdown does not close db: the caller does.
+func NewAuthDB(db database.DB) (*smalldb.DB, error) {
 	for _, t := range authTables {
 		if err := db.CreateTable([]byte(t)); err != nil {
 			return nil, fmt.Errorf("pgnosql: authority tables: %w", err)

@@ -39,16 +39,27 @@ func (s *Server) serveBackup(w http.ResponseWriter, r *http.Request) {
 	}
 	if p == nil || p.Method != authz.MethodLocal {
 		ev.Outcome, ev.Reason = audit.OutcomeDeny, "a backup holds the CA's keys: only the admin socket may take one"
-		if err := s.audit.Record(r.Context(), ev); err != nil {
+		if err := s.rec.Record(r.Context(), ev); err != nil {
 			httpx.Unavailable(w)
 			return
 		}
 		httpx.Error(w, http.StatusForbidden, "local_only", "backups are taken on the server itself: run hearth backup there (admin socket)")
 		return
 	}
+	if s.db == nil {
+		// The state is in PostgreSQL: a snapshot of the data dir would hold
+		// the keys without the state they belong with.
+		ev.Outcome, ev.Reason = audit.OutcomeFailure, "the store is PostgreSQL: back it up with pg_dump"
+		if err := s.rec.Record(r.Context(), ev); err != nil {
+			httpx.Unavailable(w)
+			return
+		}
+		httpx.Error(w, http.StatusConflict, "postgres_store", ErrPostgresBackup.Error())
+		return
+	}
 	ev.Outcome = audit.OutcomeSuccess
 	ev.Meta = map[string]string{"audit_entries_before": strconv.FormatInt(s.audit.Size(), 10)}
-	if err := s.audit.Record(r.Context(), ev); err != nil {
+	if err := s.rec.Record(r.Context(), ev); err != nil {
 		s.log.Error().Err(err).Msg("server: backup not audited; refused")
 		httpx.Unavailable(w)
 		return

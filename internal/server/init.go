@@ -18,6 +18,7 @@ import (
 	"github.com/hearth-home/hearth/authz"
 	"github.com/hearth-home/hearth/ca"
 	"github.com/hearth-home/hearth/internal/config"
+	"github.com/hearth-home/hearth/internal/store/boltstore"
 )
 
 // InitOptions are the choices of `hearth init`.
@@ -168,7 +169,7 @@ func Init(ctx context.Context, dir string, o InitOptions) (*InitResult, error) {
 			return err
 		}
 		defer log.Close()
-		svc, err := auth.Open(db, cfg.Auth, auth.Options{Policy: policy, Audit: log, Logger: o.Logger, Now: o.Now})
+		svc, err := auth.Open(boltstore.New(db), cfg.Auth, auth.Options{Policy: policy, Audit: log, Logger: o.Logger, Now: o.Now})
 		if err != nil {
 			return err
 		}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/hearth-home/hearth/internal/metrics"
 )
 
@@ -25,5 +27,13 @@ func (s *Server) registerCollectors() error {
 		return out, nil
 	}
 	gateway := func() time.Time { return s.ca.ServerCertificate().Leaf.NotAfter }
-	return s.mets.Register(metrics.CertCollector(devices, gateway, s.opts.Now), metrics.StoreCollector(s.db), metrics.WitnessCollector(s.audit.Witnesses))
+	cs := []prometheus.Collector{metrics.CertCollector(devices, gateway, s.opts.Now)}
+	if s.audit != nil { // witnesses cosign the file log
+		cs = append(cs, metrics.WitnessCollector(s.audit.Witnesses))
+	}
+	if s.db != nil { // bbolt's figures; PostgreSQL's pool figures are storeCollectors'
+		cs = append(cs, metrics.StoreCollector(s.db))
+	}
+	cs = append(cs, s.storeCollectors()...)
+	return s.mets.Register(cs...)
 }

@@ -1,10 +1,9 @@
 package server
 
 import (
+	"errors"
 	"net/http"
 	"strings"
-
-	bolt "go.etcd.io/bbolt"
 
 	"github.com/hearth-home/hearth/internal/httpx"
 )
@@ -25,9 +24,10 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 		name string
 		f    func() error
 	}{
-		{"store", func() error { return s.db.View(func(*bolt.Tx) error { return nil }) }},
-		{"audit", s.audit.Err},
+		{"store", func() error { return s.store.Ping(r.Context()) }},
+		{"audit", func() error { return s.auditReady(r.Context()) }},
 		{"ca", s.ca.Ready},
+		{"feed", s.feedFresh},
 	} {
 		if err := c.f(); err != nil {
 			s.log.Warn().Err(err).Str("part", c.name).Msg("readyz: not ready")
@@ -48,3 +48,17 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	}
 	httpx.JSON(w, http.StatusOK, map[string]any{"status": "ready", "checks": checks})
 }
+
+// feedFresh fails when this replica has not heard from the store's change
+// feed within its bound (1 s): its caches may then miss another
+// replica's revocation (the parts fall back to the database meanwhile,
+// but a replica that stays behind should not get new traffic). On bbolt
+// the feed is always fresh.
+func (s *Server) feedFresh() error {
+	if !s.store.Feed().Fresh(s.opts.Now()) {
+		return errFeedStale
+	}
+	return nil
+}
+
+var errFeedStale = errors.New("server: the store's change feed has not been heard from within its bound")

@@ -55,6 +55,9 @@ func applyOptions(cfg *config.Config, opts Options) {
 	if opts.Upstream != "" {
 		cfg.Gateway.Upstream = opts.Upstream
 	}
+	if opts.StoreDSN != "" {
+		cfg.Store = config.Store{Driver: config.DriverPostgres, DSN: opts.StoreDSN}
+	}
 	if cfg.Gateway.Listen == "" {
 		cfg.Gateway.Listen = ":8443"
 	}
@@ -209,6 +212,7 @@ func restartNeeded(started, next *config.Config) []string {
 	}
 	for name, pair := range map[string][2]any{
 		"ca": {started.CA, next.CA}, "auth": {started.Auth, next.Auth}, "audit": {started.Audit, next.Audit},
+		"store": {started.Store, next.Store},
 	} {
 		if !reflect.DeepEqual(pair[0], pair[1]) {
 			out = append(out, name)

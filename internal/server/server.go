@@ -38,6 +38,10 @@ import (
 	"github.com/hearth-home/hearth/internal/config"
 	"github.com/hearth-home/hearth/internal/httpx"
 	"github.com/hearth-home/hearth/internal/metrics"
+	"github.com/hearth-home/hearth/internal/pgaudit"
+	"github.com/hearth-home/hearth/internal/pgnosql"
+	"github.com/hearth-home/hearth/internal/store"
+	"github.com/hearth-home/hearth/internal/store/boltstore"
 	"github.com/hearth-home/hearth/internal/webui"
 	"github.com/hearth-home/hearth/mtls"
 )
@@ -70,6 +74,9 @@ type Options struct {
 	// this address (an empty host is loopback, see metrics.ListenAddr).
 	// Empty: no metrics listener, and nothing is counted.
 	MetricsListen string
+	// StoreDSN, if set, keeps the state in this PostgreSQL database
+	// (store.driver postgres) instead of hearth.yaml's store section.
+	StoreDSN string
 }
 
 // Addrs are the addresses the server is listening on.
@@ -85,12 +92,16 @@ type Server struct {
 	opts  Options
 	cfg   *config.Config // as started: listeners, CA, auth and audit settings
 	log   zerolog.Logger
-	db    *bolt.DB
-	audit *audit.Log
-	rec   audit.Recorder   // the log, counted by metrics when they are on
-	mets  *metrics.Metrics // nil without MetricsListen
-	ca    *ca.CA
-	auth  *auth.Service
+	store store.Store
+	db    *bolt.DB   // the embedded store's database; nil on PostgreSQL
+	audit *audit.Log // the file log; nil on PostgreSQL
+	// pgAudit is the audit history replicas share on PostgreSQL; nil on
+	// bbolt.
+	pgAudit *pgaudit.Log
+	rec     audit.Recorder   // the log, counted by metrics when they are on
+	mets    *metrics.Metrics // nil without MetricsListen
+	ca      *ca.CA
+	auth    *auth.Service
 
 	// live is what hearth.yaml's routes, bundles, requirements, trusted
 	// networks and OIDC providers built (see reload.go); a reload swaps it
@@ -122,6 +133,9 @@ func Open(opts Options) (*Server, error) {
 		return nil, err
 	}
 	applyOptions(cfg, opts)
+	if err := cfg.Store.Validate(); err != nil { // --store-dsn too
+		return nil, err
+	}
 	s := &Server{opts: opts, cfg: cfg, log: opts.Logger}
 	ok := false
 	defer func() {
@@ -141,21 +155,37 @@ func Open(opts Options) (*Server, error) {
 		return nil, fmt.Errorf("server: reading randomness: %w", err)
 	}
 
-	s.db, err = bolt.Open(filepath.Join(dir, StoreName), 0o600, &bolt.Options{Timeout: 2 * time.Second})
-	if err != nil {
-		return nil, fmt.Errorf("server: opening the store %s: %w (is another hearth serving this dir?)", filepath.Join(dir, StoreName), err)
-	}
-	aopts := audit.Options{Logger: s.log, Now: opts.Now}
-	if opts.MetricsListen != "" {
-		s.mets = metrics.New()
-		aopts.OnBatch = s.mets.OnBatch
-	}
-	if s.audit, err = audit.Open(dir, cfg.Audit, aopts); err != nil {
+	if s.store, err = openStore(context.Background(), dir, cfg.Store, s.log); err != nil {
 		return nil, err
 	}
-	s.rec = s.audit
+	if bs, ok := s.store.(*boltstore.Store); ok {
+		s.db = bs.DB()
+	}
+	if opts.MetricsListen != "" {
+		s.mets = metrics.New()
+	}
+	var base audit.Recorder
+	if p, ok := s.store.(pooled); ok {
+		// Replicas share one audit history in the store's database
+		// (internal/pgaudit), signed with the data dir's audit keys,
+		// which every replica holds a copy of.
+		if s.pgAudit, err = pgaudit.Open(context.Background(), p.Pool(), dir, pgaudit.Options{Logger: s.log, Now: opts.Now}); err != nil {
+			return nil, fmt.Errorf("server: opening the audit history in PostgreSQL: %w", err)
+		}
+		base = s.pgAudit
+	} else {
+		aopts := audit.Options{Logger: s.log, Now: opts.Now}
+		if s.mets != nil {
+			aopts.OnBatch = s.mets.OnBatch
+		}
+		if s.audit, err = audit.Open(dir, cfg.Audit, aopts); err != nil {
+			return nil, err
+		}
+		base = s.audit
+	}
+	s.rec = base
 	if s.mets != nil {
-		s.rec = s.mets.Recorder(s.audit, func(c string) bool {
+		s.rec = s.mets.Recorder(base, func(c string) bool {
 			l := s.live.Load() // nil while Open records the configuration it starts with
 			return l != nil && l.policy.Known(authz.Capability(c))
 		})
@@ -167,13 +197,23 @@ func Open(opts Options) (*Server, error) {
 	if s.publicURL == "" {
 		s.publicURL = "https://localhost" + portOf(cfg.Gateway.Listen)
 	}
-	s.ca, err = ca.Open(dir, cfg.CA, ca.Options{
-		DB: s.db, Policy: policy, Audit: s.rec, Logger: s.log, Now: opts.Now, PublicURL: s.publicURL,
-	})
+	copts := ca.Options{
+		Store: s.store, Policy: policy, Audit: s.rec, Logger: s.log, Now: opts.Now, PublicURL: s.publicURL,
+	}
+	if p, ok := s.store.(pooled); ok {
+		// The CA's own records (issued certificates, used one-time
+		// tokens, ACME) in the same database, schema hearth_ca, through
+		// pgnosql, whose compare-and-swap is one statement: atomic across
+		// replicas, unlike smallstep's own PostgreSQL driver.
+		if copts.CADB, err = pgnosql.New(p.Pool(), pgnosql.DefaultSchema); err != nil {
+			return nil, fmt.Errorf("server: the CA's database in PostgreSQL: %w", err)
+		}
+	}
+	s.ca, err = ca.Open(dir, cfg.CA, copts)
 	if err != nil {
 		return nil, err
 	}
-	s.auth, err = auth.Open(s.db, cfg.Auth, auth.Options{
+	s.auth, err = auth.Open(s.store, cfg.Auth, auth.Options{
 		Policy: policy, Audit: s.rec, Logger: s.log, Now: opts.Now, ZoneOf: s.zoneOf,
 	})
 	if err != nil {
@@ -250,7 +290,7 @@ func (s *Server) hearthMux(l *live) http.Handler {
 	if l.oidc != nil {
 		mux.Handle(oidc.PathPrefix, l.oidc)
 	}
-	mux.Handle("/.hearth/v1/audit/", requirePrincipal(s.audit.Handler()))
+	mux.Handle("/.hearth/v1/audit/", requirePrincipal(s.auditHandler((*audit.Log).Handler)))
 	mux.Handle(webui.Prefix, s.webUI(l).Handler())
 	admin := l.gateway.Require(authz.CapHearthAdmin, adminMux(s, l))
 	mux.Handle("/.hearth/v1/admin/", admin)
@@ -267,9 +307,16 @@ func (s *Server) webUI(l *live) *webui.UI {
 	for _, p := range l.cfg.OIDC {
 		providers = append(providers, webui.OIDCProvider{Name: p.Name, DisplayName: p.DisplayName})
 	}
+	// On PostgreSQL the pages show no audit entries (the history is read
+	// with hearth audit verify/export --store-dsn).
+	var tail webui.AuditTail
+	var status webui.AuditStatus
+	if s.audit != nil {
+		tail, status = s.audit, webui.LogStatus{Dir: s.opts.Dir, Log: s.audit}
+	}
 	return webui.New(webui.Options{
-		Auth: s.auth, Policy: l.policy, Devices: s.ca, Audit: s.audit, Recorder: s.rec,
-		Enrollment: s.ca, Users: s.auth, AuditStatus: webui.LogStatus{Dir: s.opts.Dir, Log: s.audit},
+		Auth: s.auth, Policy: l.policy, Devices: s.ca, Audit: tail, Recorder: s.rec,
+		Enrollment: s.ca, Users: s.auth, AuditStatus: status,
 		Household:     l.cfg.Name,
 		OIDCProviders: providers, Now: s.opts.Now, Logger: s.log,
 		Passkeys: s.passkeys(),
@@ -290,7 +337,7 @@ func adminMux(s *Server, l *live) http.Handler {
 	mux.Handle("/.hearth/v1/admin/devices/", s.ca.AdminHandler())
 	mux.Handle("/.hearth/v1/admin/users", s.auth.AdminHandler())
 	mux.Handle("/.hearth/v1/admin/users/", s.auth.AdminHandler())
-	mux.Handle(audit.AdminPath, s.audit.AdminHandler())
+	mux.Handle(audit.AdminPath, s.auditHandler((*audit.Log).AdminHandler))
 	if l.oidc != nil {
 		mux.Handle(oidc.AdminPath, l.oidc.AdminHandler())
 	}
@@ -460,8 +507,11 @@ func (s *Server) Close() error {
 	if s.audit != nil {
 		errs = append(errs, s.audit.Close())
 	}
-	if s.db != nil {
-		errs = append(errs, s.db.Close())
+	if s.pgAudit != nil {
+		errs = append(errs, s.pgAudit.Close())
+	}
+	if s.store != nil {
+		errs = append(errs, s.store.Close())
 	}
 	return errors.Join(errs...)
 }

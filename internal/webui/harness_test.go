@@ -25,6 +25,7 @@ import (
 	"github.com/hearth-home/hearth/auth"
 	"github.com/hearth-home/hearth/authz"
 	"github.com/hearth-home/hearth/ca"
+	"github.com/hearth-home/hearth/internal/store/boltstore"
 	"github.com/hearth-home/hearth/internal/webui"
 	"github.com/hearth-home/hearth/mtls"
 )
@@ -98,14 +99,14 @@ func newEnv(t *testing.T, eo envOpts) *env {
 		t.Fatal(err)
 	}
 	clk := &clock{t: time.Now().UTC().Truncate(time.Second)}
-	c, err := ca.Open(dir, ca.Config{}, ca.Options{DB: db, Policy: pol, Audit: lg, Now: clk.Now})
+	c, err := ca.Open(dir, ca.Config{}, ca.Options{Store: boltstore.New(db), Policy: pol, Audit: lg, Now: clk.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
 	acfg := eo.authCfg
 	acfg.Argon2 = auth.Argon2Params{Time: 1, MemoryKiB: 64, Threads: 1}
-	as, err := auth.Open(db, acfg, auth.Options{Policy: pol, Audit: lg, Now: clk.Now})
+	as, err := auth.Open(boltstore.New(db), acfg, auth.Options{Policy: pol, Audit: lg, Now: clk.Now})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,7 +3,7 @@
 # and (when installed: apt-get install -y nginx) nginx with
 # ssl_verify_client on, in one run. See scripts/bench/gateway/main.go.
 #
-#   scripts/bench/gateway.sh [-duration 5s] [-clients 32[,128]] [-rate 1000] [-rounds 3] [-audit mem|disk] [-nginx auto|off]
+#   scripts/bench/gateway.sh [-duration 5s] [-clients 32[,128]] [-rate 1000] [-rounds 3] [-audit mem|disk] [-measure keepalive,newconn,paced] [-nginx auto|off]
 #
 # HEARTH_BENCH_BASELINE=<git revision> also runs the hearth gateway built
 # from that revision, side by side as "baseline": before/after figures of

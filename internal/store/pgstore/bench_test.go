@@ -9,6 +9,8 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/hearth-home/hearth/internal/pgtest"
+	"github.com/hearth-home/hearth/internal/store"
+	"github.com/hearth-home/hearth/internal/store/storetest"
 )
 
 // BenchmarkAuditAppend measures audit appends through the PostgreSQL
@@ -64,4 +66,28 @@ func benchAppend(b *testing.B, listen bool) {
 		}
 	})
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "entries/s")
+}
+
+// BenchmarkStore: storetest's benchmarks on two replicas (two Opens) of
+// one database of the test cluster (fsync off unless the cluster was
+// started durable).
+func BenchmarkStore(b *testing.B) {
+	storetest.Bench(b, func(t testing.TB) (store.Store, store.Store) {
+		db := pgtest.New(t)
+		return open(t, db, Options{MaxConns: 16}), open(t, db, Options{MaxConns: 16})
+	})
+}
+
+// BenchmarkRoundTrip is the floor under BenchmarkStore's figures: one
+// SELECT 1 through the pool.
+func BenchmarkRoundTrip(b *testing.B) {
+	s := open(b, pgtest.New(b), Options{})
+	ctx := context.Background()
+	b.ResetTimer()
+	for range b.N {
+		var one int
+		if err := s.Pool().QueryRow(ctx, "SELECT 1").Scan(&one); err != nil {
+			b.Fatal(err)
+		}
+	}
 }

@@ -40,6 +40,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -105,6 +106,7 @@ type Store struct {
 	feed *Feed
 
 	declared sync.Map // bucket name → struct{}: buckets are never removed
+	retries  atomic.Int64
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -181,6 +183,11 @@ func (s *Store) prune(ctx context.Context) {
 // Pool returns the store's connection pool, for the parts of hearth that
 // share the database (internal/pgnosql, internal/pgaudit).
 func (s *Store) Pool() *pgxpool.Pool { return s.pool }
+
+// Retries returns how often Update has run fn again after a
+// serialization failure or a deadlock since Open (for metrics and
+// benchmarks).
+func (s *Store) Retries() int64 { return s.retries.Load() }
 
 // Driver implements store.Store.
 func (s *Store) Driver() string { return "postgres" }

@@ -89,7 +89,7 @@ func open(t testing.TB, db *pgtest.DB, opts Options) *Store {
 // The conformance suite on PostgreSQL: the two handles are two Opens on
 // one database, i.e. two replicas with their own pools and feeds.
 func TestConformance(t *testing.T) {
-	storetest.Run(t, func(t *testing.T) (store.Store, store.Store) {
+	storetest.Run(t, func(t testing.TB) (store.Store, store.Store) {
 		db := pgtest.New(t)
 		return open(t, db, Options{ApplicationName: "hearth-a"}), open(t, db, Options{ApplicationName: "hearth-b"})
 	})

@@ -56,6 +56,7 @@ func (s *Store) Update(ctx context.Context, fn func(store.Tx) error) error {
 			}
 			return err
 		}
+		s.retries.Add(1)
 		backoff := min(retryCeiling, retryBase<<min(attempt-1, 10))
 		select {
 		case <-ctx.Done():
@@ -344,6 +345,9 @@ type bucket struct {
 }
 
 func (b *bucket) Get(key []byte) []byte {
+	if b.t.err != nil {
+		return nil
+	}
 	if v, ok := b.known[string(key)]; ok || b.loaded {
 		return v
 	}
@@ -404,6 +408,9 @@ func (b *bucket) write(key, value []byte) {
 // runs, so fn may Get from other buckets), then visits the records as the
 // transaction sees them, in key order.
 func (b *bucket) ForEach(fn func(k, v []byte) error) error {
+	if b.t.err != nil {
+		return b.t.err
+	}
 	if !b.loaded {
 		if err := b.t.run(sqlScan, []any{b.name}, func(r pgx.Rows) error {
 			var k, v []byte

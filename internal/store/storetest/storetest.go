@@ -26,7 +26,7 @@ import (
 
 // Open returns two handles on one fresh, empty database, closed at
 // t.Cleanup.
-type Open func(t *testing.T) (a, b store.Store)
+type Open func(t testing.TB) (a, b store.Store)
 
 // Race sizes: racers at once, and rounds.
 const (

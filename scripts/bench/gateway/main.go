@@ -31,7 +31,14 @@
 // -baseline BIN runs the hearth role of another build of this program
 // side by side, as "baseline" (gateway.sh does it for a git revision).
 //
-// Usage: go run ./scripts/bench/gateway [-duration 3s] [-rounds 3] [-clients 32[,128]] [-rate 1000] [-audit mem|disk] [-baseline BIN] [-x25519] [-nginx auto|off]
+// -measure keepalive skips the new-connection and paced measurements (a
+// quicker comparison, or a profile of keep-alive traffic alone). With
+// HEARTH_BENCH_CPUPROFILE=FILE the hearth role writes its CPU profile to
+// FILE and the Go proxy to FILE.goproxy; with the disk log, the hearth
+// role(s) print their group commits' figures (entries per batch, time
+// per commit) on stderr when stopped.
+//
+// Usage: go run ./scripts/bench/gateway [-duration 3s] [-rounds 3] [-clients 32[,128]] [-rate 1000] [-audit mem|disk] [-baseline BIN] [-measure keepalive,newconn,paced] [-x25519] [-nginx auto|off]
 // or scripts/bench/gateway.sh with the same flags.
 package main
 
@@ -84,6 +91,7 @@ func main() {
 	auditMode := flag.String("audit", "mem", "hearth's audit recorder: mem (in-memory, no fsync) or disk (the real signed log, group-committed and fsynced)")
 	baseline := flag.String("baseline", "", "another build of this benchmark whose hearth role runs side by side as \"baseline\" (before/after comparisons in one run)")
 	x25519 := flag.Bool("x25519", false, "offer only X25519 (nginx's OpenSSL lacks the X25519MLKEM768 hybrid Go prefers)")
+	measure := flag.String("measure", "keepalive,newconn,paced", "which measurements to make, comma-separated: keepalive, newconn, paced (keepalive alone for quick comparisons and profiles)")
 	flag.Parse()
 	var err error
 	switch *role {
@@ -98,7 +106,17 @@ func main() {
 			}
 			ns = append(ns, n)
 		}
-		err = drive(*duration, ns, *rate, *rounds, *nginx, *x25519, *baseline)
+		ms := map[string]bool{}
+		for _, m := range strings.Split(*measure, ",") {
+			switch m = strings.TrimSpace(m); m {
+			case "keepalive", "newconn", "paced":
+				ms[m] = true
+			default:
+				fmt.Fprintf(os.Stderr, "gateway: -measure %q: want keepalive, newconn and/or paced\n", *measure)
+				os.Exit(2)
+			}
+		}
+		err = drive(*duration, ns, *rate, *rounds, *nginx, *x25519, *baseline, ms)
 	case "upstream":
 		err = serveUpstream()
 	case "hearth":
@@ -226,6 +244,41 @@ func (m *memRecorder) Record(_ context.Context, e audit.Event) error {
 	return nil
 }
 
+// batchStats sums the audit log's group commits (audit.Options.OnBatch),
+// reported on stderr when the driver stops the hearth role: how many
+// entries a batch held and how long its write and fdatasync took.
+type batchStats struct {
+	mu               sync.Mutex
+	batches, entries int64
+	write            time.Duration
+	sizes            [6]int64 // 1, 2-3, 4-7, 8-15, 16-31, 32+
+}
+
+var batches batchStats
+
+func (b *batchStats) add(s audit.BatchStats) {
+	k := 0
+	for n := s.Entries; n > 1 && k < len(b.sizes)-1; n >>= 1 {
+		k++
+	}
+	b.mu.Lock()
+	b.batches++
+	b.entries += int64(s.Entries)
+	b.write += s.Write
+	b.sizes[k]++
+	b.mu.Unlock()
+}
+
+func (b *batchStats) report() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.batches == 0 {
+		return
+	}
+	fmt.Fprintf(os.Stderr, "%s audit log: %d batches, %.1f entries per batch, %.0f µs per commit (sign, write, fdatasync); batches of 1, 2-3, 4-7, 8-15, 16-31, 32+ entries: %v\n",
+		os.Getenv("HEARTH_BENCH_NAME"), b.batches, float64(b.entries)/float64(b.batches), float64(b.write.Microseconds())/float64(b.batches), b.sizes)
+}
+
 type staticDirectory struct{ caps []authz.Capability }
 
 func (d staticDirectory) LookupDevice(_ context.Context, c *x509.Certificate) (string, []authz.Capability, error) {
@@ -260,7 +313,7 @@ func serveHearth(dir, upstream string) error {
 		if err := audit.Init(adir); err != nil {
 			return err
 		}
-		l, err := audit.Open(adir, audit.Config{}, audit.Options{})
+		l, err := audit.Open(adir, audit.Config{}, audit.Options{OnBatch: batches.add})
 		if err != nil {
 			return err
 		}
@@ -281,19 +334,36 @@ func serveHearth(dir, upstream string) error {
 		return err
 	}
 	announce(ln)
-	if path := os.Getenv("HEARTH_BENCH_CPUPROFILE"); path != "" {
-		// For looking into the gateway under load: the profile is written
-		// when the driver stops this process.
-		f, err := os.Create(path)
-		if err != nil {
-			return err
-		}
-		pprof.StartCPUProfile(f)
-		sig := make(chan os.Signal, 1)
-		signal.Notify(sig, os.Interrupt)
-		go func() { <-sig; pprof.StopCPUProfile(); f.Close(); os.Exit(0) }()
+	if err := onStop(""); err != nil {
+		return err
 	}
 	return g.Server(mtls.ServerTLSConfig(&cert, pool)).ServeTLS(ln, "", "")
+}
+
+// onStop starts the CPU profile HEARTH_BENCH_CPUPROFILE names (with
+// suffix), if any, for looking into a proxy under load, and writes it and
+// the audit log's batch figures when the driver stops this process.
+func onStop(suffix string) error {
+	var prof *os.File
+	if path := os.Getenv("HEARTH_BENCH_CPUPROFILE"); path != "" {
+		var err error
+		if prof, err = os.Create(path + suffix); err != nil {
+			return err
+		}
+		pprof.StartCPUProfile(prof)
+	}
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, os.Interrupt)
+	go func() {
+		<-sig
+		if prof != nil {
+			pprof.StopCPUProfile()
+			prof.Close()
+		}
+		batches.report()
+		os.Exit(0)
+	}()
+	return nil
 }
 
 // serveGoProxy is the baseline: the least a Go mTLS reverse proxy does.
@@ -319,6 +389,9 @@ func serveGoProxy(dir, upstream string) error {
 		return err
 	}
 	announce(ln)
+	if err := onStop(".goproxy"); err != nil {
+		return err
+	}
 	srv := &http.Server{
 		Handler: rp,
 		TLSConfig: &tls.Config{
@@ -360,6 +433,15 @@ func start(name string, args ...string) (*proc, error) {
 func startBin(bin, name string, args ...string) (*proc, error) {
 	cmd := exec.Command(bin, args...)
 	cmd.Stderr = os.Stderr
+	// The child knows its name (for its report); only "hearth" and
+	// "goproxy" write CPU profiles (goproxy's with the suffix .goproxy),
+	// so that a baseline build does not overwrite hearth's.
+	for _, kv := range os.Environ() {
+		if name == "hearth" || name == "goproxy" || !strings.HasPrefix(kv, "HEARTH_BENCH_CPUPROFILE=") {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
+	cmd.Env = append(cmd.Env, "HEARTH_BENCH_NAME="+name)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		return nil, err
@@ -732,7 +814,7 @@ func median[T int64 | float64 | time.Duration](xs []T) T {
 	return s[len(s)/2]
 }
 
-func drive(d time.Duration, ns []int, rate, rounds int, nginxMode string, x25519 bool, baseline string) error {
+func drive(d time.Duration, ns []int, rate, rounds int, nginxMode string, x25519 bool, baseline string, measure map[string]bool) error {
 	dir, err := os.MkdirTemp("", "hearth-bench-")
 	if err != nil {
 		return err
@@ -812,12 +894,19 @@ func drive(d time.Duration, ns []int, rate, rounds int, nginxMode string, x25519
 				p := procs[(i+round)%len(procs)]
 				load(p.addr, cfg, n, d/5, true, 0, true) // warm up
 				var s sample
+				var ka, nc, paced, direct result
 				c0 := cpuTicks(p.pids())
-				ka := load(p.addr, cfg, n, d, true, 0, true)
+				if measure["keepalive"] {
+					ka = load(p.addr, cfg, n, d, true, 0, true)
+				}
 				c1 := cpuTicks(p.pids())
-				nc := load(p.addr, cfg, n, d, false, 0, true)
+				if measure["newconn"] {
+					nc = load(p.addr, cfg, n, d, false, 0, true)
+				}
 				c2 := cpuTicks(p.pids())
-				paced, direct := pacedPairs(p.addr, cfg, up.addr, n, d, interval)
+				if measure["paced"] {
+					paced, direct = pacedPairs(p.addr, cfg, up.addr, n, d, interval)
+				}
 				s.keepAlive, s.newConns = ka.rps, nc.rps
 				if ka.reqs > 0 {
 					s.kaCPU = float64(c1-c0) * 1e4 / float64(ka.reqs)
@@ -890,8 +979,17 @@ func drive(d time.Duration, ns []int, rate, rounds int, nginxMode string, x25519
 		fmt.Println()
 		base := sums[0]
 		for _, r := range sums[1:] {
-			fmt.Printf("hearth / %-8s keep-alive %.2fx (CPU per request %.2fx)   new connections %.2fx (CPU per request %.2fx)   added p50 %.2fx, p99 %.2fx\n",
-				r.name, base.ka/r.ka, base.kaCPU/r.kaCPU, base.nc/r.nc, base.ncCPU/r.ncCPU, float64(base.p50)/float64(r.p50), float64(base.p99)/float64(r.p99))
+			fmt.Printf("hearth / %-8s", r.name)
+			if measure["keepalive"] {
+				fmt.Printf(" keep-alive %.2fx (CPU per request %.2fx)  ", base.ka/r.ka, base.kaCPU/r.kaCPU)
+			}
+			if measure["newconn"] {
+				fmt.Printf(" new connections %.2fx (CPU per request %.2fx)  ", base.nc/r.nc, base.ncCPU/r.ncCPU)
+			}
+			if measure["paced"] {
+				fmt.Printf(" added p50 %.2fx, p99 %.2fx", float64(base.p50)/float64(r.p50), float64(base.p99)/float64(r.p99))
+			}
+			fmt.Println()
 		}
 	}
 	return nil

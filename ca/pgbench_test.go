@@ -1,0 +1,47 @@
+package ca
+
+import (
+	"testing"
+	"time"
+)
+
+// BenchmarkEnrollBoltVsPostgres alternates, per iteration, one enrollment
+// (token → certificate over hearth's enroll API, TLS 1.3 on loopback with
+// keep-alive) on a CA on bbolt (hearth.db + the CA's bbolt file) and one on
+// a CA on PostgreSQL (pgstore + pgnosql; the first of a replica pair, the
+// second replica running too), flipping the order every iteration so that
+// both see the same load, and reports each one's time per enrollment and
+// their ratio. Tokens and CSRs are made before the timer starts.
+//
+//	go test -run XXX -bench EnrollBoltVsPostgres -benchtime 200x -count 5 ./ca
+func BenchmarkEnrollBoltVsPostgres(b *testing.B) {
+	bolt := newTestCA(b, Config{})
+	pg, _, _ := pgReplicas(b)
+	bItems := hearthItems(b, bolt, b.N)
+	pItems := hearthItems(b, pg.testCA, b.N)
+	bc, pc := benchClient(bolt), benchClient(pg.testCA)
+	var tb, tp time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		doBolt := func() {
+			t0 := time.Now()
+			benchPost(b, bc, bolt.gateway.URL+EnrollPath, EnrollRequest{Token: bItems[i].token, CSR: bItems[i].csr})
+			tb += time.Since(t0)
+		}
+		doPG := func() {
+			t0 := time.Now()
+			benchPost(b, pc, pg.gateway.URL+EnrollPath, EnrollRequest{Token: pItems[i].token, CSR: pItems[i].csr})
+			tp += time.Since(t0)
+		}
+		if i%2 == 0 {
+			doBolt()
+			doPG()
+		} else {
+			doPG()
+			doBolt()
+		}
+	}
+	b.ReportMetric(float64(tb.Nanoseconds())/float64(b.N), "bbolt-ns/enroll")
+	b.ReportMetric(float64(tp.Nanoseconds())/float64(b.N), "postgres-ns/enroll")
+	b.ReportMetric(float64(tp)/float64(tb), "postgres/bbolt")
+}
