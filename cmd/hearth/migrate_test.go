@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -117,6 +118,43 @@ func TestMigrateToPostgres(t *testing.T) {
 		t.Fatalf("second migrate: %v, stderr %q; want a refusal saying how to start over", err, errOut)
 	}
 	compareMigrated(t, dir, dsn)
+
+	// hearth serve on the migrated database: the enrolled device still
+	// reaches the gateway, the user still logs in with the same password,
+	// and the history verifies with every migrated entry and the new ones.
+	// The embedded stores are moved aside first, so that what serves can
+	// only be the migrated copy.
+	for _, f := range []string{migrate.StoreFile, migrate.CADBFile} {
+		if err := os.Rename(filepath.Join(dir, f), filepath.Join(dir, f+".migrated")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	srv = startServe(t, dir, upstream, "--store-dsn", dsn)
+	client, _ = deviceClient(t, devDir)
+	resp, err := client.Get("https://" + srv.gateway + "/api/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /api/status on the migrated database = %d; serve stderr:\n%s", resp.StatusCode, srv.stderr.String())
+	}
+	if out, errOut, err := hearthCmd(t, dir, pw+"\n", "login", "--url", "https://"+srv.gateway, "--user", "bob", "--fingerprint", in.Fingerprint); err != nil || out == "" {
+		t.Fatalf("login on the migrated database: %q, %v\n%s", out, err, errOut)
+	}
+	if _, _, err := hearthCmd(t, dir, "wrong password!!\n", "login", "--url", "https://"+srv.gateway, "--user", "bob", "--fingerprint", in.Fingerprint); err == nil {
+		t.Error("login with a wrong password succeeded on the migrated database")
+	}
+	var v struct {
+		OK      bool   `json:"ok"`
+		Entries int64  `json:"entries"`
+		Error   string `json:"error"`
+	}
+	out := mustHearth(t, dir, "audit", "verify", "--store-dsn", dsn, "--json")
+	if err := json.Unmarshal([]byte(out), &v); err != nil || !v.OK || v.Entries <= moved.Audit.Entries {
+		t.Fatalf("audit verify --store-dsn after serving = %s (%v); want ok with more than the %d migrated entries", out, err, moved.Audit.Entries)
+	}
 }
 
 // compareMigrated checks that the database holds exactly the data dir's
