@@ -318,3 +318,11 @@ func (x *Exporter) Close() error {
 	errs = append(errs, syncDir(filepath.Join(x.adir, SegmentsDir)), syncDir(x.adir))
 	return errors.Join(errs...)
 }
+
+// ParseTilePath parses the path of a c2sp.org/tlog-tiles tile or entry
+// bundle after the log's prefix ("tile/0/x001/234.p/5",
+// "tile/entries/000"), strictly, as Log.Handler does.
+func ParseTilePath(p string) (tlog.Tile, error) { return parseTilePath(p) }
+
+// TileInTree reports whether tile t exists in a tree of size entries.
+func TileInTree(t tlog.Tile, size int64) bool { return tileInTree(t, size) }

@@ -98,11 +98,11 @@ type Log struct {
 	hashBuf    []byte
 	cpBuf      []byte
 
-	bundles   bundleIndex // where entry tiles start, for serving them
-	witnesses []*witnessClient
-	wstop     chan struct{}
-	wdone     chan struct{}
-	onBatch   func(BatchStats)
+	bundles bundleIndex    // where entry tiles start, for serving them
+	wpush   *WitnessPusher // nil without witnesses
+	wstop   chan struct{}
+	wdone   chan struct{}
+	onBatch func(BatchStats)
 
 	mu      sync.RWMutex // guards what readers see
 	size    int64
@@ -186,17 +186,9 @@ func Open(dir string, cfg Config, opts Options) (*Log, error) {
 	l.onBatch = opts.OnBatch
 	go l.run()
 	if len(cfg.Witnesses) > 0 {
-		hc := opts.HTTPClient
-		if hc == nil {
-			hc = &http.Client{Timeout: 10 * time.Second}
-		}
-		for _, w := range cfg.Witnesses {
-			c, err := newWitnessClient(adir, w, hc, k.verifier)
-			if err != nil {
-				l.Close()
-				return nil, err
-			}
-			l.witnesses = append(l.witnesses, c)
+		if l.wpush, err = NewWitnessPusher(adir, cfg.Witnesses, opts.HTTPClient, k.verifier, l, l.log); err != nil {
+			l.Close()
+			return nil, err
 		}
 		interval := opts.WitnessInterval
 		if interval <= 0 {

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"filippo.io/torchwood"
+	"github.com/rs/zerolog"
 	"golang.org/x/mod/sumdb/note"
 )
 
@@ -123,7 +124,7 @@ var errWitnessRefused = errors.New("the witness refuses the log's history")
 // signed checkpoint. A 409 names the size the witness has: push retries
 // once from there. A 422 (or a witness ahead of the log) means the history
 // the witness saw is not this log's: reported, not retried.
-func (c *witnessClient) push(ctx context.Context, l *Log, cp Checkpoint, msg []byte) error {
+func (c *witnessClient) push(ctx context.Context, l consistencyProver, cp Checkpoint, msg []byte) error {
 	c.mu.Lock()
 	old := c.old
 	c.mu.Unlock()
@@ -263,6 +264,100 @@ func (c *witnessClient) keep(cp Checkpoint, msg, lines []byte) error {
 	return nil
 }
 
+// consistencyProver proves that the log's tree of size entries extends
+// the tree of old entries (*Log over its hashes file; the PostgreSQL log
+// over its hashes table).
+type consistencyProver interface {
+	ProveConsistency(old, size int64) (*ConsistencyProof, error)
+}
+
+// WitnessPusher pushes a log's checkpoints to its witnesses
+// (c2sp.org/tlog-witness) and keeps their cosignatures, per witness, in
+// <audit dir>/witnesses: the file log uses one, and so does the replica
+// that sequences the PostgreSQL log (internal/pgaudit).
+type WitnessPusher struct {
+	clients []*witnessClient
+	prove   consistencyProver
+	log     zerolog.Logger
+}
+
+// NewWitnessPusher returns a pusher for the witnesses ws of the log whose
+// checkpoints verifier checks; cosigned checkpoints are kept under adir
+// (a log's audit directory), prove gives the consistency proofs; hc is the
+// HTTP client (nil: a 10-second timeout).
+func NewWitnessPusher(adir string, ws []Witness, hc *http.Client, verifier note.Verifier, prove interface {
+	ProveConsistency(old, size int64) (*ConsistencyProof, error)
+}, lg zerolog.Logger) (*WitnessPusher, error) {
+	if hc == nil {
+		hc = &http.Client{Timeout: 10 * time.Second}
+	}
+	p := &WitnessPusher{prove: prove, log: lg}
+	for _, w := range ws {
+		c, err := newWitnessClient(adir, w, hc, verifier)
+		if err != nil {
+			return nil, err
+		}
+		p.clients = append(p.clients, c)
+	}
+	return p, nil
+}
+
+// Push sends the checkpoint (cp, msg) to every witness that has not
+// cosigned it or a later one and has not refused the log. It returns an
+// audit.witness event for each witness that now refuses the log's history
+// (the caller records it); other failures are logged and retried at the
+// next Push.
+func (p *WitnessPusher) Push(ctx context.Context, cp Checkpoint, msg []byte) []Event {
+	var refusals []Event
+	for _, c := range p.clients {
+		c.mu.Lock()
+		behind := cp.Size > c.status.Size && !c.status.Refused
+		c.mu.Unlock()
+		if !behind {
+			continue
+		}
+		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := c.push(pctx, p.prove, cp, msg)
+		cancel()
+		now := time.Now()
+		c.mu.Lock()
+		c.status.LastAttempt = now
+		if err != nil {
+			c.status.Error = err.Error()
+			if errors.Is(err, errWitnessRefused) {
+				c.status.Refused = true
+				p.log.Error().Err(err).Str("witness", c.status.Name).Msg("audit: a witness refuses this log's history; run `hearth audit verify --witness KEY`")
+				ev := Event{Name: EventAuditWitness, Outcome: OutcomeFailure, Principal: "hearth", Resource: c.w.URL,
+					Reason: firstLine([]byte(err.Error())), Meta: map[string]string{"witness": c.status.Name, "size": fmt.Sprint(cp.Size)}}
+				if len(ev.Resource) > maxFieldLen {
+					ev.Resource = ev.Resource[:maxFieldLen]
+				}
+				refusals = append(refusals, ev)
+			} else {
+				p.log.Warn().Err(err).Str("witness", c.status.Name).Msg("audit: witness push failed; retrying")
+			}
+		} else {
+			c.status.Error, c.status.LastSuccess = "", now
+		}
+		c.mu.Unlock()
+	}
+	return refusals
+}
+
+// Status returns what the pusher knows of each witness, for a log of size
+// entries.
+func (p *WitnessPusher) Status(size int64) []WitnessStatus {
+	out := make([]WitnessStatus, 0, len(p.clients))
+	for _, c := range p.clients {
+		c.mu.Lock()
+		s := c.status
+		c.mu.Unlock()
+		s.Lag = max(size-s.Size, 0)
+		out = append(out, s)
+	}
+	return out
+}
+
 // runWitnesses pushes the latest checkpoint to every witness at most once
 // per interval, in its own goroutine, never in a request's path.
 func (l *Log) runWitnesses(interval time.Duration) {
@@ -285,43 +380,10 @@ func (l *Log) runWitnesses(interval time.Duration) {
 		case <-t.C:
 		}
 		cp, msg := l.Checkpoint()
-		for _, c := range l.witnesses {
-			c.mu.Lock()
-			behind := cp.Size > c.status.Size && !c.status.Refused
-			c.mu.Unlock()
-			if !behind {
-				continue
-			}
-			ctx, cancel := context.WithTimeout(stopped, 10*time.Second)
-			err := c.push(ctx, l, cp, msg)
-			cancel()
-			now := time.Now()
-			var refused *Event
-			c.mu.Lock()
-			c.status.LastAttempt = now
-			if err != nil {
-				c.status.Error = err.Error()
-				if errors.Is(err, errWitnessRefused) {
-					c.status.Refused = true
-					l.log.Error().Err(err).Str("witness", c.status.Name).Msg("audit: a witness refuses this log's history; run `hearth audit verify --witness KEY`")
-					ev := Event{Name: EventAuditWitness, Outcome: OutcomeFailure, Principal: "hearth", Resource: c.w.URL,
-						Reason: firstLine([]byte(err.Error())), Meta: map[string]string{"witness": c.status.Name, "size": fmt.Sprint(cp.Size)}}
-					if len(ev.Resource) > maxFieldLen {
-						ev.Resource = ev.Resource[:maxFieldLen]
-					}
-					refused = &ev
-				} else {
-					l.log.Warn().Err(err).Str("witness", c.status.Name).Msg("audit: witness push failed; retrying")
-				}
-			} else {
-				c.status.Error, c.status.LastSuccess = "", now
-			}
-			c.mu.Unlock()
-			if refused != nil {
-				// An entry of its own, so the owner sees it in the log.
-				if err := l.Record(stopped, *refused); err != nil {
-					l.log.Error().Err(err).Msg("audit: recording a witness's refusal")
-				}
+		for _, ev := range l.wpush.Push(stopped, cp, msg) {
+			// An entry of its own, so the owner sees it in the log.
+			if err := l.Record(stopped, ev); err != nil {
+				l.log.Error().Err(err).Msg("audit: recording a witness's refusal")
 			}
 		}
 	}
@@ -329,16 +391,10 @@ func (l *Log) runWitnesses(interval time.Duration) {
 
 // Witnesses returns what the log knows of each configured witness.
 func (l *Log) Witnesses() []WitnessStatus {
-	size := l.Size()
-	out := make([]WitnessStatus, 0, len(l.witnesses))
-	for _, c := range l.witnesses {
-		c.mu.Lock()
-		s := c.status
-		c.mu.Unlock()
-		s.Lag = max(size-s.Size, 0)
-		out = append(out, s)
+	if l.wpush == nil {
+		return []WitnessStatus{}
 	}
-	return out
+	return l.wpush.Status(l.Size())
 }
 
 // cosignedCheckpoint returns msg with the cosignatures kept for the same
@@ -346,7 +402,10 @@ func (l *Log) Witnesses() []WitnessStatus {
 func (l *Log) cosignedCheckpoint(cp Checkpoint, msg []byte) []byte {
 	var extra []byte
 	text := cp.Text()
-	for _, c := range l.witnesses {
+	if l.wpush == nil {
+		return msg
+	}
+	for _, c := range l.wpush.clients {
 		c.mu.Lock()
 		if bytes.Equal(c.cpText, text) {
 			extra = append(extra, c.cosig...)

@@ -48,7 +48,9 @@ import (
 	"embed"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
+	"path/filepath"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -135,6 +137,15 @@ type Options struct {
 	// NoSequencer: this replica runs no sequencer candidate (tests, or a
 	// replica that only records).
 	NoSequencer bool
+	// Witnesses cosign the checkpoints (c2sp.org/tlog-witness): the replica
+	// that is the sequencer pushes the latest checkpoint to each, at most
+	// once per WitnessInterval (default 1 s), and keeps their cosignatures
+	// in <data dir>/audit/witnesses, as the file log does. Every replica
+	// should have the same list.
+	Witnesses       []audit.Witness
+	WitnessInterval time.Duration
+	// HTTPClient pushes to the witnesses; default a 10-second timeout.
+	HTTPClient *http.Client
 	// Heartbeat is the longest a listening connection (waiter, sequencer)
 	// waits without a notification before it looks anyway, and the pause
 	// before a failed one reconnects. Default 100 ms.
@@ -159,6 +170,7 @@ type Log struct {
 	wg     sync.WaitGroup
 	w      *waiter
 	seq    *Sequencer
+	wpush  *audit.WitnessPusher // nil without witnesses or sequencer
 
 	born       time.Time
 	lastNotify atomic.Int64 // since born, of the last insert that notified
@@ -187,10 +199,13 @@ func Open(ctx context.Context, pool *pgxpool.Pool, dir string, opts Options) (*L
 	if err != nil {
 		return nil, err
 	}
-	return open(ctx, pool, signer, opts)
+	return open(ctx, pool, filepath.Join(dir, audit.DirName), signer, opts)
 }
 
-func open(ctx context.Context, pool *pgxpool.Pool, signer *audit.Signer, opts Options) (*Log, error) {
+func open(ctx context.Context, pool *pgxpool.Pool, adir string, signer *audit.Signer, opts Options) (*Log, error) {
+	if err := (audit.Config{Witnesses: opts.Witnesses}).Validate(); err != nil {
+		return nil, err
+	}
 	if opts.Name == "" {
 		h, _ := os.Hostname()
 		opts.Name = fmt.Sprintf("%s:%d", h, os.Getpid())
@@ -232,6 +247,13 @@ func open(ctx context.Context, pool *pgxpool.Pool, signer *audit.Signer, opts Op
 		l.wg.Add(1)
 		go l.insertLoop()
 	}
+	if !opts.NoSequencer && len(opts.Witnesses) > 0 {
+		if l.wpush, err = audit.NewWitnessPusher(adir, opts.Witnesses, opts.HTTPClient, signer.Verifier(), l, opts.Logger); err != nil {
+			l.cancel()
+			l.w.close()
+			return nil, err
+		}
+	}
 	if !opts.NoSequencer {
 		l.seq = &Sequencer{Pool: pool, Signer: signer, Name: opts.Name, Batch: opts.SequencerBatch, Idle: opts.Heartbeat, Logger: opts.Logger}
 		l.wg.Add(1)
@@ -239,6 +261,10 @@ func open(ctx context.Context, pool *pgxpool.Pool, signer *audit.Signer, opts Op
 			defer l.wg.Done()
 			l.seq.Candidate(l.ctx)
 		}()
+		if l.wpush != nil {
+			l.wg.Add(1)
+			go l.runWitnesses()
+		}
 	}
 	if err := l.Record(ctx, audit.Event{Name: audit.EventAuditStart, Outcome: audit.OutcomeSuccess, Principal: "hearth",
 		Meta: map[string]string{"replica": truncate(opts.Name, 1024), "store": "postgres"}}); err != nil {

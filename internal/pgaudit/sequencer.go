@@ -145,7 +145,7 @@ func (s *Sequencer) frontier(ctx context.Context, conn *pgx.Conn, size int64) (*
 	if err := conn.QueryRow(ctx, "SELECT note FROM "+Schema+".checkpoints WHERE size = $1", size).Scan(&msg); err != nil {
 		return nil, fmt.Errorf("the checkpoint of size %d: %w", size, err)
 	}
-	c, err := audit.OpenCheckpoint(msg, note.VerifierList(s.Signer.Verifier()))
+	c, err := audit.OpenCheckpoint(msg, noteVerifiers(s.Signer))
 	if err != nil {
 		return nil, fmt.Errorf("the checkpoint of size %d: %w", size, err)
 	}
@@ -312,3 +312,5 @@ func (s *Sequencer) batch(ctx context.Context, conn *pgx.Conn, epoch int64, fr *
 	*fr = next
 	return len(ids), nil
 }
+
+func noteVerifiers(s *audit.Signer) note.Verifiers { return note.VerifierList(s.Verifier()) }
