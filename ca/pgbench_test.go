@@ -1,6 +1,7 @@
 package ca
 
 import (
+	"context"
 	"testing"
 	"time"
 )
@@ -44,4 +45,22 @@ func BenchmarkEnrollBoltVsPostgres(b *testing.B) {
 	b.ReportMetric(float64(tb.Nanoseconds())/float64(b.N), "bbolt-ns/enroll")
 	b.ReportMetric(float64(tp.Nanoseconds())/float64(b.N), "postgres-ns/enroll")
 	b.ReportMetric(float64(tp)/float64(tb), "postgres/bbolt")
+}
+
+// BenchmarkLookupDevicePostgres is BenchmarkLookupDevice on a replica on
+// PostgreSQL: the cached view while the feed is fresh (the store is read
+// only on a miss or when the feed is stale).
+func BenchmarkLookupDevicePostgres(b *testing.B) {
+	a, _, _ := pgReplicas(b)
+	_, leaf := a.enrolled(b, "pi", "system:read")
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, _, err := a.LookupDevice(ctx, leaf); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }
