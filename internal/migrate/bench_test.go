@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/hearth-home/hearth/internal/bolttest"
 	"github.com/hearth-home/hearth/internal/pgtest"
 )
 
@@ -23,11 +24,11 @@ func BenchmarkRun(b *testing.B) {
 	for i := range 1000 {
 		certs[fmt.Sprintf("%040x", i)] = fmt.Sprintf("%01000d", i)
 	}
-	boltFile(b, filepath.Join(dir, StoreFile), map[string]map[string]string{"auth.users": recs})
+	bolttest.Write(b, filepath.Join(dir, StoreFile), map[string]map[string]string{"auth.users": recs})
 	if err := os.Mkdir(filepath.Join(dir, "ca"), 0o700); err != nil {
 		b.Fatal(err)
 	}
-	boltFile(b, filepath.Join(dir, CADBFile), map[string]map[string]string{"x509_certs": certs})
+	bolttest.Write(b, filepath.Join(dir, CADBFile), map[string]map[string]string{"x509_certs": certs})
 	fileLog(b, dir, 20000)
 	b.ResetTimer()
 	for range b.N {

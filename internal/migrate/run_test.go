@@ -11,6 +11,7 @@ import (
 
 	"go.etcd.io/bbolt"
 
+	"github.com/hearth-home/hearth/internal/bolttest"
 	"github.com/hearth-home/hearth/internal/pgaudit"
 	"github.com/hearth-home/hearth/internal/pgtest"
 )
@@ -20,11 +21,11 @@ import (
 func dataDir(t *testing.T) string {
 	t.Helper()
 	dir := t.TempDir()
-	boltFile(t, filepath.Join(dir, StoreFile), sample)
+	bolttest.Write(t, filepath.Join(dir, StoreFile), sample)
 	if err := os.Mkdir(filepath.Join(dir, "ca"), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	boltFile(t, filepath.Join(dir, CADBFile), map[string]map[string]string{"x509_certs": {"01": "cert"}, "used_ott": {"jti": "t"}})
+	bolttest.Write(t, filepath.Join(dir, CADBFile), map[string]map[string]string{"x509_certs": {"01": "cert"}, "used_ott": {"jti": "t"}})
 	fileLog(t, dir, 40)
 	return dir
 }
