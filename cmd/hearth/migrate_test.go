@@ -93,6 +93,7 @@ func TestMigrateToPostgres(t *testing.T) {
 		t.Fatal("serve did not stop within 20s of SIGTERM")
 	}
 
+	before := treeDigest(t, dir)
 	var check, moved migrate.Report
 	if err := json.Unmarshal([]byte(mustHearth(t, dir, "migrate", "--from", dir, "--to", dsn, "--check", "--json")), &check); err != nil {
 		t.Fatal(err)
@@ -110,6 +111,9 @@ func TestMigrateToPostgres(t *testing.T) {
 		t.Fatalf("migrate = %+v, after --check %+v", moved, check)
 	}
 	compareMigrated(t, dir, dsn)
+	if treeDigest(t, dir) != before {
+		t.Error("migrate changed the data dir it read")
+	}
 
 	// A second migrate into the same database is refused and changes
 	// nothing.
