@@ -144,6 +144,10 @@ func TestMigrateToPostgres(t *testing.T) {
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("GET /api/status on the migrated database = %d; serve stderr:\n%s", resp.StatusCode, srv.stderr.String())
 	}
+	// The enrollment token stays spent (its use moved with the device).
+	if _, errOut, err := hearthCmd(t, dir, "", "enroll", "--ca-url", "https://"+srv.gateway, "--fingerprint", in.Fingerprint, "--token", tok.Token, "--out", filepath.Join(t.TempDir(), "again")); err == nil || !strings.Contains(errOut, "already used") {
+		t.Errorf("enroll again with the used token: %v, stderr %q", err, errOut)
+	}
 	if out, errOut, err := hearthCmd(t, dir, pw+"\n", "login", "--url", "https://"+srv.gateway, "--user", "bob", "--fingerprint", in.Fingerprint); err != nil || out == "" {
 		t.Fatalf("login on the migrated database: %q, %v\n%s", out, err, errOut)
 	}
