@@ -61,17 +61,33 @@ func TestMigrateToPostgres(t *testing.T) {
 	}
 	devDir := filepath.Join(t.TempDir(), "device")
 	mustHearth(t, dir, "enroll", "--ca-url", "https://"+srv.gateway, "--fingerprint", in.Fingerprint, "--token", tok.Token, "--out", devDir)
-	client, _ := deviceClient(t, devDir)
-	for range 3 {
-		resp, err := client.Get("https://" + srv.gateway + "/api/status")
+	// A second device, enrolled and then revoked.
+	var tok2 struct{ Token string }
+	if err := json.Unmarshal([]byte(mustHearth(t, dir, "device", "add", "old-pi", "--caps", "system:read", "--json")), &tok2); err != nil {
+		t.Fatal(err)
+	}
+	oldDir := filepath.Join(t.TempDir(), "old")
+	mustHearth(t, dir, "enroll", "--ca-url", "https://"+srv.gateway, "--fingerprint", in.Fingerprint, "--token", tok2.Token, "--out", oldDir)
+	mustHearth(t, dir, "device", "revoke", "old-pi")
+	status := func(c *http.Client) int {
+		t.Helper()
+		resp, err := c.Get("https://" + srv.gateway + "/api/status")
 		if err != nil {
 			t.Fatal(err)
 		}
 		io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			t.Fatalf("GET /api/status = %d", resp.StatusCode)
+		return resp.StatusCode
+	}
+	client, _ := deviceClient(t, devDir)
+	for range 3 {
+		if got := status(client); got != http.StatusOK {
+			t.Fatalf("GET /api/status = %d", got)
 		}
+	}
+	oldClient, _ := deviceClient(t, oldDir)
+	if got := status(oldClient); got != http.StatusUnauthorized && got != http.StatusForbidden {
+		t.Fatalf("GET /api/status as the revoked device = %d, want 401 or 403", got)
 	}
 	if out, errOut, err := hearthCmd(t, dir, pw+"\n", "login", "--url", "https://"+srv.gateway, "--user", "bob", "--fingerprint", in.Fingerprint); err != nil || out == "" {
 		t.Fatalf("login: %q, %v\n%s", out, err, errOut)
@@ -135,14 +151,12 @@ func TestMigrateToPostgres(t *testing.T) {
 	}
 	srv = startServe(t, dir, upstream, "--store-dsn", dsn)
 	client, _ = deviceClient(t, devDir)
-	resp, err := client.Get("https://" + srv.gateway + "/api/status")
-	if err != nil {
-		t.Fatal(err)
+	if got := status(client); got != http.StatusOK {
+		t.Fatalf("GET /api/status on the migrated database = %d; serve stderr:\n%s", got, srv.stderr.String())
 	}
-	io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("GET /api/status on the migrated database = %d; serve stderr:\n%s", resp.StatusCode, srv.stderr.String())
+	oldClient, _ = deviceClient(t, oldDir)
+	if got := status(oldClient); got != http.StatusUnauthorized && got != http.StatusForbidden {
+		t.Errorf("GET /api/status as the revoked device on the migrated database = %d, want 401 or 403", got)
 	}
 	// The enrollment token stays spent (its use moved with the device).
 	if _, errOut, err := hearthCmd(t, dir, "", "enroll", "--ca-url", "https://"+srv.gateway, "--fingerprint", in.Fingerprint, "--token", tok.Token, "--out", filepath.Join(t.TempDir(), "again")); err == nil || !strings.Contains(errOut, "already used") {
