@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -60,17 +61,33 @@ func TestMigrateToPostgres(t *testing.T) {
 	}
 	devDir := filepath.Join(t.TempDir(), "device")
 	mustHearth(t, dir, "enroll", "--ca-url", "https://"+srv.gateway, "--fingerprint", in.Fingerprint, "--token", tok.Token, "--out", devDir)
-	client, _ := deviceClient(t, devDir)
-	for range 3 {
-		resp, err := client.Get("https://" + srv.gateway + "/api/status")
+	// A second device, enrolled and then revoked.
+	var tok2 struct{ Token string }
+	if err := json.Unmarshal([]byte(mustHearth(t, dir, "device", "add", "old-pi", "--caps", "system:read", "--json")), &tok2); err != nil {
+		t.Fatal(err)
+	}
+	oldDir := filepath.Join(t.TempDir(), "old")
+	mustHearth(t, dir, "enroll", "--ca-url", "https://"+srv.gateway, "--fingerprint", in.Fingerprint, "--token", tok2.Token, "--out", oldDir)
+	mustHearth(t, dir, "device", "revoke", "old-pi")
+	status := func(c *http.Client) int {
+		t.Helper()
+		resp, err := c.Get("https://" + srv.gateway + "/api/status")
 		if err != nil {
 			t.Fatal(err)
 		}
 		io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			t.Fatalf("GET /api/status = %d", resp.StatusCode)
+		return resp.StatusCode
+	}
+	client, _ := deviceClient(t, devDir)
+	for range 3 {
+		if got := status(client); got != http.StatusOK {
+			t.Fatalf("GET /api/status = %d", got)
 		}
+	}
+	oldClient, _ := deviceClient(t, oldDir)
+	if got := status(oldClient); got != http.StatusUnauthorized && got != http.StatusForbidden {
+		t.Fatalf("GET /api/status as the revoked device = %d, want 401 or 403", got)
 	}
 	if out, errOut, err := hearthCmd(t, dir, pw+"\n", "login", "--url", "https://"+srv.gateway, "--user", "bob", "--fingerprint", in.Fingerprint); err != nil || out == "" {
 		t.Fatalf("login: %q, %v\n%s", out, err, errOut)
@@ -92,6 +109,7 @@ func TestMigrateToPostgres(t *testing.T) {
 		t.Fatal("serve did not stop within 20s of SIGTERM")
 	}
 
+	before := treeDigest(t, dir)
 	var check, moved migrate.Report
 	if err := json.Unmarshal([]byte(mustHearth(t, dir, "migrate", "--from", dir, "--to", dsn, "--check", "--json")), &check); err != nil {
 		t.Fatal(err)
@@ -109,6 +127,9 @@ func TestMigrateToPostgres(t *testing.T) {
 		t.Fatalf("migrate = %+v, after --check %+v", moved, check)
 	}
 	compareMigrated(t, dir, dsn)
+	if treeDigest(t, dir) != before {
+		t.Error("migrate changed the data dir it read")
+	}
 
 	// A second migrate into the same database is refused and changes
 	// nothing.
@@ -117,6 +138,45 @@ func TestMigrateToPostgres(t *testing.T) {
 		t.Fatalf("second migrate: %v, stderr %q; want a refusal saying how to start over", err, errOut)
 	}
 	compareMigrated(t, dir, dsn)
+
+	// hearth serve on the migrated database: the enrolled device still
+	// reaches the gateway, the user still logs in with the same password,
+	// and the history verifies with every migrated entry and the new ones.
+	// The embedded stores are moved aside first, so that what serves can
+	// only be the migrated copy.
+	for _, f := range []string{migrate.StoreFile, migrate.CADBFile} {
+		if err := os.Rename(filepath.Join(dir, f), filepath.Join(dir, f+".migrated")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	srv = startServe(t, dir, upstream, "--store-dsn", dsn)
+	client, _ = deviceClient(t, devDir)
+	if got := status(client); got != http.StatusOK {
+		t.Fatalf("GET /api/status on the migrated database = %d; serve stderr:\n%s", got, srv.stderr.String())
+	}
+	oldClient, _ = deviceClient(t, oldDir)
+	if got := status(oldClient); got != http.StatusUnauthorized && got != http.StatusForbidden {
+		t.Errorf("GET /api/status as the revoked device on the migrated database = %d, want 401 or 403", got)
+	}
+	// The enrollment token stays spent (its use moved with the device).
+	if _, errOut, err := hearthCmd(t, dir, "", "enroll", "--ca-url", "https://"+srv.gateway, "--fingerprint", in.Fingerprint, "--token", tok.Token, "--out", filepath.Join(t.TempDir(), "again")); err == nil || !strings.Contains(errOut, "already used") {
+		t.Errorf("enroll again with the used token: %v, stderr %q", err, errOut)
+	}
+	if out, errOut, err := hearthCmd(t, dir, pw+"\n", "login", "--url", "https://"+srv.gateway, "--user", "bob", "--fingerprint", in.Fingerprint); err != nil || out == "" {
+		t.Fatalf("login on the migrated database: %q, %v\n%s", out, err, errOut)
+	}
+	if _, _, err := hearthCmd(t, dir, "wrong password!!\n", "login", "--url", "https://"+srv.gateway, "--user", "bob", "--fingerprint", in.Fingerprint); err == nil {
+		t.Error("login with a wrong password succeeded on the migrated database")
+	}
+	var v struct {
+		OK      bool   `json:"ok"`
+		Entries int64  `json:"entries"`
+		Error   string `json:"error"`
+	}
+	out := mustHearth(t, dir, "audit", "verify", "--store-dsn", dsn, "--json")
+	if err := json.Unmarshal([]byte(out), &v); err != nil || !v.OK || v.Entries <= moved.Audit.Entries {
+		t.Fatalf("audit verify --store-dsn after serving = %s (%v); want ok with more than the %d migrated entries", out, err, moved.Audit.Entries)
+	}
 }
 
 // compareMigrated checks that the database holds exactly the data dir's

@@ -9,13 +9,14 @@ import (
 	"testing"
 
 	"github.com/hearth-home/hearth/audit"
+	"github.com/hearth-home/hearth/internal/bolttest"
 	"github.com/hearth-home/hearth/internal/pgaudit"
 	"github.com/hearth-home/hearth/internal/pgtest"
 )
 
 // fileLog makes a file log in dir with n recorded events, from several
 // goroutines so that batches (and so checkpoints) cover several entries.
-func fileLog(t *testing.T, dir string, n int) {
+func fileLog(t testing.TB, dir string, n int) {
 	t.Helper()
 	if err := audit.Init(dir); err != nil {
 		t.Fatal(err)
@@ -113,7 +114,7 @@ func TestAuditLockShared(t *testing.T) {
 	if _, err := audit.LockShared(dir); !errors.Is(err, audit.ErrWriterRunning) {
 		t.Fatalf("LockShared while open = %v, want ErrWriterRunning", err)
 	}
-	boltFile(t, filepath.Join(dir, StoreFile), nil)
+	bolttest.Write(t, filepath.Join(dir, StoreFile), nil)
 	if _, err := openSource(dir, 0); !errors.Is(err, ErrServed) {
 		t.Fatalf("openSource while the log is open = %v, want ErrServed", err)
 	}

@@ -29,7 +29,8 @@ type AuditCounts struct {
 	Unsigned int64 `json:"unsigned,omitempty"`
 }
 
-// auditBatch is how many entries go to PostgreSQL per COPY.
+// auditBatch is how many entries go to PostgreSQL per COPY (with their
+// hashes and the checkpoints among them: three COPYs per batch).
 const auditBatch = 2048
 
 // body is the event encoding of an entry line: the line without its
@@ -102,6 +103,7 @@ func copyAudit(ctx context.Context, pool *pgxpool.Pool, dir string, want AuditCo
 		var (
 			entries [][]any
 			hashes  [][]any
+			cps     [][]any
 			fresh   []tlog.Hash
 			got     AuditCounts
 			last    audit.Checkpoint
@@ -117,7 +119,12 @@ func copyAudit(ctx context.Context, pool *pgxpool.Pool, dir string, want AuditCo
 					return fmt.Errorf("migrate: writing audit hashes: %w", err)
 				}
 			}
-			entries, hashes = entries[:0], hashes[:0]
+			if len(cps) > 0 {
+				if _, err := tx.CopyFrom(ctx, pgx.Identifier{pgaudit.Schema, "checkpoints"}, []string{"size", "note", "epoch"}, pgx.CopyFromRows(cps)); err != nil {
+					return fmt.Errorf("migrate: writing audit checkpoints: %w", err)
+				}
+			}
+			entries, hashes, cps = entries[:0], hashes[:0], cps[:0]
 			return nil
 		}
 		_, err = audit.WalkHistory(dir, audit.VerifyOptions{VerifierKey: signer.VerifierKey()}, func(i int64, line []byte) error {
@@ -142,12 +149,7 @@ func copyAudit(ctx context.Context, pool *pgxpool.Pool, dir string, want AuditCo
 			}
 			return nil
 		}, func(c audit.Checkpoint, msg []byte) error {
-			if err := flush(); err != nil {
-				return err
-			}
-			if _, err := tx.Exec(ctx, "INSERT INTO "+pgaudit.Schema+".checkpoints (size, note, epoch) VALUES ($1, $2, 0)", c.Size, msg); err != nil {
-				return fmt.Errorf("migrate: writing the audit checkpoint of size %d: %w", c.Size, err)
-			}
+			cps = append(cps, []any{c.Size, bytes.Clone(msg), int64(0)})
 			got.Checkpoints++
 			last = c
 			return nil

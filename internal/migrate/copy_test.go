@@ -11,6 +11,7 @@ import (
 
 	"go.etcd.io/bbolt"
 
+	"github.com/hearth-home/hearth/internal/bolttest"
 	"github.com/hearth-home/hearth/internal/pgnosql"
 	"github.com/hearth-home/hearth/internal/pgtest"
 	"github.com/hearth-home/hearth/internal/store"
@@ -18,32 +19,6 @@ import (
 )
 
 func TestMain(m *testing.M) { os.Exit(pgtest.Run(m)) }
-
-// boltFile writes a bbolt file at path with the given buckets of records.
-func boltFile(t *testing.T, path string, buckets map[string]map[string]string) {
-	t.Helper()
-	db, err := bbolt.Open(path, 0o600, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	if err := db.Update(func(tx *bbolt.Tx) error {
-		for name, recs := range buckets {
-			b, err := tx.CreateBucket([]byte(name))
-			if err != nil {
-				return err
-			}
-			for k, v := range recs {
-				if err := b.Put([]byte(k), []byte(v)); err != nil {
-					return err
-				}
-			}
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
-}
 
 func openRO(t *testing.T, path string) *bbolt.DB {
 	t.Helper()
@@ -68,7 +43,7 @@ var sample = map[string]map[string]string{
 func TestCopyStore(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	boltFile(t, filepath.Join(dir, "src.db"), sample)
+	bolttest.Write(t, filepath.Join(dir, "src.db"), sample)
 	src := boltstore.New(openRO(t, filepath.Join(dir, "src.db")))
 	names, err := boltBuckets(openRO(t, filepath.Join(dir, "src.db")))
 	if err != nil || len(names) != len(sample) {
@@ -114,7 +89,7 @@ func TestCopyStore(t *testing.T) {
 func TestCopyStoreMismatchRollsBack(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	boltFile(t, filepath.Join(dir, "src.db"), sample)
+	bolttest.Write(t, filepath.Join(dir, "src.db"), sample)
 	src := boltstore.New(openRO(t, filepath.Join(dir, "src.db")))
 	names, _ := boltBuckets(openRO(t, filepath.Join(dir, "src.db")))
 	want, _ := storeTallies(ctx, src, names)
@@ -155,7 +130,7 @@ func TestCopyCA(t *testing.T) {
 		"acme_nonces":         {},
 		"hearth_device_certs": {"inc": "index"},
 	}
-	boltFile(t, filepath.Join(dir, "db"), tables)
+	bolttest.Write(t, filepath.Join(dir, "db"), tables)
 	raw := openRO(t, filepath.Join(dir, "db"))
 	names, err := boltBuckets(raw)
 	if err != nil {

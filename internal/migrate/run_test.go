@@ -7,7 +7,11 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"go.etcd.io/bbolt"
+
+	"github.com/hearth-home/hearth/internal/bolttest"
 	"github.com/hearth-home/hearth/internal/pgaudit"
 	"github.com/hearth-home/hearth/internal/pgtest"
 )
@@ -17,11 +21,11 @@ import (
 func dataDir(t *testing.T) string {
 	t.Helper()
 	dir := t.TempDir()
-	boltFile(t, filepath.Join(dir, StoreFile), sample)
+	bolttest.Write(t, filepath.Join(dir, StoreFile), sample)
 	if err := os.Mkdir(filepath.Join(dir, "ca"), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	boltFile(t, filepath.Join(dir, CADBFile), map[string]map[string]string{"x509_certs": {"01": "cert"}, "used_ott": {"jti": "t"}})
+	bolttest.Write(t, filepath.Join(dir, CADBFile), map[string]map[string]string{"x509_certs": {"01": "cert"}, "used_ott": {"jti": "t"}})
 	fileLog(t, dir, 40)
 	return dir
 }
@@ -76,4 +80,31 @@ func TestRunRefusesPasswordDSN(t *testing.T) {
 	if _, err := Run(context.Background(), Options{From: dir, To: "postgres://u:secret@127.0.0.1/db"}); err == nil || !strings.Contains(err.Error(), "passfile") {
 		t.Fatalf("Run with a password in the DSN = %v, want a refusal naming passfile", err)
 	}
+}
+
+// Each of the source's databases held by a writer (as `hearth serve`
+// holds them: bbolt's exclusive flock) makes the migration refuse, naming
+// the file and what to do.
+func TestOpenSourceRefusesHeldDatabases(t *testing.T) {
+	dir := dataDir(t)
+	for _, f := range []string{StoreFile, CADBFile} {
+		db, err := bbolt.Open(filepath.Join(dir, f), 0o600, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		_, err = openSource(dir, 0)
+		db.Close()
+		if !errors.Is(err, ErrServed) || !strings.Contains(err.Error(), f) || !strings.Contains(err.Error(), "stop `hearth serve` first") {
+			t.Errorf("openSource with %s held = %v, want ErrServed naming it", f, err)
+		}
+		if d := time.Since(start); d > 5*time.Second {
+			t.Errorf("the refusal took %v", d)
+		}
+	}
+	s, err := openSource(dir, 0)
+	if err != nil {
+		t.Fatalf("openSource with nothing held = %v", err)
+	}
+	s.close()
 }
