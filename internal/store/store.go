@@ -90,7 +90,11 @@ var (
 	ErrUnavailable = errors.New("store: unavailable")
 	// ErrCommit: the BeforeCommit hooks ran but the commit failed, so
 	// their effects happened without the change. Always wrapped together
-	// with ErrUnavailable.
+	// with ErrUnavailable. When the connection was lost during the commit
+	// the driver cannot know its outcome: it reports ErrCommit too, and
+	// the change may in fact have committed (as with ErrUnavailable alone
+	// for an Update without hooks), so a correction must not assume it
+	// did not.
 	ErrCommit = errors.New("store: the commit failed after its hooks ran")
 	// ErrReadOnly: a write in a View transaction.
 	ErrReadOnly = errors.New("store: write in a read-only transaction")

@@ -276,3 +276,20 @@ func testNotifies(t *testing.T, mode notifyMode) {
 		t.Logf("%s delivered %v after commit", k, time.Since(committed).Round(time.Millisecond))
 	}
 }
+
+// Close ends every subscription: Subscribe returns.
+func TestCloseEndsSubscriptions(t *testing.T) {
+	s := open(t, pgtest.New(t), Options{})
+	done := make(chan error, 1)
+	go func() { done <- s.Feed().Subscribe(bg, func([]store.Change) {}) }()
+	time.Sleep(50 * time.Millisecond)
+	s.Close()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Subscribe = %v after Close, want nil", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Subscribe still running 10 s after Close")
+	}
+}
