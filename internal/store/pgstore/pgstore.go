@@ -90,6 +90,11 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool) ([]int64, error) {
 	return done, nil
 }
 
+// DefaultMaxConns is the pool size when neither Options nor the DSN sets
+// one: two replicas stay far below PostgreSQL's default max_connections
+// (100).
+const DefaultMaxConns = 16
+
 // Options configure a Store. The zero value works.
 type Options struct {
 	// Logger receives the feed's reconnects and pruning failures; the zero
@@ -98,9 +103,10 @@ type Options struct {
 	// ApplicationName is the application_name of the store's connections
 	// (pg_stat_activity); "" means "hearth".
 	ApplicationName string
-	// MaxConns bounds the connection pool; 0 means pgxpool's default
-	// (the larger of 4 and the number of CPUs) or pool_max_conns in the
-	// DSN.
+	// MaxConns bounds the connection pool; 0 means pool_max_conns from
+	// the DSN if it names one, else DefaultMaxConns. The store, the CA's
+	// database and the audit log's inserts share the pool; the feed, the
+	// audit sequencer and its waiter have connections of their own.
 	MaxConns int32
 	// MaxAttempts bounds how often Update runs fn when PostgreSQL reports
 	// a serialization failure or a deadlock; 0 means 30.
@@ -168,8 +174,13 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 		opts.PruneEvery = time.Hour
 	}
 	cfg.ConnConfig.RuntimeParams["application_name"] = opts.ApplicationName
-	if opts.MaxConns > 0 {
+	switch {
+	case opts.MaxConns > 0:
 		cfg.MaxConns = opts.MaxConns
+	case !strings.Contains(dsn, "pool_max_conns"):
+		// pgxpool's default (max(4, CPUs)) is 4 on a small box, which
+		// queues a busy gateway's audit inserts behind store reads.
+		cfg.MaxConns = DefaultMaxConns
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
