@@ -455,3 +455,43 @@ func FuzzTakeCeremony(f *testing.F) {
 		}
 	})
 }
+
+// TestStaleFeedListsSessionsFromTheStore: a replica whose feed is not
+// fresh lists a user's sessions, and lets her end one, from the store: a
+// session started on another replica is there, one ended there is not.
+func TestStaleFeedListsSessionsFromTheStore(t *testing.T) {
+	db := openDB(t, t.TempDir())
+	t.Cleanup(func() { db.Close() })
+	st := boltstore.New(db)
+	r := openReplicas(t, st, &staleStore{Store: st}, false)
+	ctx := context.Background()
+	if err := r.a.AddUser(ctx, "alice", []string{"system:read"}, alicePw); err != nil {
+		t.Fatal(err)
+	}
+	onB, _ := r.login(r.b, "alice", alicePw, "")
+	onA, _ := r.login(r.a, "alice", alicePw, "") // B's index never hears of it
+	ended, _ := r.login(r.b, "alice", alicePw, "")
+	if err := r.b.Logout(ctx, ended.Token, "127.0.0.1:1"); err != nil {
+		t.Fatal(err)
+	}
+	fam := func(tok string) string {
+		_, f, ok := r.b.tokenFamily(ctx, tok)
+		if !ok && tok != ended.Token {
+			t.Fatalf("B does not find the family of a live token")
+		}
+		return f
+	}
+	got := map[string]bool{}
+	for _, si := range r.b.Sessions(ctx, "alice", onB.Token) {
+		got[si.Family] = true
+	}
+	if !got[fam(onB.Token)] || !got[fam(onA.Token)] || len(got) != 2 {
+		t.Errorf("sessions listed on B: %v, want exactly the two live ones (one started on A)", got)
+	}
+	if err := r.b.EndSession(ctx, "alice", fam(onA.Token), "127.0.0.1:1"); err != nil {
+		t.Errorf("ending on B the session started on A: %v", err)
+	}
+	if _, err := r.b.AuthenticateToken(ctx, onA.Token); !errors.Is(err, authz.ErrInvalidToken) {
+		t.Errorf("the ended session's token on B: %v, want refused", err)
+	}
+}

@@ -636,14 +636,12 @@ func (s *Service) Logout(ctx context.Context, token, client string) error {
 }
 
 // tokenFamily returns the family and user of a live access token.
-func (s *Service) tokenFamily(token string) (user, family string, ok bool) {
+func (s *Service) tokenFamily(ctx context.Context, token string) (user, family string, ok bool) {
 	if !wellFormed(token, AccessTokenPrefix) {
 		return "", "", false
 	}
-	s.mu.RLock()
-	lt := s.tokens[tokenHash(token)]
-	s.mu.RUnlock()
-	if lt == nil || !lt.alive(s.now().UnixNano(), s.set.tokenIdle) {
+	lt, err := s.lookup(ctx, tokenHash(token))
+	if err != nil || lt == nil || !lt.alive(s.now().UnixNano(), s.set.tokenIdle) {
 		return "", "", false
 	}
 	return lt.user, lt.family, true
