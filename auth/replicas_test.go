@@ -495,3 +495,59 @@ func TestStaleFeedListsSessionsFromTheStore(t *testing.T) {
 		t.Errorf("the ended session's token on B: %v, want refused", err)
 	}
 }
+
+// laggingStore is a store whose feed is fresh but has not delivered yet:
+// another replica's change is on its way. It counts the Views.
+type laggingStore struct {
+	store.Store
+	views atomic.Int64
+}
+
+type laggingFeed struct{ staleFeed }
+
+func (laggingFeed) Fresh(time.Time) bool { return true }
+
+func (s *laggingStore) Feed() store.Feed { return laggingFeed{} }
+func (s *laggingStore) View(ctx context.Context, fn func(store.Tx) error) error {
+	s.views.Add(1)
+	return s.Store.View(ctx, fn)
+}
+
+// TestTokenIssuedElsewhereBeforeTheFeed: a token another replica issued a
+// moment ago works at once, before the feed brings it (a miss is looked up
+// in the store), while a flood of invented tokens costs at most
+// missReadRate store reads (the burst) and is refused.
+func TestTokenIssuedElsewhereBeforeTheFeed(t *testing.T) {
+	db := openDB(t, t.TempDir())
+	t.Cleanup(func() { db.Close() })
+	st := boltstore.New(db)
+	lag := &laggingStore{Store: st}
+	r := openReplicas(t, st, lag, false)
+	ctx := context.Background()
+	if err := r.a.AddUser(ctx, "alice", []string{"system:read"}, alicePw); err != nil {
+		t.Fatal(err)
+	}
+	sess, err := r.login(r.a, "alice", alicePw, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, err := r.b.AuthenticateToken(ctx, sess.Token); err != nil || p.ID != "user:alice" {
+		t.Fatalf("B, a moment after A issued the token: %v %v, want user:alice", p, err)
+	}
+	before := lag.views.Load()
+	if _, err := r.b.AuthenticateToken(ctx, sess.Token); err != nil || lag.views.Load() != before {
+		t.Errorf("the second check: %v, %d store reads; want it from the index", err, lag.views.Load()-before)
+	}
+	start := time.Now()
+	for i := range 3 * missReadRate {
+		tok := fmt.Sprintf("%s%043d", AccessTokenPrefix, i)
+		if _, err := r.b.AuthenticateToken(ctx, tok); !errors.Is(err, authz.ErrInvalidToken) {
+			t.Fatalf("an invented token: %v", err)
+		}
+	}
+	// The burst, plus what the rate refilled while the loop ran.
+	limit := int64(missReadRate + float64(missReadRate)*time.Since(start).Seconds() + 1)
+	if n := lag.views.Load() - before; n > limit {
+		t.Errorf("%d invented tokens cost %d store reads, want at most %d", 3*missReadRate, n, limit)
+	}
+}

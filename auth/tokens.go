@@ -176,8 +176,18 @@ func (s *Service) lookup(ctx context.Context, h [32]byte) (*liveToken, error) {
 	s.mu.RLock()
 	lt := s.tokens[h]
 	s.mu.RUnlock()
-	if s.local || s.feed.Fresh(time.Now()) { // the feed's bound is wall-clock time
+	if s.local {
 		return lt, nil
+	}
+	if s.feed.Fresh(time.Now()) { // the feed's bound is wall-clock time
+		// A token another replica issued a moment ago may not have
+		// reached this one's index yet (its change is on the way): a
+		// miss is looked up in the store, at most missReadRate a second,
+		// so that a flood of invented tokens cannot become a flood of
+		// store reads.
+		if lt != nil || !s.missReads.Allow() {
+			return lt, nil
+		}
 	}
 	var got *liveToken
 	err := s.view(ctx, func(tx store.Tx) error {
@@ -202,6 +212,10 @@ func (s *Service) lookup(ctx context.Context, h [32]byte) (*liveToken, error) {
 	s.mu.Unlock()
 	return got, nil
 }
+
+// missReadRate bounds the store reads of tokens missing from a fresh
+// index (per replica, with a burst of as many).
+const missReadRate = 100
 
 // grant is what a new token pair carries.
 type grant struct {
