@@ -101,14 +101,14 @@ func BenchmarkStores(b *testing.B) {
 			return []store.Store{boltstore.New(db)}
 		}},
 		{"postgres-1", func(b *testing.B) []store.Store {
-			return []store.Store{openPG(b, pgDSN(b, pgtest.New(b)), "hearth-a")}
+			return []store.Store{openPG(b, pgtest.New(b).PassfileDSN(b), "hearth-a")}
 		}},
 		{"postgres-2", func(b *testing.B) []store.Store {
-			dsn := pgDSN(b, pgtest.New(b))
+			dsn := pgtest.New(b).PassfileDSN(b)
 			return []store.Store{openPG(b, dsn, "hearth-a"), openPG(b, dsn, "hearth-b")}
 		}},
 		{"postgres-stale", func(b *testing.B) []store.Store {
-			return []store.Store{&staleStore{Store: openPG(b, pgDSN(b, pgtest.New(b)), "hearth-a")}}
+			return []store.Store{&staleStore{Store: openPG(b, pgtest.New(b).PassfileDSN(b), "hearth-a")}}
 		}},
 	}
 	services := func(b *testing.B, sts []store.Store) []*Service {

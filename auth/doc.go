@@ -33,7 +33,9 @@
 // The token index is per replica. It follows the store's feed of changes
 // (a token or user another replica changed is reloaded; a resync reloads
 // all), so a logout, revocation, password change or disable on one
-// replica holds on the others within the feed's bound of a second. While
+// replica holds on the others within the feed's bound of a second, and a
+// token missing from the index (issued elsewhere a moment ago) is looked
+// up in the store, at most 100 times a second per replica. While
 // the feed is not fresh the index is not trusted: each token is read from
 // the store with its user, and a store that cannot be read is answered
 // 503, never from the cache.

@@ -189,7 +189,7 @@ func (s *Service) handleReset(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Service) handlePassword(w http.ResponseWriter, r *http.Request) {
-	user, family, ok := s.tokenFamily(bearer(r))
+	user, family, ok := s.tokenFamily(r.Context(), bearer(r))
 	if !ok {
 		httpx.Error(w, http.StatusUnauthorized, "invalid_token", "changing a password needs a valid token in Authorization: Bearer")
 		return

@@ -9,10 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/url"
 	"os"
-	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -26,28 +23,6 @@ import (
 )
 
 func TestMain(m *testing.M) { os.Exit(pgtest.Run(m)) }
-
-// pgDSN is db's DSN as hearth.yaml carries it: no password in it, the
-// password in a passfile (mode 0600) that the DSN names (pgstore.CheckDSN
-// refuses anything else).
-func pgDSN(t testing.TB, db *pgtest.DB) string {
-	t.Helper()
-	u, err := url.Parse(db.DSN)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pw, _ := u.User.Password()
-	pass := filepath.Join(t.TempDir(), "pgpass")
-	line := fmt.Sprintf("%s:%s:%s:%s:%s\n", u.Hostname(), u.Port(), strings.TrimPrefix(u.Path, "/"), u.User.Username(), pw)
-	if err := os.WriteFile(pass, []byte(line), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	u.User = url.User(u.User.Username())
-	q := u.Query()
-	q.Set("passfile", pass)
-	u.RawQuery = q.Encode()
-	return u.String()
-}
 
 // openPG opens a pgstore on dsn, closed at t.Cleanup.
 func openPG(t testing.TB, dsn, app string) *pgstore.Store {
@@ -65,7 +40,7 @@ func openPG(t testing.TB, dsn, app string) *pgstore.Store {
 // pgReplicas are two Services on one fresh PostgreSQL database.
 func pgReplicas(t *testing.T) (*replicas, *pgtest.DB) {
 	db := pgtest.New(t)
-	dsn := pgDSN(t, db)
+	dsn := db.PassfileDSN(t)
 	return openReplicas(t, openPG(t, dsn, "hearth-a"), openPG(t, dsn, "hearth-b"), true), db
 }
 

@@ -455,3 +455,99 @@ func FuzzTakeCeremony(f *testing.F) {
 		}
 	})
 }
+
+// TestStaleFeedListsSessionsFromTheStore: a replica whose feed is not
+// fresh lists a user's sessions, and lets her end one, from the store: a
+// session started on another replica is there, one ended there is not.
+func TestStaleFeedListsSessionsFromTheStore(t *testing.T) {
+	db := openDB(t, t.TempDir())
+	t.Cleanup(func() { db.Close() })
+	st := boltstore.New(db)
+	r := openReplicas(t, st, &staleStore{Store: st}, false)
+	ctx := context.Background()
+	if err := r.a.AddUser(ctx, "alice", []string{"system:read"}, alicePw); err != nil {
+		t.Fatal(err)
+	}
+	onB, _ := r.login(r.b, "alice", alicePw, "")
+	onA, _ := r.login(r.a, "alice", alicePw, "") // B's index never hears of it
+	ended, _ := r.login(r.b, "alice", alicePw, "")
+	if err := r.b.Logout(ctx, ended.Token, "127.0.0.1:1"); err != nil {
+		t.Fatal(err)
+	}
+	fam := func(tok string) string {
+		_, f, ok := r.b.tokenFamily(ctx, tok)
+		if !ok && tok != ended.Token {
+			t.Fatalf("B does not find the family of a live token")
+		}
+		return f
+	}
+	got := map[string]bool{}
+	for _, si := range r.b.Sessions(ctx, "alice", onB.Token) {
+		got[si.Family] = true
+	}
+	if !got[fam(onB.Token)] || !got[fam(onA.Token)] || len(got) != 2 {
+		t.Errorf("sessions listed on B: %v, want exactly the two live ones (one started on A)", got)
+	}
+	if err := r.b.EndSession(ctx, "alice", fam(onA.Token), "127.0.0.1:1"); err != nil {
+		t.Errorf("ending on B the session started on A: %v", err)
+	}
+	if _, err := r.b.AuthenticateToken(ctx, onA.Token); !errors.Is(err, authz.ErrInvalidToken) {
+		t.Errorf("the ended session's token on B: %v, want refused", err)
+	}
+}
+
+// laggingStore is a store whose feed is fresh but has not delivered yet:
+// another replica's change is on its way. It counts the Views.
+type laggingStore struct {
+	store.Store
+	views atomic.Int64
+}
+
+type laggingFeed struct{ staleFeed }
+
+func (laggingFeed) Fresh(time.Time) bool { return true }
+
+func (s *laggingStore) Feed() store.Feed { return laggingFeed{} }
+func (s *laggingStore) View(ctx context.Context, fn func(store.Tx) error) error {
+	s.views.Add(1)
+	return s.Store.View(ctx, fn)
+}
+
+// TestTokenIssuedElsewhereBeforeTheFeed: a token another replica issued a
+// moment ago works at once, before the feed brings it (a miss is looked up
+// in the store), while a flood of invented tokens costs at most
+// missReadRate store reads (the burst) and is refused.
+func TestTokenIssuedElsewhereBeforeTheFeed(t *testing.T) {
+	db := openDB(t, t.TempDir())
+	t.Cleanup(func() { db.Close() })
+	st := boltstore.New(db)
+	lag := &laggingStore{Store: st}
+	r := openReplicas(t, st, lag, false)
+	ctx := context.Background()
+	if err := r.a.AddUser(ctx, "alice", []string{"system:read"}, alicePw); err != nil {
+		t.Fatal(err)
+	}
+	sess, err := r.login(r.a, "alice", alicePw, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, err := r.b.AuthenticateToken(ctx, sess.Token); err != nil || p.ID != "user:alice" {
+		t.Fatalf("B, a moment after A issued the token: %v %v, want user:alice", p, err)
+	}
+	before := lag.views.Load()
+	if _, err := r.b.AuthenticateToken(ctx, sess.Token); err != nil || lag.views.Load() != before {
+		t.Errorf("the second check: %v, %d store reads; want it from the index", err, lag.views.Load()-before)
+	}
+	start := time.Now()
+	for i := range 3 * missReadRate {
+		tok := fmt.Sprintf("%s%043d", AccessTokenPrefix, i)
+		if _, err := r.b.AuthenticateToken(ctx, tok); !errors.Is(err, authz.ErrInvalidToken) {
+			t.Fatalf("an invented token: %v", err)
+		}
+	}
+	// The burst, plus what the rate refilled while the loop ran.
+	limit := int64(missReadRate + float64(missReadRate)*time.Since(start).Seconds() + 1)
+	if n := lag.views.Load() - before; n > limit {
+		t.Errorf("%d invented tokens cost %d store reads, want at most %d", 3*missReadRate, n, limit)
+	}
+}

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"golang.org/x/time/rate"
 
 	"github.com/hearth-home/hearth/audit"
 	"github.com/hearth-home/hearth/authz"
@@ -86,8 +87,9 @@ type Service struct {
 	dummy  string // PHC of a random password, verified for unknown users
 	thr    *throttle
 
-	mu     sync.RWMutex
-	tokens map[[32]byte]*liveToken
+	mu        sync.RWMutex
+	tokens    map[[32]byte]*liveToken
+	missReads *rate.Limiter // store reads of tokens missing from a fresh index (lookup)
 
 	pk passkeys // passkey.go
 
@@ -128,7 +130,8 @@ func Open(st store.Store, cfg Config, opts Options) (*Service, error) {
 		now: opts.Now, rand: opts.Rand, zoneOf: opts.ZoneOf,
 		thr:    newThrottle(set.clientBurst, set.clientRefill),
 		tokens: map[[32]byte]*liveToken{}, maxNames: maxTrackedNames,
-		stop: make(chan struct{}), done: make(chan struct{}), feedDone: make(chan struct{}),
+		missReads: rate.NewLimiter(missReadRate, missReadRate),
+		stop:      make(chan struct{}), done: make(chan struct{}), feedDone: make(chan struct{}),
 	}
 	_, s.local = s.feed.(store.StillFresh)
 	s.policy.Store(opts.Policy)

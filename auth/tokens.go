@@ -176,8 +176,18 @@ func (s *Service) lookup(ctx context.Context, h [32]byte) (*liveToken, error) {
 	s.mu.RLock()
 	lt := s.tokens[h]
 	s.mu.RUnlock()
-	if s.local || s.feed.Fresh(time.Now()) { // the feed's bound is wall-clock time
+	if s.local {
 		return lt, nil
+	}
+	if s.feed.Fresh(time.Now()) { // the feed's bound is wall-clock time
+		// A token another replica issued a moment ago may not have
+		// reached this one's index yet (its change is on the way): a
+		// miss is looked up in the store, at most missReadRate a second,
+		// so that a flood of invented tokens cannot become a flood of
+		// store reads.
+		if lt != nil || !s.missReads.Allow() {
+			return lt, nil
+		}
 	}
 	var got *liveToken
 	err := s.view(ctx, func(tx store.Tx) error {
@@ -202,6 +212,10 @@ func (s *Service) lookup(ctx context.Context, h [32]byte) (*liveToken, error) {
 	s.mu.Unlock()
 	return got, nil
 }
+
+// missReadRate bounds the store reads of tokens missing from a fresh
+// index (per replica, with a burst of as many).
+const missReadRate = 100
 
 // grant is what a new token pair carries.
 type grant struct {
@@ -636,14 +650,12 @@ func (s *Service) Logout(ctx context.Context, token, client string) error {
 }
 
 // tokenFamily returns the family and user of a live access token.
-func (s *Service) tokenFamily(token string) (user, family string, ok bool) {
+func (s *Service) tokenFamily(ctx context.Context, token string) (user, family string, ok bool) {
 	if !wellFormed(token, AccessTokenPrefix) {
 		return "", "", false
 	}
-	s.mu.RLock()
-	lt := s.tokens[tokenHash(token)]
-	s.mu.RUnlock()
-	if lt == nil || !lt.alive(s.now().UnixNano(), s.set.tokenIdle) {
+	lt, err := s.lookup(ctx, tokenHash(token))
+	if err != nil || lt == nil || !lt.alive(s.now().UnixNano(), s.set.tokenIdle) {
 		return "", "", false
 	}
 	return lt.user, lt.family, true
