@@ -29,8 +29,9 @@
 //
 // Fail closed: a Record waits at most Options.MaxWait (and its ctx). If no
 // checkpoint covers its entry by then, it withdraws the entry (deletes it
-// while it is still unsequenced; the sequencer locks the rows it takes, so
-// an entry is either withdrawn or sequenced, never both) and returns an
+// while it is still unsequenced, under a share lock of the fencing row that
+// each sequencer batch locks for update, so an entry is either withdrawn or
+// sequenced, never both) and returns an
 // error: the caller answers 503 and the entry is not in the history, as
 // with the file log. If the database cannot be reached to withdraw it, the
 // error says the entry may still be sequenced later.
@@ -57,6 +58,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/rs/zerolog"
 
@@ -124,7 +126,9 @@ type Options struct {
 	// time.Now.
 	Now func() time.Time
 	// MaxWait bounds how long a Record waits for a covering checkpoint
-	// before it fails (503). Default 5 s.
+	// before it withdraws its entry and fails (503); the withdrawal takes
+	// at most 2 s more (and the INSERT itself at least 2 s, see
+	// insertWait). Default 5 s.
 	MaxWait time.Duration
 	// MaxBatch bounds the entries of one INSERT. Default 1024.
 	MaxBatch int
@@ -362,15 +366,29 @@ func (l *Log) Append(ctx context.Context, e audit.Event) (int64, error) {
 	return l.withdraw(r, ctx.Err())
 }
 
+// insertWait is the least time an INSERT of entries may take (it may take
+// up to MaxWait if that is longer): its failure leaves the outcome unknown
+// when it is not the server's refusal.
+const insertWait = 2 * time.Second
+
+// withdrawWait bounds a withdrawal: a Record takes at most MaxWait plus
+// this long.
+const withdrawWait = 2 * time.Second
+
 // withdraw takes back the entry of a Record that timed out: deleted while
-// unsequenced (the sequencer locks the rows it takes, so it is either
+// unsequenced (after a share lock of the fencing row, which every
+// sequencer batch holds for update: the DELETE's snapshot comes after any
+// batch in progress, and no batch starts until it commits; so it is either
 // deleted here or sequenced there), or, if sequenced meanwhile, returned
 // as recorded.
 func (l *Log) withdraw(r *request, cause error) (int64, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), l.opts.MaxWait)
+	ctx, cancel := context.WithTimeout(context.Background(), withdrawWait)
 	defer cancel()
 	var seq *int64
 	err := pgx.BeginFunc(ctx, l.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "SELECT 1 FROM "+Schema+".state FOR SHARE"); err != nil {
+			return err
+		}
 		if _, err := tx.Exec(ctx, "DELETE FROM "+Schema+".entries WHERE id = $1 AND seq IS NULL", r.id); err != nil {
 			return err
 		}
@@ -421,12 +439,25 @@ func (l *Log) insertLoop() {
 			}
 		}
 		p0 := l.w.snapshot()
-		ctx, cancel := context.WithTimeout(l.ctx, l.opts.MaxWait)
+		ctx, cancel := context.WithTimeout(l.ctx, max(l.opts.MaxWait, insertWait))
 		ids, err := l.insert(ctx, bodies)
 		cancel()
 		if err != nil {
-			err = fmt.Errorf("%w: inserting: %v", ErrNotCovered, err)
-			if len(ids) == len(batch) {
+			var pe *pgconn.PgError
+			switch {
+			case errors.As(err, &pe):
+				// The server refused a statement: the implicit transaction
+				// rolled back.
+				err = fmt.Errorf("%w: inserting: %v", ErrNotCovered, err)
+			case len(ids) == len(batch):
+				err = fmt.Errorf("%w: inserting: %v", ErrNotCovered, err)
+			default:
+				// The batch was sent and may have committed, and without
+				// its ids the entries cannot be withdrawn.
+				err = fmt.Errorf("%w: inserting: %v; the outcome is unknown, so the entry may still be sequenced later", ErrNotCovered, err)
+				l.log.Error().Err(err).Int("entries", len(batch)).Msg("pgaudit: lost the answer to an INSERT of audit entries")
+			}
+			if pe == nil && len(ids) == len(batch) {
 				// The outcome of the commit is unknown: take the entries
 				// back (or find them sequenced).
 				for i, r := range batch {

@@ -554,3 +554,57 @@ func FuzzEntryLine(f *testing.F) {
 		}
 	})
 }
+
+// TestWithdrawRacesTheSequencer: with a MaxWait of a few milliseconds most
+// Records give up while the sequencer is taking their entries. Each one is
+// then either acknowledged (its entry at its position) or refused with its
+// entry withdrawn — never refused and in the history — and the history
+// verifies.
+func TestWithdrawRacesTheSequencer(t *testing.T) {
+	db := pgtest.New(t)
+	dir := keysDir(t)
+	pool := db.Pool(t)
+	a := openLog(t, db.Pool(t), dir, Options{Name: "a"})
+	b := openLog(t, db.Pool(t), dir, Options{Name: "b", NoSequencer: true})
+	a.opts.MaxWait, b.opts.MaxWait = 3*time.Millisecond, 3*time.Millisecond
+	acked, failed := load(t, []*Log{a, b}, 8, 30, nil)
+	unknown := 0
+	for r, err := range failed {
+		if !errors.Is(err, ErrNotCovered) {
+			t.Fatalf("%s: %v", r, err)
+		}
+		if strings.Contains(err.Error(), "may still be sequenced") {
+			unknown++ // an INSERT whose answer was lost: either way
+			delete(failed, r)
+		}
+	}
+	checkAcked(t, pool, acked)
+	rows, err := pool.Query(context.Background(), "SELECT convert_from(body, 'UTF8') FROM "+Schema+".entries")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	stored := 0
+	for rows.Next() {
+		var body string
+		if err := rows.Scan(&body); err != nil {
+			t.Fatal(err)
+		}
+		stored++
+		if i := strings.Index(body, `"reason":"`); i >= 0 {
+			r := body[i+len(`"reason":"`):]
+			r = r[:strings.IndexByte(r, '"')]
+			if _, refused := failed[r]; refused {
+				t.Fatalf("refused Record %q is in the history", r)
+			}
+		}
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if stored < len(acked)+2 || stored > len(acked)+2+unknown {
+		t.Fatalf("%d entries stored, %d acknowledged + 2 starts (+ up to %d of unknown outcome)", stored, len(acked), unknown)
+	}
+	mustVerify(t, pool)
+	t.Logf("%d acknowledged, %d refused and withdrawn, %d of unknown outcome", len(acked), len(failed), unknown)
+}

@@ -237,13 +237,15 @@ func (s *Sequencer) batch(ctx context.Context, conn *pgx.Conn, epoch int64, fr *
 		}
 	}()
 	// The fencing row first, locked: a newer sequencer has a higher epoch,
-	// and then nothing of this batch may be written. Then the entries,
-	// locked too: a Record that gave up waits for this transaction before
-	// it can withdraw its entry, and then finds it sequenced.
+	// and then nothing of this batch may be written. The lock also
+	// serialises the batch with withdrawals (which take the row FOR SHARE
+	// first): each READ COMMITTED statement after it sees a withdrawal
+	// either committed or not begun, so the entries need no row locks of
+	// their own (each would be one more WAL record per entry).
 	b := &pgx.Batch{}
 	b.Queue("BEGIN")
 	b.Queue("SELECT epoch, size FROM " + Schema + ".state FOR UPDATE")
-	b.Queue("SELECT id, body FROM "+Schema+".entries WHERE seq IS NULL ORDER BY id LIMIT $1 FOR UPDATE", max)
+	b.Queue("SELECT id, body FROM "+Schema+".entries WHERE seq IS NULL ORDER BY id LIMIT $1", max)
 	open = true
 	br := conn.SendBatch(ctx, b)
 	var cur, size int64
