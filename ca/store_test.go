@@ -18,6 +18,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hearth-home/hearth/internal/bolttest"
+
 	"go.etcd.io/bbolt"
 
 	"github.com/hearth-home/hearth/authz"
@@ -86,36 +88,12 @@ func TestOldDataDirKeepsWorking(t *testing.T) {
 	linkKey := sha256.Sum256(raw)
 	link := `{"device":"ph","token_id":"aaaabbbbccccddddeeeeffff00001111","expires_at":"` + ts(5*time.Minute) + `"}`
 
-	put := func(path string, recs map[string]map[string]string) {
-		t.Helper()
-		db, err := bbolt.Open(path, 0o600, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer db.Close()
-		if err := db.Update(func(tx *bbolt.Tx) error {
-			for bucket, kv := range recs {
-				b, err := tx.CreateBucketIfNotExists([]byte(bucket))
-				if err != nil {
-					return err
-				}
-				for k, v := range kv {
-					if err := b.Put([]byte(k), []byte(v)); err != nil {
-						return err
-					}
-				}
-			}
-			return nil
-		}); err != nil {
-			t.Fatal(err)
-		}
-	}
 	hearthDB := filepath.Join(dir, "hearth.db")
-	put(hearthDB, map[string]map[string]string{
+	bolttest.Write(t, hearthDB, map[string]map[string]string{
 		"ca.devices":     {"pi": piRec, "ph": phRec},
 		"ca.phone_links": {string(linkKey[:]): link},
 	})
-	put(filepath.Join(dir, DatabaseName), map[string]map[string]string{
+	bolttest.Write(t, filepath.Join(dir, DatabaseName), map[string]map[string]string{
 		"hearth_device_certs": {"0123456789abcdef0123456789abcdef": piIdx},
 		"x509_certs":          {crt.SerialNumber.String(): string(crt.Raw)},
 	})
