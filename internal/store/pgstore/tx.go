@@ -54,6 +54,13 @@ func (s *Store) Update(ctx context.Context, fn func(store.Tx) error) error {
 	defer conn.Release()
 	for attempt := 1; ; attempt++ {
 		err := s.attempt(ctx, conn, fn)
+		var done afterHooks
+		if errors.As(err, &done) {
+			// The hooks ran: their effects (audit entries, index changes)
+			// happened once and must not happen again, whatever the error
+			// wraps (a COMMIT refused with 40001 is not retried).
+			return done.err
+		}
 		if !retryable(err) || attempt >= s.opts.MaxAttempts {
 			if retryable(err) {
 				return fmt.Errorf("%w: gave up after %d serialization failures: %w", store.ErrUnavailable, attempt, err)
@@ -69,6 +76,12 @@ func (s *Store) Update(ctx context.Context, fn func(store.Tx) error) error {
 		}
 	}
 }
+
+// afterHooks carries an error that happened once BeforeCommit hooks had
+// started: Update returns it as it is and never runs fn again.
+type afterHooks struct{ err error }
+
+func (a afterHooks) Error() string { return a.err.Error() }
 
 // attempt runs fn once; a retryable error is returned unwrapped (the
 // transaction was rolled back and no hook ran), every other driver error
@@ -113,13 +126,13 @@ func (s *Store) attempt(ctx context.Context, conn *pgxpool.Conn, fn func(store.T
 	for _, h := range t.hooks {
 		if err := h(); err != nil {
 			t.rollback()
-			return err
+			return afterHooks{err}
 		}
 	}
 	if t.begun {
 		if err := t.commit(); err != nil {
 			t.rollback()
-			return fmt.Errorf("%w: %w: %w", store.ErrUnavailable, store.ErrCommit, err)
+			return afterHooks{fmt.Errorf("%w: %w: %w", store.ErrUnavailable, store.ErrCommit, err)}
 		}
 	}
 	t.committed()

@@ -216,3 +216,45 @@ func TestOpenRefuses(t *testing.T) {
 		}
 	}
 }
+
+// A COMMIT refused with a serialization failure after the hooks ran is
+// not retried: the hooks' effects (audit entries, index changes) happened
+// once and must not happen twice. Here another replica commits a write
+// skew against a's transaction while a's hook runs (a read y and wrote x,
+// b reads x and y and writes y), so PostgreSQL must refuse one of the two;
+// whatever it refuses, a's hook ran exactly once, and a's failure, if it
+// is a's, is ErrCommit.
+func TestUpdateNoRetryAfterHooks(t *testing.T) {
+	db := pgtest.New(t)
+	a, b := open(t, db, Options{}), open(t, db, Options{MaxAttempts: 1})
+	if err := a.Declare(bg, "b"); err != nil {
+		t.Fatal(err)
+	}
+	put(t, a, "b", "x", "0")
+	put(t, a, "b", "y", "0")
+	hooks, bErrs := 0, []error{}
+	err := a.Update(bg, func(tx store.Tx) error {
+		bk := tx.Bucket("b")
+		y := bk.Get([]byte("y"))
+		tx.BeforeCommit(func() error {
+			hooks++
+			bErrs = append(bErrs, b.Update(bg, func(tx store.Tx) error {
+				bk := tx.Bucket("b")
+				x := bk.Get([]byte("x"))
+				return bk.Put([]byte("y"), append([]byte("b saw x="), x...))
+			}))
+			return nil
+		})
+		return bk.Put([]byte("x"), append([]byte("a saw y="), y...))
+	})
+	if hooks != 1 {
+		t.Fatalf("a's hook ran %d times, want 1 (Update = %v; b: %v)", hooks, err, bErrs)
+	}
+	if err != nil && (!errors.Is(err, store.ErrCommit) || !errors.Is(err, store.ErrUnavailable)) {
+		t.Errorf("a's Update = %v, want nil or ErrCommit with ErrUnavailable", err)
+	}
+	if err == nil && bErrs[0] == nil {
+		t.Errorf("both sides of a write skew committed (x=%q, y=%q): not serializable", read(t, a, "b", "x"), read(t, a, "b", "y"))
+	}
+	t.Logf("a: %v; b: %v; x=%q y=%q", err, bErrs[0], read(t, a, "b", "x"), read(t, a, "b", "y"))
+}
