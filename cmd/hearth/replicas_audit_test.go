@@ -7,6 +7,8 @@ import (
 	"html"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -45,6 +47,19 @@ func TestReplicasAuditReads(t *testing.T) {
 	}
 	if len(want) != 2 {
 		t.Fatalf("the export holds %d device.add entries, want 2: %v", len(want), exported)
+	}
+	// hearth.yaml names no store (--store-dsn did): backup asks the
+	// server before it reads a passphrase. With none on standard input it
+	// used to stop at "the passphrase must have at least 15 characters".
+	for i, d := range rs.dirs {
+		out := filepath.Join(t.TempDir(), "b.age")
+		_, errOut, err := hearthCmd(t, d, "", "backup", "--out", out)
+		if _, serr := os.Stat(out); serr == nil {
+			t.Errorf("hearth backup on replica %d wrote %s", i, out)
+		}
+		if err == nil || !strings.Contains(errOut, "pg_dump") || strings.Contains(errOut, "passphrase must") {
+			t.Errorf("hearth backup on replica %d without a passphrase: %v %q, want the PostgreSQL refusal naming pg_dump first", i, err, errOut)
+		}
 	}
 	for i, d := range rs.dirs {
 		c := socketClient(d)

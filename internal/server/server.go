@@ -338,6 +338,7 @@ func adminMux(s *Server, l *live) http.Handler {
 	mux.HandleFunc("POST "+ReloadPath, s.handleReload)
 	mux.HandleFunc("GET /.hearth/v1/admin/principals/{id}", s.principalInfo)
 	mux.HandleFunc("POST "+BackupPath, s.serveBackup)
+	mux.HandleFunc("GET "+BackupPath, s.backupPossible)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		httpx.Error(w, http.StatusNotFound, "not_found", "no such admin endpoint: "+r.URL.Path)
 	})
