@@ -154,16 +154,14 @@ func (l *Log) Tail(n int, match func(audit.Entry) bool) ([]audit.Entry, error) {
 func (l *Log) ProveInclusion(index, size int64) (*audit.InclusionProof, error) {
 	ctx, cancel := context.WithTimeout(l.ctx, 10*time.Second)
 	defer cancel()
-	var cur int64
-	if err := l.pool.QueryRow(ctx, "SELECT size FROM "+Schema+".state").Scan(&cur); err != nil {
-		return nil, fmt.Errorf("pgaudit: %w", err)
+	cur, err := l.treeSize(ctx)
+	if err != nil {
+		return nil, err
 	}
 	if index < 0 || index >= size || size > cur {
 		return nil, fmt.Errorf("pgaudit: no inclusion proof of entry %d in a tree of %d (the log has %d)", index, size, cur)
 	}
-	p, err := tlog.ProveRecord(size, index, tlog.HashReaderFunc(func(idx []int64) ([]tlog.Hash, error) {
-		return readHashes(ctx, l.pool, idx)
-	}))
+	p, err := tlog.ProveRecord(size, index, l.hashReader(ctx))
 	if err != nil {
 		return nil, fmt.Errorf("pgaudit: %w", err)
 	}
@@ -171,6 +169,23 @@ func (l *Log) ProveInclusion(index, size int64) (*audit.InclusionProof, error) {
 		p = tlog.RecordProof{}
 	}
 	return &audit.InclusionProof{Index: index, Size: size, Proof: p}, nil
+}
+
+// treeSize is how many entries the stored tree (and its latest
+// checkpoint, written in the same transaction) has.
+func (l *Log) treeSize(ctx context.Context) (int64, error) {
+	var n int64
+	if err := l.pool.QueryRow(ctx, "SELECT size FROM "+Schema+".state").Scan(&n); err != nil {
+		return 0, fmt.Errorf("pgaudit: %w", err)
+	}
+	return n, nil
+}
+
+// hashReader reads the stored hashes for tlog's proofs and tiles.
+func (l *Log) hashReader(ctx context.Context) tlog.HashReader {
+	return tlog.HashReaderFunc(func(idx []int64) ([]tlog.Hash, error) {
+		return readHashes(ctx, l.pool, idx)
+	})
 }
 
 // serveProof answers audit.ProofPath as the file log does (audit.ServeProof).

@@ -60,8 +60,8 @@ func (l *Log) Handler() http.Handler {
 			httpx.Error(w, http.StatusNotFound, "not_found", "no such tile (c2sp.org/tlog-tiles paths: tile/<L>/<N>[.p/<W>], tile/entries/<N>[.p/<W>])")
 			return
 		}
-		var size int64
-		if err := l.pool.QueryRow(ctx, "SELECT size FROM "+Schema+".state").Scan(&size); err != nil {
+		size, err := l.treeSize(ctx)
+		if err != nil {
 			l.unavailable(w, r, err)
 			return
 		}
@@ -71,9 +71,7 @@ func (l *Log) Handler() http.Handler {
 		}
 		var data []byte
 		if t.L >= 0 {
-			data, err = tlog.ReadTileData(t, tlog.HashReaderFunc(func(idx []int64) ([]tlog.Hash, error) {
-				return readHashes(ctx, l.pool, idx)
-			}))
+			data, err = tlog.ReadTileData(t, l.hashReader(ctx))
 		} else {
 			data, err = l.entryBundle(ctx, t)
 		}
