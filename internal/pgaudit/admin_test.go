@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -192,6 +193,45 @@ func TestAdminHandler(t *testing.T) {
 	}
 	if es, err := b.Tail(1000, nil); err != nil || int64(len(es)) != size || es[0].Index != 0 {
 		t.Errorf("Tail(all): %d entries (%v), want %d from 0", len(es), err, size)
+	}
+	// The columns the replicas fill as they insert are what migration
+	// 0002's trigger computes from the bodies (as for hearth migrate's
+	// COPY), also for an event without principal or time, and one past
+	// int64 nanoseconds.
+	if _, err := a.Append(ctx, audit.Event{Name: audit.EventAuthLogin, Outcome: audit.OutcomeFailure}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Append(ctx, audit.Event{Name: audit.EventAuthLogin, Outcome: audit.OutcomeFailure, Principal: "user:bob", Time: time.Date(3000, 1, 1, 0, 0, 0, 5, time.UTC)}); err != nil {
+		t.Fatal(err)
+	}
+	pool := db.Pool(t)
+	columns := func() string {
+		t.Helper()
+		var out strings.Builder
+		rows, err := pool.Query(ctx, "SELECT seq, event, coalesce(principal, '<null>'), at_ns FROM "+Schema+".entries WHERE seq IS NOT NULL ORDER BY seq")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var seq, ns int64
+			var ev, pr string
+			if err := rows.Scan(&seq, &ev, &pr, &ns); err != nil {
+				t.Fatal(err)
+			}
+			fmt.Fprintf(&out, "%d %s %s %d\n", seq, ev, pr, ns)
+		}
+		return out.String()
+	}
+	filled := columns()
+	if _, err := pool.Exec(ctx, "UPDATE "+Schema+".entries SET event = NULL, principal = NULL, at_ns = NULL"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, "UPDATE "+Schema+".entries SET body = body"); err != nil {
+		t.Fatal(err)
+	}
+	if byTrigger := columns(); byTrigger != filled || !strings.Contains(filled, " user:bob 9223372036854775807\n") || !strings.Contains(filled, " <null> ") {
+		t.Errorf("columns as inserted:\n%s\nas the trigger computes them:\n%s", filled, byTrigger)
 	}
 }
 
