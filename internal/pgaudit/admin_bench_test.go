@@ -2,8 +2,6 @@ package pgaudit
 
 import (
 	"context"
-	"fmt"
-	"sync"
 	"testing"
 	"time"
 
@@ -85,33 +83,8 @@ func BenchmarkAppendFields(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
-			var next sync.Mutex
-			k := 0
-			var wg sync.WaitGroup
-			b.ResetTimer()
-			start := time.Now()
-			for w := range 64 {
-				l := logs[w%2]
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					for {
-						next.Lock()
-						i := k
-						k++
-						next.Unlock()
-						if i >= b.N {
-							return
-						}
-						if err := l.Record(context.Background(), event(fmt.Sprint("bench ", i))); err != nil {
-							b.Error(err)
-							return
-						}
-					}
-				}()
-			}
-			wg.Wait()
-			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "entries/s")
+			el, _ := recordAll(b, logs, 64)
+			b.ReportMetric(float64(b.N)/el.Seconds(), "entries/s")
 		})
 	}
 }
