@@ -39,7 +39,8 @@ func TestReplicasAuditReads(t *testing.T) {
 	rs := newReplicaSet(t, 2, nil)
 	rs.startAll(t)
 	rs.addDevice(t, 0, "from-a", "system:read")
-	rs.addDevice(t, 1, "from-b", "system:read")
+	tok := rs.addDevice(t, 1, "from-b", "system:read")
+	cert := rs.enroll(t, 1, tok)
 	exported := rs.auditEntries(t, audit.EventDeviceAdd)
 	var want []string
 	for _, e := range exported {
@@ -59,6 +60,18 @@ func TestReplicasAuditReads(t *testing.T) {
 		}
 		if err == nil || !strings.Contains(errOut, "pg_dump") || strings.Contains(errOut, "passphrase must") {
 			t.Errorf("hearth backup on replica %d without a passphrase: %v %q, want the PostgreSQL refusal naming pg_dump first", i, err, errOut)
+		}
+	}
+	// Through the gateway: an enrolled device without hearth:admin is
+	// refused the entries, and gets the proofs any device gets.
+	dev := rs.client(&cert)
+	for i, s := range rs.srvs {
+		if st, body := do(dev, http.MethodGet, "https://"+s.gateway+audit.AdminPath, "", nil); st != http.StatusForbidden {
+			t.Errorf("replica %d: a system:read device GET %s = %d %s, want 403", i, audit.AdminPath, st, body)
+		}
+		st, body := do(dev, http.MethodGet, "https://"+s.gateway+audit.ProofPath+"?old=1&size=2", "", nil)
+		if _, err := audit.ParseConsistencyProof(body); st != http.StatusOK || err != nil {
+			t.Errorf("replica %d: GET %s?old=1&size=2 = %d %s (%v)", i, audit.ProofPath, st, body, err)
 		}
 	}
 	for i, d := range rs.dirs {
