@@ -1,6 +1,8 @@
 package audit
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -8,6 +10,7 @@ import (
 	"time"
 
 	"filippo.io/torchwood"
+	"github.com/rs/zerolog"
 	"golang.org/x/mod/sumdb/tlog"
 
 	"github.com/hearth-home/hearth/internal/httpx"
@@ -67,10 +70,23 @@ func (l *Log) Handler() http.Handler {
 }
 
 func (l *Log) serveProof(w http.ResponseWriter, r *http.Request) {
-	q, err := url.ParseQuery(r.URL.RawQuery)
+	ServeProof(w, r, l.Size(), l.log, l.ProveInclusion, l.ProveConsistency)
+}
+
+// ProofQuery is a parsed ProofPath query: an inclusion proof of Index
+// (Consistency false) or a consistency proof from Old, in the tree of Size.
+type ProofQuery struct {
+	Index, Old, Size int64
+	Consistency      bool
+}
+
+// ParseProofQuery parses and bounds a ProofPath query against a log of
+// size entries (its latest checkpoint). The error is a sentence for the
+// client (400 bad_request).
+func ParseProofQuery(rawQuery string, size int64) (ProofQuery, error) {
+	q, err := url.ParseQuery(rawQuery)
 	if err != nil {
-		httpx.Error(w, http.StatusBadRequest, "bad_request", "malformed query")
-		return
+		return ProofQuery{}, errors.New("malformed query")
 	}
 	get := func(name string) (int64, bool, bool) {
 		vs, ok := q[name]
@@ -85,43 +101,47 @@ func (l *Log) serveProof(w http.ResponseWriter, r *http.Request) {
 	}
 	for k := range q {
 		if k != "index" && k != "old" && k != "size" {
-			httpx.Error(w, http.StatusBadRequest, "bad_request", "unknown parameter "+k+"; use index&size or old&size")
-			return
+			return ProofQuery{}, errors.New("unknown parameter " + k + "; use index&size or old&size")
 		}
 	}
 	index, hasIndex, ok1 := get("index")
 	old, hasOld, ok2 := get("old")
-	size, hasSize, ok3 := get("size")
+	want, hasSize, ok3 := get("size")
 	if !ok1 || !ok2 || !ok3 || !hasSize || hasIndex == hasOld {
-		httpx.Error(w, http.StatusBadRequest, "bad_request", "want index=N&size=M or old=N&size=M, each once, in canonical decimal")
-		return
+		return ProofQuery{}, errors.New("want index=N&size=M or old=N&size=M, each once, in canonical decimal")
 	}
-	cur := l.Size()
-	if size < 1 || size > cur {
-		httpx.Error(w, http.StatusBadRequest, "bad_request", "size must be between 1 and the latest checkpoint's size")
-		return
+	if want < 1 || want > size {
+		return ProofQuery{}, errors.New("size must be between 1 and the latest checkpoint's size")
 	}
-	if hasIndex {
-		if index >= size {
-			httpx.Error(w, http.StatusBadRequest, "bad_request", "index must be below size")
-			return
-		}
-		p, err := l.ProveInclusion(index, size)
-		if err != nil {
-			l.log.Error().Err(err).Msg("audit: inclusion proof")
-			httpx.Error(w, http.StatusServiceUnavailable, "unavailable", "the proof cannot be computed now")
-			return
-		}
-		httpx.JSON(w, http.StatusOK, p)
-		return
+	if hasIndex && index >= want {
+		return ProofQuery{}, errors.New("index must be below size")
 	}
-	if old < 1 || old > size {
-		httpx.Error(w, http.StatusBadRequest, "bad_request", "old must be between 1 and size")
-		return
+	if hasOld && (old < 1 || old > want) {
+		return ProofQuery{}, errors.New("old must be between 1 and size")
 	}
-	p, err := l.ProveConsistency(old, size)
+	return ProofQuery{Index: index, Old: old, Size: want, Consistency: hasOld}, nil
+}
+
+// ServeProof answers a ProofPath request for a log of size entries with
+// the proof inclusion or consistency computes, or a JSON error: 400 for
+// bad parameters (ParseProofQuery), 503 when the proof cannot be computed.
+// The file log and the PostgreSQL history (internal/pgaudit) both serve
+// their proofs with it.
+func ServeProof(w http.ResponseWriter, r *http.Request, size int64, log zerolog.Logger,
+	inclusion func(index, size int64) (*InclusionProof, error), consistency func(old, size int64) (*ConsistencyProof, error)) {
+	pq, err := ParseProofQuery(r.URL.RawQuery, size)
 	if err != nil {
-		l.log.Error().Err(err).Msg("audit: consistency proof")
+		httpx.Error(w, http.StatusBadRequest, "bad_request", err.Error())
+		return
+	}
+	var p any
+	if pq.Consistency {
+		p, err = consistency(pq.Old, pq.Size)
+	} else {
+		p, err = inclusion(pq.Index, pq.Size)
+	}
+	if err != nil {
+		log.Error().Err(err).Bool("consistency", pq.Consistency).Msg("audit: computing a proof")
 		httpx.Error(w, http.StatusServiceUnavailable, "unavailable", "the proof cannot be computed now")
 		return
 	}
@@ -142,14 +162,77 @@ type AdminEntries struct {
 	Checkpoint string  `json:"checkpoint"`
 }
 
-// AdminHandler serves the entries themselves, for the web UI's audit page:
-//
-//	GET /.hearth/v1/admin/audit?n=50&event=auth.login&principal=user:alice&since=RFC3339&before=INDEX
-//
-// n (default 50, at most 1000) newest entries matching the filters, with
-// index below before (for paging back). Entries name people and devices:
-// the server must mount this behind the hearth:admin capability.
-func (l *Log) AdminHandler() http.Handler {
+// AdminQuery is a parsed AdminPath query: the N newest entries with
+// index below Before that match Event, Principal (exactly, when not empty)
+// and Since (time at or after it, when not zero).
+type AdminQuery struct {
+	N                int
+	Before           int64
+	Since            time.Time
+	Event, Principal string
+}
+
+// Match reports whether e passes q's filters (not N or Before).
+func (q AdminQuery) Match(e Entry) bool {
+	return (q.Event == "" || e.Name == q.Event) && (q.Principal == "" || e.Principal == q.Principal) &&
+		(q.Since.IsZero() || !e.Time.Before(q.Since))
+}
+
+// ParseAdminQuery parses and bounds an AdminPath query against a log of
+// size entries: n 1 to 1000 (default 50), before at most size (default
+// size), since in RFC 3339, each parameter at most once. The error is a
+// sentence for the client (400 bad_request).
+func ParseAdminQuery(rawQuery string, size int64) (AdminQuery, error) {
+	q, err := url.ParseQuery(rawQuery)
+	if err != nil {
+		return AdminQuery{}, errors.New("malformed query")
+	}
+	aq := AdminQuery{N: 50, Before: size}
+	for k, vs := range q {
+		if len(vs) != 1 {
+			return AdminQuery{}, errors.New("parameter " + k + " given more than once")
+		}
+		v, ok := vs[0], true
+		switch k {
+		case "n":
+			var n int64
+			n, ok = parseCanonicalInt(v)
+			ok = ok && n >= 1 && n <= maxAdminEntries
+			aq.N = int(n)
+		case "before":
+			aq.Before, ok = parseCanonicalInt(v)
+			aq.Before = min(aq.Before, size)
+		case "since":
+			aq.Since, err = time.Parse(time.RFC3339Nano, v)
+			ok = err == nil
+		case "event":
+			aq.Event = v
+		case "principal":
+			aq.Principal = v
+		default:
+			ok = false
+		}
+		if !ok {
+			return AdminQuery{}, errors.New("bad parameter " + k + "; use n (1-1000), before (index), since (RFC 3339), event, principal")
+		}
+	}
+	return aq, nil
+}
+
+// AdminSource is what an AdminPath handler reads: the file log, or the
+// PostgreSQL history of replicas (internal/pgaudit).
+type AdminSource interface {
+	// AdminState returns the size the answer is of and the latest signed
+	// checkpoint note.
+	AdminState(ctx context.Context) (size int64, checkpoint []byte, err error)
+	// AdminEntries returns the q.N newest entries below q.Before that
+	// q.Match, oldest first.
+	AdminEntries(ctx context.Context, q AdminQuery) ([]Entry, error)
+}
+
+// ServeAdmin serves AdminPath from src (see Log.AdminHandler); log gets
+// read failures, answered 503.
+func ServeAdmin(src AdminSource, log zerolog.Logger) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != AdminPath {
 			httpx.Error(w, http.StatusNotFound, "not_found", "no such audit endpoint")
@@ -160,55 +243,49 @@ func (l *Log) AdminHandler() http.Handler {
 			httpx.Error(w, http.StatusMethodNotAllowed, "method_not_allowed", "use GET")
 			return
 		}
-		q, err := url.ParseQuery(r.URL.RawQuery)
+		size, msg, err := src.AdminState(r.Context())
 		if err != nil {
-			httpx.Error(w, http.StatusBadRequest, "bad_request", "malformed query")
+			log.Error().Err(err).Msg("audit: reading the latest checkpoint")
+			httpx.Error(w, http.StatusServiceUnavailable, "unavailable", "the audit log cannot be read now")
 			return
 		}
-		n, size := int64(50), l.Size()
-		before := size
-		var since time.Time
-		for k, vs := range q {
-			if len(vs) != 1 {
-				httpx.Error(w, http.StatusBadRequest, "bad_request", "parameter "+k+" given more than once")
-				return
-			}
-			v, ok := vs[0], true
-			switch k {
-			case "n":
-				n, ok = parseCanonicalInt(v)
-				ok = ok && n >= 1 && n <= maxAdminEntries
-			case "before":
-				before, ok = parseCanonicalInt(v)
-				before = min(before, size)
-			case "since":
-				since, err = time.Parse(time.RFC3339Nano, v)
-				ok = err == nil
-			case "event", "principal":
-			default:
-				ok = false
-			}
-			if !ok {
-				httpx.Error(w, http.StatusBadRequest, "bad_request", "bad parameter "+k+"; use n (1-1000), before (index), since (RFC 3339), event, principal")
-				return
-			}
-		}
-		event, principal := q.Get("event"), q.Get("principal")
-		es, err := tailEntries(l.adir, before, int(n), func(e Entry) bool {
-			return (event == "" || e.Name == event) && (principal == "" || e.Principal == principal) &&
-				(since.IsZero() || !e.Time.Before(since))
-		})
+		q, err := ParseAdminQuery(r.URL.RawQuery, size)
 		if err != nil {
-			l.log.Error().Err(err).Msg("audit: reading entries")
+			httpx.Error(w, http.StatusBadRequest, "bad_request", err.Error())
+			return
+		}
+		es, err := src.AdminEntries(r.Context(), q)
+		if err != nil {
+			log.Error().Err(err).Msg("audit: reading entries")
 			httpx.Error(w, http.StatusServiceUnavailable, "unavailable", "the audit log cannot be read now")
 			return
 		}
 		if es == nil {
 			es = []Entry{}
 		}
-		_, msg := l.Checkpoint()
 		httpx.JSON(w, http.StatusOK, AdminEntries{Entries: es, Size: size, Checkpoint: string(msg)})
 	})
+}
+
+// AdminHandler serves the entries themselves, for the web UI's audit page:
+//
+//	GET /.hearth/v1/admin/audit?n=50&event=auth.login&principal=user:alice&since=RFC3339&before=INDEX
+//
+// n (default 50, at most 1000) newest entries matching the filters, with
+// index below before (for paging back). Entries name people and devices:
+// the server must mount this behind the hearth:admin capability.
+func (l *Log) AdminHandler() http.Handler { return ServeAdmin(fileAdmin{l}, l.log) }
+
+// fileAdmin is the file log as an AdminSource.
+type fileAdmin struct{ l *Log }
+
+func (f fileAdmin) AdminState(context.Context) (int64, []byte, error) {
+	_, msg := f.l.Checkpoint()
+	return f.l.Size(), msg, nil
+}
+
+func (f fileAdmin) AdminEntries(_ context.Context, q AdminQuery) ([]Entry, error) {
+	return tailEntries(f.l.adir, q.Before, q.N, q.Match)
 }
 
 // parseTilePath parses the part of a tile URL after TilePrefix's "tile/"

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -11,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"filippo.io/age"
 	"github.com/spf13/cobra"
@@ -65,10 +67,14 @@ never over an existing file. Restore it with hearth restore.`,
 				return errors.New("backup: give the archive's path with --out FILE")
 			}
 			// On PostgreSQL the data dir holds keys, not state: refuse
-			// before asking for a passphrase (the server refuses too, for
-			// a --store-dsn this file does not name).
+			// before asking for a passphrase, whether hearth.yaml says so
+			// or the running server was given --store-dsn (it says so on
+			// GET BackupPath).
 			if cfg, err := config.Load(filepath.Join(dir, config.FileName)); err == nil && cfg.Store.DriverName() == config.DriverPostgres {
 				return fmt.Errorf("backup: %w", server.ErrPostgresBackup)
+			}
+			if err := backupPreflight(cmd.Context(), dir); err != nil {
+				return err
 			}
 			rcpts, err := backupRecipients(e, recipients, recipientsFile, passFile)
 			if err != nil {
@@ -189,14 +195,10 @@ func writeBackup(ctx context.Context, e *env, dir, out string, rcpts []age.Recip
 
 // streamBackup asks the server on the admin socket for the archive.
 func streamBackup(ctx context.Context, dir string, w io.Writer) (string, error) {
-	sock := admin.SocketPath(dir)
-	if _, err := os.Stat(sock); err != nil {
-		return "", admin.ErrNotRunning
+	hc, err := socketHTTP(dir)
+	if err != nil {
+		return "", err
 	}
-	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		var d net.Dialer
-		return d.DialContext(ctx, "unix", sock)
-	}}}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://hearth"+server.BackupPath, nil)
 	if err != nil {
 		return "", err
@@ -221,6 +223,46 @@ func streamBackup(ctx context.Context, dir string, w io.Writer) (string, error) 
 		return "", fmt.Errorf("backup: the server's backup did not complete: %q (see its log)", st)
 	}
 	return "a snapshot by the running server", nil
+}
+
+// socketHTTP is an HTTP client of the admin socket of dir, or
+// admin.ErrNotRunning when there is no socket.
+func socketHTTP(dir string) (*http.Client, error) {
+	sock := admin.SocketPath(dir)
+	if _, err := os.Stat(sock); err != nil {
+		return nil, admin.ErrNotRunning
+	}
+	return &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", sock)
+	}}}, nil
+}
+
+// backupPreflight asks the running server, if any, whether it can take a
+// backup, and returns ErrPostgresBackup's refusal when its store is
+// PostgreSQL. No server, or an older one without the question (405),
+// is no refusal: the backup itself then answers.
+func backupPreflight(ctx context.Context, dir string) error {
+	hc, err := socketHTTP(dir)
+	if err != nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://hearth"+server.BackupPath, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return nil // a stale socket; the backup finds out
+	}
+	defer resp.Body.Close()
+	var je struct{ Code string }
+	if resp.StatusCode == http.StatusConflict && json.NewDecoder(io.LimitReader(resp.Body, 4096)).Decode(&je) == nil && je.Code == "postgres_store" {
+		return fmt.Errorf("backup: %w", server.ErrPostgresBackup)
+	}
+	return nil
 }
 
 // offlineBackup records the backup in the audit log and writes the archive

@@ -43,37 +43,7 @@ func benchmarkAppend(b *testing.B, wake string) {
 				for i := range logs {
 					logs[i] = openLog(b, db.Pool(b), dir, Options{Name: fmt.Sprint("r", i)})
 				}
-				lat := make([]time.Duration, b.N)
-				var next sync.Mutex
-				k := 0
-				var wg sync.WaitGroup
-				b.ResetTimer()
-				start := time.Now()
-				for w := range writers {
-					l := logs[w%replicas]
-					wg.Add(1)
-					go func() {
-						defer wg.Done()
-						for {
-							next.Lock()
-							i := k
-							k++
-							next.Unlock()
-							if i >= b.N {
-								return
-							}
-							t0 := time.Now()
-							if err := l.Record(context.Background(), event(fmt.Sprint("bench ", i))); err != nil {
-								b.Error(err)
-								return
-							}
-							lat[i] = time.Since(t0)
-						}
-					}()
-				}
-				wg.Wait()
-				el := time.Since(start)
-				b.StopTimer()
+				el, lat := recordAll(b, logs, writers)
 				slices.Sort(lat)
 				b.ReportMetric(float64(b.N)/el.Seconds(), "entries/s")
 				b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
@@ -85,4 +55,42 @@ func benchmarkAppend(b *testing.B, wake string) {
 			})
 		}
 	}
+}
+
+// recordAll runs writers goroutines over logs (writer w on logs[w%len])
+// recording b.N entries in all, and returns the elapsed time and each
+// Record's latency.
+func recordAll(b *testing.B, logs []*Log, writers int) (time.Duration, []time.Duration) {
+	lat := make([]time.Duration, b.N)
+	var next sync.Mutex
+	k := 0
+	var wg sync.WaitGroup
+	b.ResetTimer()
+	start := time.Now()
+	for w := range writers {
+		l := logs[w%len(logs)]
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				next.Lock()
+				i := k
+				k++
+				next.Unlock()
+				if i >= b.N {
+					return
+				}
+				t0 := time.Now()
+				if err := l.Record(context.Background(), event(fmt.Sprint("bench ", i))); err != nil {
+					b.Error(err)
+					return
+				}
+				lat[i] = time.Since(t0)
+			}
+		}()
+	}
+	wg.Wait()
+	el := time.Since(start)
+	b.StopTimer()
+	return el, lat
 }

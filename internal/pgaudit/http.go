@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
-	"time"
 
 	"filippo.io/torchwood"
 	"golang.org/x/mod/sumdb/tlog"
@@ -20,16 +19,16 @@ import (
 //	GET /.hearth/v1/audit/checkpoint               the latest stored signed checkpoint
 //	GET /.hearth/v1/audit/tile/<L>/<N>[.p/<W>]     a Merkle tree tile, from the hashes table
 //	GET /.hearth/v1/audit/tile/entries/<N>[.p/<W>] an entry bundle, from the entries table
+//	GET /.hearth/v1/audit/proof?index=N&size=M     audit.InclusionProof (JSON), from the hashes table
+//	GET /.hearth/v1/audit/proof?old=N&size=M       audit.ConsistencyProof (JSON)
 //
 // Any replica can serve it (tiles are immutable once the tree covers them).
-// Unlike the file log's, it serves no JSON proofs (audit.ProofPath answers
-// 404): clients compute proofs from the tiles (torchwood does), and no
-// witness cosignatures on the checkpoint. It does not authenticate: the
+// Unlike the file log's, its checkpoint carries no witness cosignatures. It does not authenticate: the
 // server mounts it behind its authentication.
 func (l *Log) Handler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		isTile := strings.HasPrefix(r.URL.Path, audit.TilePrefix)
-		if r.URL.Path != audit.CheckpointPath && !isTile {
+		if r.URL.Path != audit.CheckpointPath && r.URL.Path != audit.ProofPath && !isTile {
 			httpx.Error(w, http.StatusNotFound, "not_found", "no such audit endpoint")
 			return
 		}
@@ -38,7 +37,11 @@ func (l *Log) Handler() http.Handler {
 			httpx.Error(w, http.StatusMethodNotAllowed, "method_not_allowed", "use GET")
 			return
 		}
-		ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+		if r.URL.Path == audit.ProofPath {
+			l.serveProof(w, r)
+			return
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), readTimeout)
 		defer cancel()
 		if !isTile {
 			_, msg, err := l.Latest(ctx)
@@ -57,8 +60,8 @@ func (l *Log) Handler() http.Handler {
 			httpx.Error(w, http.StatusNotFound, "not_found", "no such tile (c2sp.org/tlog-tiles paths: tile/<L>/<N>[.p/<W>], tile/entries/<N>[.p/<W>])")
 			return
 		}
-		var size int64
-		if err := l.pool.QueryRow(ctx, "SELECT size FROM "+Schema+".state").Scan(&size); err != nil {
+		size, err := l.treeSize(ctx)
+		if err != nil {
 			l.unavailable(w, r, err)
 			return
 		}
@@ -68,9 +71,7 @@ func (l *Log) Handler() http.Handler {
 		}
 		var data []byte
 		if t.L >= 0 {
-			data, err = tlog.ReadTileData(t, tlog.HashReaderFunc(func(idx []int64) ([]tlog.Hash, error) {
-				return readHashes(ctx, l.pool, idx)
-			}))
+			data, err = tlog.ReadTileData(t, l.hashReader(ctx))
 		} else {
 			data, err = l.entryBundle(ctx, t)
 		}

@@ -84,7 +84,7 @@ func TestTilesReadByTorchwood(t *testing.T) {
 			"tile/entries/003": http.StatusNotFound, // past the tree
 			"tile/0/x001/000":  http.StatusNotFound,
 			"tile/entries/00x": http.StatusNotFound,
-			"proof?index=1":    http.StatusNotFound,
+			"proof?index=1":    http.StatusBadRequest, // no size
 			"tile/1/000.p/2":   http.StatusOK,
 			"tile/entries/002.p/" + fmt.Sprint(c.N-512): http.StatusOK,
 		} {

@@ -182,7 +182,7 @@ type Log struct {
 }
 
 type request struct {
-	body     []byte
+	enc      encoded
 	id       int64
 	inserted chan error // the INSERT's outcome
 	seq      chan int64 // the position, once covered
@@ -329,11 +329,11 @@ func (l *Log) Record(ctx context.Context, e audit.Event) error {
 
 // Append is Record that also returns the entry's position in the log.
 func (l *Log) Append(ctx context.Context, e audit.Event) (int64, error) {
-	body, err := audit.EncodeEvent(e, l.opts.Now())
+	enc, err := encode(e, l.opts.Now())
 	if err != nil {
 		return -1, err
 	}
-	r := &request{body: body, inserted: make(chan error, 1), seq: make(chan int64, 1)}
+	r := &request{enc: enc, inserted: make(chan error, 1), seq: make(chan int64, 1)}
 	deadline := time.NewTimer(l.opts.MaxWait)
 	defer deadline.Stop()
 	l.sendMu.RLock()
@@ -419,13 +419,15 @@ func (l *Log) withdraw(r *request, cause error) (int64, error) {
 func (l *Log) insertLoop() {
 	defer l.wg.Done()
 	batch := make([]*request, 0, l.opts.MaxBatch)
-	bodies := make([][]byte, 0, l.opts.MaxBatch)
+	var rows newEntries
 	for {
 		r, ok := <-l.reqs
 		if !ok {
 			return
 		}
-		batch, bodies = append(batch[:0], r), append(bodies[:0], r.body)
+		rows.reset()
+		batch = append(batch[:0], r)
+		rows.add(r.enc)
 	fill:
 		for len(batch) < l.opts.MaxBatch {
 			select {
@@ -433,14 +435,15 @@ func (l *Log) insertLoop() {
 				if !ok {
 					break fill
 				}
-				batch, bodies = append(batch, r), append(bodies, r.body)
+				batch = append(batch, r)
+				rows.add(r.enc)
 			default:
 				break fill
 			}
 		}
 		p0 := l.w.snapshot()
 		ctx, cancel := context.WithTimeout(l.ctx, max(l.opts.MaxWait, insertWait))
-		ids, err := l.insert(ctx, bodies)
+		ids, err := l.insert(ctx, &rows)
 		cancel()
 		if err != nil {
 			var pe *pgconn.PgError
@@ -493,20 +496,20 @@ func (l *Log) insertLoop() {
 // trip: the INSERT and the notification are one pipelined batch, which
 // PostgreSQL runs as one implicit transaction committed at its Sync. ids
 // are returned, with the error, when only the commit's outcome is unknown.
-func (l *Log) insert(ctx context.Context, bodies [][]byte) ([]int64, error) {
+func (l *Log) insert(ctx context.Context, rows *newEntries) ([]int64, error) {
 	b := &pgx.Batch{}
-	b.Queue(insertSQL, bodies)
+	b.Queue(insertSQL, rows.args()...)
 	notify := l.shouldNotify()
 	if notify {
 		b.Queue("SELECT pg_notify($1, '')", entriesChannel)
 	}
 	br := l.pool.SendBatch(ctx, b)
-	rows, err := br.Query()
+	res, err := br.Query()
 	if err != nil {
 		br.Close()
 		return nil, err
 	}
-	ids, err := collectIDs(rows, len(bodies))
+	ids, err := collectIDs(res, len(rows.bodies))
 	if err != nil {
 		br.Close()
 		return nil, err
@@ -523,9 +526,11 @@ func (l *Log) insert(ctx context.Context, bodies [][]byte) ([]int64, error) {
 	return ids, nil
 }
 
-// insertSQL inserts $1's bodies in order: nextval runs in the order of
-// the SELECT, which ORDER BY fixes, so sorted ids follow the bodies.
-const insertSQL = "INSERT INTO " + Schema + ".entries (body) SELECT b FROM unnest($1::bytea[]) WITH ORDINALITY AS t(b, n) ORDER BY n RETURNING id"
+// insertSQL inserts $1's bodies in order, with their event names ($2),
+// principals ($3, empty for none) and times ($4, see encoded): nextval runs
+// in the order of the SELECT, which ORDER BY fixes, so sorted ids follow
+// the bodies.
+const insertSQL = "INSERT INTO " + Schema + ".entries (body, event, principal, at_ns) SELECT b, e, NULLIF(p, ''), a FROM unnest($1::bytea[], $2::text[], $3::text[], $4::bigint[]) WITH ORDINALITY AS t(b, e, p, a, n) ORDER BY n RETURNING id"
 
 func collectIDs(rows pgx.Rows, n int) ([]int64, error) {
 	ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
@@ -575,12 +580,12 @@ func (l *Log) shouldNotify() bool {
 	return l.lastNotify.CompareAndSwap(last, int64(now))
 }
 
-func insertTx(ctx context.Context, tx pgx.Tx, bodies [][]byte) ([]int64, error) {
-	rows, err := tx.Query(ctx, insertSQL, bodies)
+func insertTx(ctx context.Context, tx pgx.Tx, in *newEntries) ([]int64, error) {
+	rows, err := tx.Query(ctx, insertSQL, in.args()...)
 	if err != nil {
 		return nil, err
 	}
-	ids, err := collectIDs(rows, len(bodies))
+	ids, err := collectIDs(rows, len(in.bodies))
 	if err != nil {
 		return nil, err
 	}
@@ -604,15 +609,15 @@ func (l *Log) AppendTx(ctx context.Context, tx pgx.Tx, events ...audit.Event) ([
 	if len(events) == 0 {
 		return nil, nil
 	}
-	bodies := make([][]byte, len(events))
-	for i, e := range events {
-		b, err := audit.EncodeEvent(e, l.opts.Now())
+	var in newEntries
+	for _, e := range events {
+		enc, err := encode(e, l.opts.Now())
 		if err != nil {
 			return nil, err
 		}
-		bodies[i] = b
+		in.add(enc)
 	}
-	ids, err := insertTx(ctx, tx, bodies)
+	ids, err := insertTx(ctx, tx, &in)
 	if err != nil {
 		return nil, fmt.Errorf("pgaudit: %w", err)
 	}

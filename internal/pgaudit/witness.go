@@ -79,16 +79,14 @@ func (l *Log) Witnesses(ctx context.Context) []audit.WitnessStatus {
 func (l *Log) ProveConsistency(old, size int64) (*audit.ConsistencyProof, error) {
 	ctx, cancel := context.WithTimeout(l.ctx, 10*time.Second)
 	defer cancel()
-	var cur int64
-	if err := l.pool.QueryRow(ctx, "SELECT size FROM "+Schema+".state").Scan(&cur); err != nil {
-		return nil, fmt.Errorf("pgaudit: %w", err)
+	cur, err := l.treeSize(ctx)
+	if err != nil {
+		return nil, err
 	}
 	if old < 1 || old > size || size > cur {
 		return nil, fmt.Errorf("pgaudit: no consistency proof from %d to %d (the log has %d)", old, size, cur)
 	}
-	p, err := tlog.ProveTree(size, old, tlog.HashReaderFunc(func(idx []int64) ([]tlog.Hash, error) {
-		return readHashes(ctx, l.pool, idx)
-	}))
+	p, err := tlog.ProveTree(size, old, l.hashReader(ctx))
 	if err != nil {
 		return nil, fmt.Errorf("pgaudit: %w", err)
 	}

@@ -80,3 +80,16 @@ func (s *Server) serveBackup(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set(BackupStatusTrailer, msg)
 }
+
+// backupPossible answers GET BackupPath, which `hearth backup` asks before
+// it asks for a passphrase or reads recipients: 204 when this server can
+// stream a backup, or 409 postgres_store (ErrPostgresBackup) when its
+// store is PostgreSQL, also when only --store-dsn said so. It records
+// nothing: no backup is taken and nothing is read.
+func (s *Server) backupPossible(w http.ResponseWriter, r *http.Request) {
+	if s.db == nil {
+		httpx.Error(w, http.StatusConflict, "postgres_store", ErrPostgresBackup.Error())
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}

@@ -307,13 +307,7 @@ func (s *Server) webUI(l *live) *webui.UI {
 	for _, p := range l.cfg.OIDC {
 		providers = append(providers, webui.OIDCProvider{Name: p.Name, DisplayName: p.DisplayName})
 	}
-	// On PostgreSQL the pages show no audit entries (the history is read
-	// with hearth audit verify/export --store-dsn).
-	var tail webui.AuditTail
-	var status webui.AuditStatus
-	if s.audit != nil {
-		tail, status = s.audit, webui.LogStatus{Dir: s.opts.Dir, Log: s.audit}
-	}
+	tail, status := s.auditPages()
 	return webui.New(webui.Options{
 		Auth: s.auth, Policy: l.policy, Devices: s.ca, Audit: tail, Recorder: s.rec,
 		Enrollment: s.ca, Users: s.auth, AuditStatus: status,
@@ -337,13 +331,14 @@ func adminMux(s *Server, l *live) http.Handler {
 	mux.Handle("/.hearth/v1/admin/devices/", s.ca.AdminHandler())
 	mux.Handle("/.hearth/v1/admin/users", s.auth.AdminHandler())
 	mux.Handle("/.hearth/v1/admin/users/", s.auth.AdminHandler())
-	mux.Handle(audit.AdminPath, s.auditHandler((*audit.Log).AdminHandler))
+	mux.Handle(audit.AdminPath, s.auditAdmin())
 	if l.oidc != nil {
 		mux.Handle(oidc.AdminPath, l.oidc.AdminHandler())
 	}
 	mux.HandleFunc("POST "+ReloadPath, s.handleReload)
 	mux.HandleFunc("GET /.hearth/v1/admin/principals/{id}", s.principalInfo)
 	mux.HandleFunc("POST "+BackupPath, s.serveBackup)
+	mux.HandleFunc("GET "+BackupPath, s.backupPossible)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		httpx.Error(w, http.StatusNotFound, "not_found", "no such admin endpoint: "+r.URL.Path)
 	})

@@ -12,10 +12,10 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/hearth-home/hearth/audit"
-	"github.com/hearth-home/hearth/internal/httpx"
 	"github.com/hearth-home/hearth/internal/metrics"
 	"github.com/hearth-home/hearth/internal/pgaudit"
 	"github.com/hearth-home/hearth/internal/store/pgstore"
+	"github.com/hearth-home/hearth/internal/webui"
 
 	"github.com/hearth-home/hearth/internal/store"
 )
@@ -46,16 +46,43 @@ func (s *Server) storeCollectors() []prometheus.Collector {
 	return nil
 }
 
-// auditHandler is the file log's handler h, or on PostgreSQL an answer
-// saying where the history is read instead.
-func (s *Server) auditHandler(h func(*audit.Log) http.Handler) http.Handler {
-	if s.audit != nil {
-		return h(s.audit)
+// auditAdmin serves audit.AdminPath from the file log, or on PostgreSQL
+// from the shared history (any replica serves it alike).
+func (s *Server) auditAdmin() http.Handler {
+	if s.pgAudit != nil {
+		return s.pgAudit.AdminHandler()
 	}
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		httpx.Error(w, http.StatusNotImplemented, "audit_in_postgres",
-			"this hearth keeps its audit history in PostgreSQL: read it with hearth audit verify --store-dsn DSN, or export it to files with hearth audit export")
-	})
+	return s.audit.AdminHandler()
+}
+
+// pgAuditStatus is the web UI's AuditStatus on PostgreSQL: Verify walks
+// the shared history (pgaudit.Verify, as `hearth audit verify
+// --store-dsn` does) against the replica's own verifier key.
+type pgAuditStatus struct {
+	log  *pgaudit.Log
+	pool *pgxpool.Pool
+}
+
+func (p pgAuditStatus) Verify(ctx context.Context) (*audit.VerifyResult, error) {
+	return pgaudit.Verify(ctx, p.pool, pgaudit.VerifyOptions{VerifierKey: p.log.VerifierKey()})
+}
+
+func (p pgAuditStatus) Checkpoint() []byte {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, msg, err := p.log.Latest(ctx)
+	if err != nil {
+		return nil
+	}
+	return msg
+}
+
+// auditPages is what the web UI reads the audit history with.
+func (s *Server) auditPages() (webui.AuditTail, webui.AuditStatus) {
+	if s.pgAudit != nil {
+		return s.pgAudit, pgAuditStatus{log: s.pgAudit, pool: s.store.(pooled).Pool()}
+	}
+	return s.audit, webui.LogStatus{Dir: s.opts.Dir, Log: s.audit}
 }
 
 // auditTiles serves the audit history's checkpoint and tiles

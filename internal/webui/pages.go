@@ -567,11 +567,8 @@ func (u *UI) auditPage(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if u.o.Audit != nil {
-		es, err := u.o.Audit.Tail(AuditPageRows, func(e audit.Entry) bool {
-			return (d.Event == "" || e.Name == d.Event) &&
-				(d.Principal == "" || e.Principal == d.Principal) &&
-				(since.IsZero() || !e.Time.Before(since))
-		})
+		aq := audit.AdminQuery{N: AuditPageRows, Event: d.Event, Principal: d.Principal, Since: since}
+		es, err := u.auditEntries(r.Context(), aq)
 		if err != nil {
 			u.unavailable(w, err)
 			return
@@ -591,6 +588,22 @@ func (u *UI) auditPage(w http.ResponseWriter, r *http.Request) {
 	}
 	p.Data = d
 	u.render(w, http.StatusOK, "auditlog", p)
+}
+
+// auditEntries reads the newest entries matching q: with the filters in
+// the store's query when it has one (audit.AdminSource: the PostgreSQL
+// history, one indexed query per page), else through Tail.
+func (u *UI) auditEntries(ctx context.Context, q audit.AdminQuery) ([]audit.Entry, error) {
+	src, ok := u.o.Audit.(audit.AdminSource)
+	if !ok {
+		return u.o.Audit.Tail(q.N, q.Match)
+	}
+	size, _, err := src.AdminState(ctx)
+	if err != nil {
+		return nil, err
+	}
+	q.Before = size
+	return src.AdminEntries(ctx, q)
 }
 
 func clip(s string, n int) string {
