@@ -22,10 +22,13 @@ func newAuditCmd(e *env) *cobra.Command {
 		Use:   "audit",
 		Short: "Verify, read and checkpoint the signed audit log",
 		Long: `The audit log records every decision and change, signed and append-only.
-These commands read its files directly and work whether or not the server runs.`,
+These commands read its files directly and work whether or not the server runs.
+Replicas on PostgreSQL keep it in the database: verify --store-dsn checks it
+there, export copies it to a file log.`,
 		Example: `  hearth audit verify
   hearth audit tail -n 20 --event auth.login
-  hearth audit checkpoint > ~/hearth-checkpoint.txt`,
+  hearth audit checkpoint > ~/hearth-checkpoint.txt
+  hearth audit export --store-dsn 'host=db dbname=hearth user=hearth passfile=/etc/hearth/pgpass' --out /srv/audit-copy`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error { return cmd.Help() },
 	}

@@ -558,7 +558,7 @@ func collectIDs(rows pgx.Rows, n int) ([]int64, error) {
 // sequencer's last look: its entries then wait for the sequencer's next
 // look, at most Options.Heartbeat later.) notifyEvery = 0 (benchmarks)
 // notifies on every insert.
-var notifyEvery = 5 * time.Millisecond
+var notifyEvery = time.Millisecond
 
 const (
 	pollInterval    = time.Millisecond
