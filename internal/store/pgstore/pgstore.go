@@ -51,12 +51,15 @@ import (
 	"context"
 	"embed"
 	"fmt"
+	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/rs/zerolog"
 
@@ -174,6 +177,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 		opts.PruneEvery = time.Hour
 	}
 	cfg.ConnConfig.RuntimeParams["application_name"] = opts.ApplicationName
+	keepAlive(cfg.ConnConfig)
 	switch {
 	case opts.MaxConns > 0:
 		cfg.MaxConns = opts.MaxConns
@@ -321,4 +325,40 @@ func checkBucketName(b string) error {
 		return fmt.Errorf("pgstore: bad bucket name %q (1-255 bytes of UTF-8 without NUL)", b)
 	}
 	return nil
+}
+
+// Keepalive timing for every connection of the store, and of the feed's,
+// the audit sequencer's and its waiter's connections, which copy the
+// pool's configuration. Without it a replica that vanishes without closing
+// its connections (power cut, cable pulled) keeps its backends — and the
+// audit sequencer's advisory lock with them — until the kernel's default
+// keepalive gives up, about two hours later. With it the server drops such
+// a backend within idle + interval × count = 25 s, so a standby takes the
+// lock, and the replica notices a vanished server as fast.
+const (
+	keepAliveIdle     = 10 * time.Second
+	keepAliveInterval = 5 * time.Second
+	keepAliveCount    = 3
+)
+
+// keepAlive sets the server's TCP keepalives for the session
+// (tcp_keepalives_* are settable per session: PostgreSQL 15 manual §20.3.1)
+// unless the DSN set them, and the client side's on the dialer.
+func keepAlive(cc *pgx.ConnConfig) {
+	for k, v := range map[string]string{
+		"tcp_keepalives_idle":     strconv.Itoa(int(keepAliveIdle / time.Second)),
+		"tcp_keepalives_interval": strconv.Itoa(int(keepAliveInterval / time.Second)),
+		"tcp_keepalives_count":    strconv.Itoa(keepAliveCount),
+	} {
+		if _, set := cc.RuntimeParams[k]; !set {
+			cc.RuntimeParams[k] = v
+		}
+	}
+	d := &net.Dialer{
+		Timeout: cc.ConnectTimeout,
+		KeepAliveConfig: net.KeepAliveConfig{
+			Enable: true, Idle: keepAliveIdle, Interval: keepAliveInterval, Count: keepAliveCount,
+		},
+	}
+	cc.DialFunc = d.DialContext
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/hearth-home/hearth/internal/pgtest"
 	"github.com/hearth-home/hearth/internal/store"
+	"github.com/jackc/pgx/v5"
 )
 
 var bg = context.Background()
@@ -257,4 +258,34 @@ func TestUpdateNoRetryAfterHooks(t *testing.T) {
 		t.Errorf("both sides of a write skew committed (x=%q, y=%q): not serializable", read(t, a, "b", "x"), read(t, a, "b", "y"))
 	}
 	t.Logf("a: %v; b: %v; x=%q y=%q", err, bErrs[0], read(t, a, "b", "x"), read(t, a, "b", "y"))
+}
+
+// Every connection asks the server for TCP keepalives (25 s to drop the
+// backend of a vanished replica, and with it the audit sequencer's lock),
+// and so do the connections copied from the pool's configuration (the
+// feed's, the sequencer's).
+func TestKeepalives(t *testing.T) {
+	db := pgtest.New(t)
+	s := open(t, db, Options{})
+	for _, k := range []string{"tcp_keepalives_idle", "tcp_keepalives_interval", "tcp_keepalives_count"} {
+		var v string
+		if err := s.Pool().QueryRow(bg, "SHOW "+k).Scan(&v); err != nil {
+			t.Fatal(err)
+		}
+		cc := s.Pool().Config().ConnConfig.Copy()
+		conn, err := pgx.ConnectConfig(bg, cc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var copied string
+		err = conn.QueryRow(bg, "SHOW "+k).Scan(&copied)
+		conn.Close(bg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := map[string]string{"tcp_keepalives_idle": "10", "tcp_keepalives_interval": "5", "tcp_keepalives_count": "3"}[k]
+		if v != want || copied != want {
+			t.Errorf("%s = %q on the pool, %q on a copied configuration; want %q", k, v, copied, want)
+		}
+	}
 }
