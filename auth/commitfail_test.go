@@ -274,11 +274,11 @@ func TestCorrectionNamesLogIndex(t *testing.T) {
 	}
 }
 
-// rerunStore runs the next Update's fn, and its BeforeCommit hooks, once in
-// a transaction that then fails to commit, and then again for real: what
-// a driver does that retries a serialization failure raised at COMMIT.
-// PostgreSQL raises one only under a race no test can time; this makes it
-// happen on the next Update.
+// rerunStore runs the next Update's fn, and its BeforeCommit hooks, in a
+// transaction that then fails to commit, and answers ErrConflict, as
+// pgstore does for a serialization failure raised at COMMIT after the
+// hooks ran (pgstore's TestUpdateNoRetryAfterHooks makes one for real,
+// with a write skew; here it must happen inside auth's own commit).
 type rerunStore struct {
 	store.Store
 	armed atomic.Bool
@@ -306,13 +306,17 @@ func (s *rerunStore) Update(ctx context.Context, fn func(store.Tx) error) error 
 			}
 			return errCommit // rolls the first run back
 		})
+		// What pgstore returns when COMMIT conflicts after the hooks ran:
+		// it does not run fn again itself; the caller may.
+		return fmt.Errorf("%w: %w: %w: %w", store.ErrUnavailable, store.ErrCommit, store.ErrConflict, errCommit)
 	}
 	return s.Store.Update(ctx, fn)
 }
 
-// TestRerunAfterHooksIsCorrected: when a transaction runs again after its
-// hooks ran and its commit failed, the first run's entries are corrected
-// and its token never becomes live; the second run's change stands.
+// TestRerunAfterHooksIsCorrected: when a commit conflicts with a
+// concurrent one after its hooks ran (store.ErrConflict), the first run's
+// entries are corrected, its token never becomes live, and the change is
+// run again and stands.
 func TestRerunAfterHooksIsCorrected(t *testing.T) {
 	db := openDB(t, t.TempDir())
 	t.Cleanup(func() { db.Close() })

@@ -466,53 +466,60 @@ type memEffect struct{ apply, undo func() }
 //
 // fn may run more than once (a serialization failure on PostgreSQL runs
 // the transaction again): it computes the events and must have no other
-// effect. The audit appends and the memEffects happen once, in one
-// BeforeCommit hook, after fn's last run.
+// effect. The audit appends and the memEffects happen in one BeforeCommit
+// hook, after fn's last run; if the commit then conflicts with a
+// concurrent one (store.ErrConflict), they are undone and corrected, and
+// the change is run again, at most maxCommitConflicts times.
 func (s *Service) commit(ctx context.Context, fn func(tx store.Tx) ([]audit.Event, error), effects ...memEffect) error {
-	applied := false
-	var recorded []recordedEvent
-	err := s.st.Update(ctx, func(tx store.Tx) error {
-		if applied {
-			// The previous run's hook ran and its commit failed, and the
-			// driver runs the transaction again (a serialization failure
-			// at COMMIT): what that hook did did not take effect.
-			s.undo(ctx, effects, recorded)
-			applied, recorded = false, nil
-		}
-		evs, err := fn(tx)
-		if err != nil {
-			return err
-		}
-		tx.BeforeCommit(func() error {
-			for _, e := range evs {
-				idx, err := s.appendEntry(ctx, e)
-				if err != nil {
-					return fmt.Errorf("%w: %v", ErrUnavailable, err)
+	for attempt := 1; ; attempt++ {
+		applied := false
+		var recorded []recordedEvent
+		err := s.st.Update(ctx, func(tx store.Tx) error {
+			evs, err := fn(tx)
+			if err != nil {
+				return err
+			}
+			tx.BeforeCommit(func() error {
+				for _, e := range evs {
+					idx, err := s.appendEntry(ctx, e)
+					if err != nil {
+						return fmt.Errorf("%w: %v", ErrUnavailable, err)
+					}
+					recorded = append(recorded, recordedEvent{e, idx})
 				}
-				recorded = append(recorded, recordedEvent{e, idx})
-			}
-			for _, m := range effects {
-				m.apply()
-			}
-			applied = true
-			if f := s.failCommit.Load(); f != nil {
-				return (*f)() // test hook: an error here rolls back, as a failed commit does
-			}
+				for _, m := range effects {
+					m.apply()
+				}
+				applied = true
+				if f := s.failCommit.Load(); f != nil {
+					return (*f)() // test hook: an error here rolls back, as a failed commit does
+				}
+				return nil
+			})
 			return nil
 		})
-		return nil
-	})
-	if err == nil {
-		return nil
-	}
-	if applied {
+		if err == nil {
+			return nil
+		}
+		if !applied {
+			s.correct(ctx, recorded, "not applied: the audit log failed before all of the change's entries were recorded")
+			return storeErr(err)
+		}
 		s.undo(ctx, effects, recorded)
-		err = fmt.Errorf("%w: the store write failed: %w", ErrUnavailable, err)
-	} else {
-		s.correct(ctx, recorded, "not applied: the audit log failed before all of the change's entries were recorded")
+		if errors.Is(err, store.ErrConflict) && attempt < maxCommitConflicts && ctx.Err() == nil {
+			// A concurrent transaction (another replica's, on PostgreSQL)
+			// made the commit fail after the entries were recorded; they
+			// are corrected, and the whole change is run again on the
+			// state that won.
+			continue
+		}
+		return storeErr(fmt.Errorf("%w: the store write failed: %w", ErrUnavailable, err))
 	}
-	return storeErr(err)
 }
+
+// maxCommitConflicts bounds how often commit runs a change again after
+// its commit conflicted with a concurrent one.
+const maxCommitConflicts = 5
 
 // undo reverts the effects of a commit hook whose transaction did not
 // commit and records that its entries did not take effect.

@@ -146,9 +146,12 @@ type viewCert struct {
 // in-memory view per device for the per-request lookup. The store is the
 // truth; the view is a cache that is dropped:
 //
-//   - by this replica's own writes, in the transaction's BeforeCommit hook
-//     and again once Update returns (a reload that read the old record in
-//     between is then not kept: see gen);
+//   - by this replica's own writes, once Update returns (a reload that
+//     read the old record meanwhile is then not kept: see gen). No
+//     BeforeCommit hook: without one, the store runs a transaction whose
+//     COMMIT conflicted with another replica's again by itself, rather than
+//     failing it (store.ErrCommit), so concurrent enrollments of different
+//     devices do not answer 503;
 //   - by the store's feed, for changes other replicas commit (a ca.devices
 //     key drops that device, a ca.device_certs key the device of that
 //     incarnation, a Resync everything);
@@ -350,7 +353,6 @@ func (s *deviceStore) change(ctx context.Context, name string, fn func(r *device
 				return err
 			}
 		}
-		tx.BeforeCommit(func() error { s.invalidate(name); return nil })
 		return nil
 	})
 	s.invalidate(name)

@@ -201,6 +201,7 @@ func benchEnroll(b *testing.B, s *benchSetup, clients, n, round int) float64 {
 	}
 	close(jobs)
 	var ok, failed atomic.Int64
+	var firstFailure atomic.Pointer[string]
 	var wg sync.WaitGroup
 	start := time.Now()
 	for i := range clients {
@@ -210,10 +211,12 @@ func benchEnroll(b *testing.B, s *benchSetup, clients, n, round int) float64 {
 		go func() {
 			defer wg.Done()
 			for j := range jobs {
-				if st, _ := do(c, http.MethodPost, "https://"+gw+"/.hearth/v1/enroll", "", map[string]string{"token": j.token, "csr": j.csr}); st == http.StatusCreated || st == http.StatusOK {
+				if st, body := do(c, http.MethodPost, "https://"+gw+"/.hearth/v1/enroll", "", map[string]string{"token": j.token, "csr": j.csr}); st == http.StatusCreated || st == http.StatusOK {
 					ok.Add(1)
 				} else {
 					failed.Add(1)
+					msg := fmt.Sprintf("%d %s", st, body)
+					firstFailure.CompareAndSwap(nil, &msg)
 				}
 			}
 		}()
@@ -221,7 +224,7 @@ func benchEnroll(b *testing.B, s *benchSetup, clients, n, round int) float64 {
 	wg.Wait()
 	took := time.Since(start)
 	if failed.Load() > 0 {
-		b.Errorf("%s: %d of %d enrollments failed", s.name, failed.Load(), n)
+		b.Errorf("%s: %d of %d enrollments failed; the first: %s", s.name, failed.Load(), n, *firstFailure.Load())
 	}
 	return float64(ok.Load()) / took.Seconds()
 }

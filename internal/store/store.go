@@ -96,6 +96,13 @@ var (
 	// for an Update without hooks), so a correction must not assume it
 	// did not.
 	ErrCommit = errors.New("store: the commit failed after its hooks ran")
+	// ErrConflict: the commit was refused because a concurrent
+	// transaction conflicted with this one (PostgreSQL's serialization
+	// failure or deadlock at COMMIT, after the hooks ran, so the store did
+	// not run fn again). Always wrapped together with ErrCommit and
+	// ErrUnavailable. The caller may undo what its hooks did and run the
+	// whole operation again.
+	ErrConflict = errors.New("store: the commit conflicted with a concurrent transaction")
 	// ErrReadOnly: a write in a View transaction.
 	ErrReadOnly = errors.New("store: write in a read-only transaction")
 	// ErrTooLarge: a Put of a value longer than MaxValueSize (or of a key

@@ -132,6 +132,9 @@ func (s *Store) attempt(ctx context.Context, conn *pgxpool.Conn, fn func(store.T
 	if t.begun {
 		if err := t.commit(); err != nil {
 			t.rollback()
+			if retryable(err) {
+				return afterHooks{fmt.Errorf("%w: %w: %w: %w", store.ErrUnavailable, store.ErrCommit, store.ErrConflict, err)}
+			}
 			return afterHooks{fmt.Errorf("%w: %w: %w", store.ErrUnavailable, store.ErrCommit, err)}
 		}
 	}

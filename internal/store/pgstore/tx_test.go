@@ -163,8 +163,8 @@ func TestUpdateCommitFailsAfterHooks(t *testing.T) {
 		})
 		return tx.Bucket("b").Put([]byte("k"), []byte("lost"))
 	})
-	if !errors.Is(err, store.ErrCommit) || !errors.Is(err, store.ErrUnavailable) || hooks != 1 {
-		t.Errorf("Update = %v after %d hook runs; want ErrCommit and ErrUnavailable after 1", err, hooks)
+	if !errors.Is(err, store.ErrCommit) || !errors.Is(err, store.ErrUnavailable) || errors.Is(err, store.ErrConflict) || hooks != 1 {
+		t.Errorf("Update = %v after %d hook runs; want ErrCommit and ErrUnavailable (not ErrConflict: the backend died) after 1", err, hooks)
 	}
 	if got := read(t, b, "b", "k"); got != "" {
 		t.Errorf("k = %q, want nothing committed", got)
@@ -251,8 +251,8 @@ func TestUpdateNoRetryAfterHooks(t *testing.T) {
 	if hooks != 1 {
 		t.Fatalf("a's hook ran %d times, want 1 (Update = %v; b: %v)", hooks, err, bErrs)
 	}
-	if err != nil && (!errors.Is(err, store.ErrCommit) || !errors.Is(err, store.ErrUnavailable)) {
-		t.Errorf("a's Update = %v, want nil or ErrCommit with ErrUnavailable", err)
+	if err != nil && (!errors.Is(err, store.ErrCommit) || !errors.Is(err, store.ErrUnavailable) || !errors.Is(err, store.ErrConflict)) {
+		t.Errorf("a's Update = %v, want nil or ErrCommit with ErrConflict and ErrUnavailable", err)
 	}
 	if err == nil && bErrs[0] == nil {
 		t.Errorf("both sides of a write skew committed (x=%q, y=%q): not serializable", read(t, a, "b", "x"), read(t, a, "b", "y"))
