@@ -310,17 +310,22 @@ func (s *Server) follow(ctx context.Context) error {
 	if rec.Version <= s.sync.applied {
 		return nil
 	}
-	if rec.SHA256 == s.live.Load().sum {
-		s.sync.applied = rec.Version
-		s.sync.refused.Store(nil)
-		return nil
-	}
 	ev := s.configEvent(rec.By, "replica", "local")
 	ev.Meta["from_replica"] = rec.Replica
 	ev.Meta["version"] = strconv.FormatInt(rec.Version, 10)
-	_, err = s.apply(ctx, ev, rec.YAML, func(*config.Config) error {
-		return writeConfigFile(s.opts.Dir, rec.YAML)
-	})
+	if got := sha256Hex(rec.YAML); got != rec.SHA256 {
+		// Bytes that are not what the record says were published: refused
+		// before anything else (even when the sum claims the running file).
+		_, err = s.refuse(ctx, ev, fmt.Errorf("the stored hearth.yaml has sha256 %s, but its record says %s", got, rec.SHA256))
+	} else if rec.SHA256 == s.live.Load().sum {
+		s.sync.applied = rec.Version
+		s.sync.refused.Store(nil)
+		return nil
+	} else {
+		_, err = s.apply(ctx, ev, rec.YAML, func(*config.Config) error {
+			return writeConfigFile(s.opts.Dir, rec.YAML)
+		})
+	}
 	if errors.Is(err, ErrConfigRefused) {
 		s.refuseShared(rec, err)
 		s.sync.applied = rec.Version // refused until a newer one comes
