@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -377,5 +378,54 @@ func TestConcurrentReloadsConverge(t *testing.T) {
 		if got := readFile(t, filepath.Join(s.opts.Dir, config.FileName)); !bytes.Equal(got, files[winner]) {
 			t.Errorf("%s's hearth.yaml is not the newest", s.sync.replica)
 		}
+	}
+}
+
+// TestSharedStoreChangeNeedsRestart: with the store named in hearth.yaml
+// (not --store-dsn), a reload on A that points store.dsn elsewhere
+// reaches B's hearth.yaml like any change, but B keeps the store it
+// opened and its config.change entry names store under restart_needed.
+func TestSharedStoreChangeNeedsRestart(t *testing.T) {
+	dsn := pgtest.New(t).PassfileDSN(t)
+	other := pgtest.New(t).PassfileDSN(t)
+	storeSection := func(d string) string { return "\nstore:\n  driver: postgres\n  dsn: \"" + d + "\"\n" }
+	var srvs []*Server
+	for range 2 {
+		dir := initializedDir(t)
+		p := filepath.Join(dir, config.FileName)
+		if err := os.WriteFile(p, append(readFile(t, p), storeSection(dsn)...), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		s, err := Open(Options{Dir: dir, Logger: zerolog.Nop()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		srvs = append(srvs, s)
+	}
+	a, b := srvs[0], srvs[1]
+	pa := filepath.Join(a.opts.Dir, config.FileName)
+	moved := bytes.Replace(readFile(t, pa), []byte(dsn), []byte(other), 1)
+	if err := os.WriteFile(pa, moved, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	res, err := a.Reload(context.Background(), authz.LocalPrincipalID, "socket")
+	if err != nil || !slices.Equal(res.RestartNeeded, []string{"store"}) {
+		t.Fatalf("Reload on A = %+v, %v; want restart_needed [store]", res, err)
+	}
+	if _, ok := waitFor(followBound, func() bool { return b.live.Load().sum == sha256Hex(moved) }); !ok {
+		t.Fatalf("B did not follow A's reload within %v", followBound)
+	}
+	if got := readFile(t, filepath.Join(b.opts.Dir, config.FileName)); !bytes.Equal(got, moved) {
+		t.Error("B's hearth.yaml does not name the new store")
+	}
+	if b.cfg.Store.DSN != dsn {
+		t.Errorf("B's store after following = %q, want the one it opened until a restart", b.cfg.Store.DSN)
+	}
+	if rec := storedConfig(t, b); rec == nil || rec.Version != 2 {
+		t.Errorf("the store B still uses holds %+v, want version 2", rec)
+	}
+	if n := auditBodies(t, b, `"via":"replica"`, `"restart_needed":"store"`); n != 1 {
+		t.Errorf("B's config.change entries naming store under restart_needed = %d, want 1", n)
 	}
 }
