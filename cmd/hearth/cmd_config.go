@@ -101,7 +101,9 @@ upstream and OIDC providers take effect on the next request; open
 connections stay up. A file that does not validate is refused and the
 running configuration kept. Either way the audit log records a
 config.change entry. Listeners, CA, login and audit settings need a restart;
-reload names them when they changed.`,
+reload names them when they changed. With replicas on PostgreSQL the file is
+also published to the other replicas, which write it to their data dirs and
+apply it within a second (see "Operating replicas" in the README).`,
 		Example: `  hearth config check && hearth reload
   kill -HUP "$(pidof hearth)"   # the same, by signal`,
 		Args: cobra.NoArgs,
@@ -123,9 +125,12 @@ reload names them when they changed.`,
 			if len(res.RestartNeeded) > 0 {
 				fmt.Fprintf(e.stdout, "Changed but applied only on restart: %s\n", strings.Join(res.RestartNeeded, ", "))
 			}
+			if res.Version > 0 {
+				fmt.Fprintf(e.stdout, "Shared with the other replicas as version %d: they follow it within a second (a replica that cannot apply it says so in its log and /.hearth/readyz).\n", res.Version)
+			}
 			return nil
 		},
 	}
-	c.Flags().BoolVar(&asJSON, "json", false, `print {"sha256", "changed", "restart_needed"} as JSON`)
+	c.Flags().BoolVar(&asJSON, "json", false, `print {"sha256", "changed", "restart_needed", "version"} as JSON (version: of the replicas' shared file, PostgreSQL only)`)
 	return c
 }

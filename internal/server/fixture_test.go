@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"github.com/hearth-home/hearth/internal/config"
+	"github.com/hearth-home/hearth/internal/pgtest"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -21,7 +22,7 @@ var fixture struct {
 
 // TestMain removes the shared data dir at the end.
 func TestMain(m *testing.M) {
-	code := m.Run()
+	code := pgtest.Run(m) // stops the PostgreSQL cluster if a test started one
 	if fixture.dir != "" {
 		os.RemoveAll(filepath.Dir(fixture.dir))
 	}

@@ -28,6 +28,7 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 		{"audit", func() error { return s.auditReady(r.Context()) }},
 		{"ca", s.ca.Ready},
 		{"feed", s.feedFresh},
+		{"config", s.configFollowed},
 	} {
 		if err := c.f(); err != nil {
 			s.log.Warn().Err(err).Str("part", c.name).Msg("readyz: not ready")

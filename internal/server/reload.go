@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/hearth-home/hearth/audit"
@@ -132,6 +133,9 @@ type ReloadResult struct {
 	// RestartNeeded lists the settings that changed but take effect only
 	// when `hearth serve` restarts (listeners, CA, logins, audit).
 	RestartNeeded []string `json:"restart_needed,omitempty"`
+	// Version is the version of the replicas' shared hearth.yaml this
+	// file now is (PostgreSQL only; 0 on bbolt).
+	Version int64 `json:"version,omitempty"`
 }
 
 // Reload reads hearth.yaml again and, if it parses, validates and builds,
@@ -145,29 +149,61 @@ func (s *Server) Reload(ctx context.Context, by, via string) (*ReloadResult, err
 }
 
 // reload is Reload for a request from client (an address, or "local").
+// On PostgreSQL the file, once it builds, is published to the other
+// replicas (cfgsync.go) before it is applied here; if it cannot be
+// published the running configuration is kept, so that replicas do not
+// silently diverge.
 func (s *Server) reload(ctx context.Context, by, via, client string) (*ReloadResult, error) {
 	s.reloadMu.Lock()
 	defer s.reloadMu.Unlock()
-	path := filepath.Join(s.opts.Dir, config.FileName)
-	old := s.live.Load()
-	ev := audit.Event{
-		Time: s.opts.Now().UTC(), Name: audit.EventConfigChange, Principal: by,
-		Resource: config.FileName, Client: client,
-		Meta: map[string]string{"via": via, "previous_sha256": old.sum},
-	}
-	refuse := func(err error) (*ReloadResult, error) {
-		ev.Outcome = audit.OutcomeFailure
-		ev.Reason = "refused, running configuration kept: " + bounded(err.Error(), 1024)
-		if aerr := s.rec.Record(ctx, ev); aerr != nil {
-			return nil, fmt.Errorf("server: recording the refused reload: %w", aerr)
-		}
-		s.log.Warn().Err(err).Str("via", via).Msg("reload refused; the running configuration is kept")
-		return nil, fmt.Errorf("%w: %w", ErrConfigRefused, err)
-	}
-	b, err := readConfig(path)
+	ev := s.configEvent(by, via, client)
+	b, err := readConfig(filepath.Join(s.opts.Dir, config.FileName))
 	if err != nil {
-		return refuse(err)
+		return s.refuse(ctx, ev, err)
 	}
+	var version int64
+	var publish func(*config.Config) error
+	if s.sync != nil {
+		publish = func(*config.Config) error {
+			rec, err := s.publish(ctx, b, sha256Hex(b), by, false)
+			if err != nil {
+				return err
+			}
+			version = rec.Version
+			ev.Meta["version"] = strconv.FormatInt(version, 10)
+			return nil
+		}
+	}
+	res, err := s.apply(ctx, ev, b, publish)
+	if err == nil && s.sync != nil {
+		res.Version = version
+		s.sync.applied = version
+		s.sync.refused.Store(nil)
+	}
+	return res, err
+}
+
+// refuse records ev as a refused reload for err and returns an error
+// wrapping ErrConfigRefused.
+func (s *Server) refuse(ctx context.Context, ev audit.Event, err error) (*ReloadResult, error) {
+	ev.Outcome = audit.OutcomeFailure
+	ev.Reason = "refused, running configuration kept: " + bounded(err.Error(), 1024)
+	if aerr := s.rec.Record(ctx, ev); aerr != nil {
+		return nil, fmt.Errorf("server: recording the refused reload: %w", aerr)
+	}
+	s.log.Warn().Err(err).Str("via", ev.Meta["via"]).Msg("reload refused; the running configuration is kept")
+	return nil, fmt.Errorf("%w: %w", ErrConfigRefused, err)
+}
+
+// apply is the reload path, for a file read here and for one another
+// replica published alike (reloadMu held): b must parse, validate and
+// build, or it is refused with the running configuration kept; then
+// prepare (if set) runs — publishing it, or writing it to the data dir —
+// and a failure there keeps the running configuration too (recorded, but
+// not as a refusal of the file); then ev records the change, and nothing
+// is applied unless its entry is in the log.
+func (s *Server) apply(ctx context.Context, ev audit.Event, b []byte, prepare func(*config.Config) error) (*ReloadResult, error) {
+	old := s.live.Load()
 	res := &ReloadResult{SHA256: sha256Hex(b)}
 	ev.Meta["sha256"] = res.SHA256
 	cfg, err := config.Parse(b)
@@ -175,18 +211,32 @@ func (s *Server) reload(ctx context.Context, by, via, client string) (*ReloadRes
 		err = cfg.Validate()
 	}
 	if err != nil {
-		return refuse(err)
+		return s.refuse(ctx, ev, err)
 	}
 	applyOptions(cfg, s.opts)
 	l, err := s.build(cfg)
 	if err != nil {
-		return refuse(err)
+		return s.refuse(ctx, ev, err)
+	}
+	if prepare != nil {
+		if err := prepare(cfg); err != nil {
+			ev.Outcome = audit.OutcomeFailure
+			ev.Reason = "not applied, running configuration kept: " + bounded(err.Error(), 1024)
+			if aerr := s.rec.Record(ctx, ev); aerr != nil {
+				return nil, errors.Join(err, fmt.Errorf("server: recording the failed reload: %w", aerr))
+			}
+			s.log.Error().Err(err).Str("via", ev.Meta["via"]).Msg("reload not applied; the running configuration is kept")
+			return nil, err
+		}
 	}
 	l.sum = res.SHA256
 	res.Changed = res.SHA256 != old.sum
 	res.RestartNeeded = restartNeeded(s.cfg, cfg)
 	ev.Outcome = audit.OutcomeSuccess
 	ev.Reason = "applied routes, bundles, requirements, trusted networks and OIDC providers"
+	if ev.Meta["via"] == "replica" {
+		ev.Reason += " as published by replica " + ev.Meta["from_replica"]
+	}
 	if len(res.RestartNeeded) > 0 {
 		ev.Meta["restart_needed"] = strings.Join(res.RestartNeeded, ",")
 		ev.Reason += "; a restart applies " + ev.Meta["restart_needed"]
@@ -196,7 +246,7 @@ func (s *Server) reload(ctx context.Context, by, via, client string) (*ReloadRes
 		return nil, fmt.Errorf("server: recording the reload: %w", err)
 	}
 	s.commit(l)
-	s.log.Info().Str("sha256", res.SHA256).Bool("changed", res.Changed).Strs("restart_needed", res.RestartNeeded).Str("via", via).Msg("configuration reloaded")
+	s.log.Info().Str("sha256", res.SHA256).Bool("changed", res.Changed).Strs("restart_needed", res.RestartNeeded).Str("via", ev.Meta["via"]).Str("from_replica", ev.Meta["from_replica"]).Msg("configuration reloaded")
 	return res, nil
 }
 

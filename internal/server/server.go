@@ -110,6 +110,9 @@ type Server struct {
 	reloadMu  sync.Mutex // one reload at a time
 	publicURL string
 	cookieKey []byte // OIDC flow cookies, kept across reloads
+	// sync shares hearth.yaml with the other replicas (cfgsync.go); nil
+	// on bbolt.
+	sync *cfgSync
 }
 
 // Open opens the data dir and builds every part, without listening yet.
@@ -144,18 +147,35 @@ func Open(opts Options) (*Server, error) {
 		}
 	}()
 
-	// The CA and the login service are opened with a first policy; the
-	// one build() makes replaces it in commit, as on every reload.
-	policy, err := authz.New(cfg.Authz)
-	if err != nil {
-		return nil, err
-	}
 	s.cookieKey = make([]byte, 32)
 	if _, err := rand.Read(s.cookieKey); err != nil {
 		return nil, fmt.Errorf("server: reading randomness: %w", err)
 	}
 
 	if s.store, err = openStore(context.Background(), dir, cfg.Store, s.log); err != nil {
+		return nil, err
+	}
+	var shared *sharedConfig
+	localSum := sha256Hex(raw)
+	if _, ok := s.store.(pooled); ok {
+		// Replicas share hearth.yaml (cfgsync.go): the newest one in the
+		// store wins over a stale local copy.
+		s.sync = &cfgSync{replica: replicaName()}
+		if raw, cfg, shared, err = s.adoptAtStart(context.Background(), raw, cfg); err != nil {
+			return nil, err
+		}
+		// The store is the one opened above; a different store section
+		// in the adopted file takes effect at the next restart.
+		started := *cfg
+		started.Store = s.cfg.Store
+		s.cfg = &started
+		cfg = s.cfg
+	}
+
+	// The CA and the login service are opened with a first policy; the
+	// one build() makes replaces it in commit, as on every reload.
+	policy, err := authz.New(cfg.Authz)
+	if err != nil {
 		return nil, err
 	}
 	if bs, ok := s.store.(*boltstore.Store); ok {
@@ -225,20 +245,35 @@ func Open(opts Options) (*Server, error) {
 	}
 	l, err := s.build(cfg)
 	if err != nil {
+		if shared != nil && shared.SHA256 != localSum {
+			return nil, fmt.Errorf("server: the replicas' shared hearth.yaml (version %d, published by %s, now in %s; yours is %s) does not build here: %w", shared.Version, shared.Replica, config.FileName, PreviousConfigName, err)
+		}
 		return nil, err
 	}
 	l.sum = sha256Hex(raw)
 	// Which configuration the server starts with is a configuration
 	// change too: an edit made while hearth was stopped shows in the log
 	// as a new sha256 at the next start.
-	if err := s.rec.Record(context.Background(), audit.Event{
+	startEv := audit.Event{
 		Time: opts.Now().UTC(), Name: audit.EventConfigChange, Outcome: audit.OutcomeSuccess,
 		Principal: authz.LocalPrincipalID, Resource: config.FileName, Client: "local",
 		Reason: "started with this configuration", Meta: map[string]string{"via": "start", "sha256": l.sum},
-	}); err != nil {
+	}
+	if shared != nil {
+		startEv.Meta["version"] = fmt.Sprint(shared.Version)
+		if shared.SHA256 != localSum {
+			startEv.Meta["from_replica"] = shared.Replica
+			startEv.Meta["previous_sha256"] = localSum
+			startEv.Reason = "started with the replicas' shared configuration, adopted over this data dir's " + config.FileName + " (kept as " + PreviousConfigName + ")"
+		}
+	}
+	if err := s.rec.Record(context.Background(), startEv); err != nil {
 		return nil, fmt.Errorf("server: recording the configuration at start: %w", err)
 	}
 	s.commit(l)
+	if s.sync != nil {
+		s.startFollowing()
+	}
 	if s.mets != nil {
 		if err := s.registerCollectors(); err != nil {
 			return nil, err
@@ -493,6 +528,7 @@ func (s *Server) Serve(ctx context.Context) error {
 // Close releases the store, the log and the CA.
 func (s *Server) Close() error {
 	var errs []error
+	s.stopFollowing()
 	if s.auth != nil {
 		errs = append(errs, s.auth.Close())
 	}
