@@ -69,26 +69,39 @@ func auditStoreKey(cmd *cobra.Command, key string) (string, error) {
 
 // auditVerifyStore is `hearth audit verify --store-dsn`.
 func auditVerifyStore(cmd *cobra.Command, e *env, dsn, key string, strict, asJSON bool) error {
-	ctx := cmd.Context()
-	if ctx == nil {
-		ctx = context.Background()
-	}
-	pool, err := auditStorePool(ctx, dsn)
+	verr, err := withAuditStore(cmd, e, dsn, key, asJSON, func(ctx context.Context, pool *pgxpool.Pool, key string) (*audit.VerifyResult, error) {
+		return pgaudit.Verify(ctx, pool, pgaudit.VerifyOptions{VerifierKey: key, Strict: strict})
+	})
 	if err != nil {
-		return err
-	}
-	defer pool.Close()
-	if key, err = auditStoreKey(cmd, key); err != nil {
-		return err
-	}
-	res, verr := pgaudit.Verify(ctx, pool, pgaudit.VerifyOptions{VerifierKey: key, Strict: strict})
-	if err := auditReport(e, res, asJSON); err != nil {
 		return err
 	}
 	if verr != nil {
 		return exitError{code: 1, msg: "audit history verification failed"}
 	}
 	return nil
+}
+
+// withAuditStore connects to the replicas' database (dsn), resolves the
+// verifier key, runs run and reports its result; it returns run's own
+// error apart from the errors of connecting and reporting.
+func withAuditStore(cmd *cobra.Command, e *env, dsn, key string, asJSON bool, run func(context.Context, *pgxpool.Pool, string) (*audit.VerifyResult, error)) (runErr, err error) {
+	ctx := cmd.Context()
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	pool, err := auditStorePool(ctx, dsn)
+	if err != nil {
+		return nil, err
+	}
+	defer pool.Close()
+	if key, err = auditStoreKey(cmd, key); err != nil {
+		return nil, err
+	}
+	res, runErr := run(ctx, pool, key)
+	if err := auditReport(e, res, asJSON); err != nil {
+		return nil, err
+	}
+	return runErr, nil
 }
 
 func auditReport(e *env, res *audit.VerifyResult, asJSON bool) error {
@@ -122,20 +135,10 @@ mode 0600) with passfile=. OUT/audit must not exist or be empty.`,
 			if dsn == "" || out == "" {
 				return exitError{code: 2, msg: "export needs --store-dsn DSN and --out DIR"}
 			}
-			ctx := cmd.Context()
-			if ctx == nil {
-				ctx = context.Background()
-			}
-			pool, err := auditStorePool(ctx, dsn)
+			xerr, err := withAuditStore(cmd, e, dsn, key, asJSON, func(ctx context.Context, pool *pgxpool.Pool, key string) (*audit.VerifyResult, error) {
+				return pgaudit.Export(ctx, pool, out, pgaudit.VerifyOptions{VerifierKey: key})
+			})
 			if err != nil {
-				return err
-			}
-			defer pool.Close()
-			if key, err = auditStoreKey(cmd, key); err != nil {
-				return err
-			}
-			res, xerr := pgaudit.Export(ctx, pool, out, pgaudit.VerifyOptions{VerifierKey: key})
-			if err := auditReport(e, res, asJSON); err != nil {
 				return err
 			}
 			if xerr != nil {
