@@ -335,10 +335,17 @@ func (l *Log) serveTile(w http.ResponseWriter, r *http.Request) {
 		httpx.Error(w, http.StatusServiceUnavailable, "unavailable", "the tile cannot be read now")
 		return
 	}
+	WriteTile(w, t, data)
+}
+
+// WriteTile answers a tile request with the tile's bytes: full tiles are
+// immutable (c2sp.org/tlog-tiles) and may be cached, by the client only
+// (entries are private household data); partial ones are not cached. The
+// PostgreSQL history (internal/pgaudit) serves its tiles through it too.
+func WriteTile(w http.ResponseWriter, t tlog.Tile, data []byte) {
 	w.Header().Set("Content-Type", "application/octet-stream")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	if t.W == torchwood.TileWidth {
-		// Full tiles are immutable (tlog-tiles); entries are private.
 		w.Header().Set("Cache-Control", "private, max-age=31536000, immutable")
 	} else {
 		w.Header().Set("Cache-Control", "no-store")

@@ -79,14 +79,7 @@ func (l *Log) Handler() http.Handler {
 			l.unavailable(w, r, err)
 			return
 		}
-		w.Header().Set("Content-Type", "application/octet-stream")
-		w.Header().Set("X-Content-Type-Options", "nosniff")
-		if t.W == torchwood.TileWidth {
-			w.Header().Set("Cache-Control", "private, max-age=31536000, immutable")
-		} else {
-			w.Header().Set("Cache-Control", "no-store")
-		}
-		w.Write(data)
+		audit.WriteTile(w, t, data)
 	})
 }
 
