@@ -41,32 +41,62 @@ const (
 // authenticate: the server mounts it behind its authentication.
 func (l *Log) Handler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		isTile := strings.HasPrefix(r.URL.Path, TilePrefix)
-		switch {
-		case r.URL.Path == CheckpointPath, r.URL.Path == ProofPath, isTile:
-		default:
-			httpx.Error(w, http.StatusNotFound, "not_found", "no such audit endpoint")
-			return
-		}
-		if r.Method != http.MethodGet && r.Method != http.MethodHead {
-			w.Header().Set("Allow", "GET, HEAD")
-			httpx.Error(w, http.StatusMethodNotAllowed, "method_not_allowed", "use GET")
-			return
-		}
-		if isTile {
+		switch RouteHistory(w, r) {
+		case HistoryTile:
 			l.serveTile(w, r)
-			return
+		case HistoryCheckpoint:
+			WriteCheckpoint(w, l.cosignedCheckpoint(l.Checkpoint()))
+		case HistoryProof:
+			l.serveProof(w, r)
 		}
-		if r.URL.Path == CheckpointPath {
-			msg := l.cosignedCheckpoint(l.Checkpoint())
-			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-			w.Header().Set("Cache-Control", "no-store")
-			w.Header().Set("X-Content-Type-Options", "nosniff")
-			w.Write(msg)
-			return
-		}
-		l.serveProof(w, r)
 	})
+}
+
+// HistoryEndpoint names what a request to the history's read endpoints
+// asks for.
+type HistoryEndpoint int
+
+// The history's read endpoints; HistoryNone means RouteHistory has
+// answered the request already (404 or 405).
+const (
+	HistoryNone HistoryEndpoint = iota
+	HistoryCheckpoint
+	HistoryTile
+	HistoryProof
+)
+
+// RouteHistory sorts a request to the history's read endpoints (the
+// checkpoint, tiles, proofs), answering other paths with 404 and other
+// methods than GET and HEAD with 405 (JSON errors), as both the file log
+// and the PostgreSQL history (internal/pgaudit) serve them.
+func RouteHistory(w http.ResponseWriter, r *http.Request) HistoryEndpoint {
+	var e HistoryEndpoint
+	switch {
+	case r.URL.Path == CheckpointPath:
+		e = HistoryCheckpoint
+	case r.URL.Path == ProofPath:
+		e = HistoryProof
+	case strings.HasPrefix(r.URL.Path, TilePrefix):
+		e = HistoryTile
+	default:
+		httpx.Error(w, http.StatusNotFound, "not_found", "no such audit endpoint")
+		return HistoryNone
+	}
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		httpx.Error(w, http.StatusMethodNotAllowed, "method_not_allowed", "use GET")
+		return HistoryNone
+	}
+	return e
+}
+
+// WriteCheckpoint answers with a signed checkpoint note (never cached: it
+// moves with every batch).
+func WriteCheckpoint(w http.ResponseWriter, msg []byte) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.Write(msg)
 }
 
 func (l *Log) serveProof(w http.ResponseWriter, r *http.Request) {

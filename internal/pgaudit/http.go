@@ -27,32 +27,23 @@ import (
 // server mounts it behind its authentication.
 func (l *Log) Handler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		isTile := strings.HasPrefix(r.URL.Path, audit.TilePrefix)
-		if r.URL.Path != audit.CheckpointPath && r.URL.Path != audit.ProofPath && !isTile {
-			httpx.Error(w, http.StatusNotFound, "not_found", "no such audit endpoint")
+		route := audit.RouteHistory(w, r)
+		switch route {
+		case audit.HistoryNone:
 			return
-		}
-		if r.Method != http.MethodGet && r.Method != http.MethodHead {
-			w.Header().Set("Allow", "GET, HEAD")
-			httpx.Error(w, http.StatusMethodNotAllowed, "method_not_allowed", "use GET")
-			return
-		}
-		if r.URL.Path == audit.ProofPath {
+		case audit.HistoryProof:
 			l.serveProof(w, r)
 			return
 		}
 		ctx, cancel := context.WithTimeout(r.Context(), readTimeout)
 		defer cancel()
-		if !isTile {
+		if route == audit.HistoryCheckpoint {
 			_, msg, err := l.Latest(ctx)
 			if err != nil || msg == nil {
 				l.unavailable(w, r, err)
 				return
 			}
-			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-			w.Header().Set("Cache-Control", "no-store")
-			w.Header().Set("X-Content-Type-Options", "nosniff")
-			w.Write(msg)
+			audit.WriteCheckpoint(w, msg)
 			return
 		}
 		t, err := audit.ParseTilePath(strings.TrimPrefix(r.URL.Path, strings.TrimSuffix(audit.TilePrefix, "tile/")))
